@@ -1,0 +1,31 @@
+# `make test` builds .venv (torch/torchvision from the machine's pip, capped at 2.14.1/0.29.1),
+# installs the package with its dev extras and runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -m "not slow and not gpu"
+
+.PHONY: venv test test-all lint bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+venv: $(BIN)/activate
+	$(BIN)/pip install --quiet "torch<=2.14.1" "torchvision<=0.29.1"
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks dataset_scripts
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

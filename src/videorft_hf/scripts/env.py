@@ -1,0 +1,78 @@
+"""Prints the environment a bug report needs: platform, package versions, accelerators and video backends.
+
+    videorft env
+    python -m videorft_hf.scripts.env
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import platform
+import shutil
+import sys
+
+PACKAGES = (
+    "videorft_hf",
+    "torch",
+    "torchvision",
+    "transformers",
+    "trl",
+    "datasets",
+    "huggingface-hub",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "evaluate",
+    "bitsandbytes",
+    "deepspeed",
+    "vllm",
+    "decord",
+    "av",
+    "torchcodec",
+    "qwen-vl-utils",
+)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def collect() -> dict[str, str]:
+    """Returns the environment facts as an ordered dict of strings."""
+    info = {"Platform": platform.platform(), "Python version": sys.version.split()[0]}
+    for package in PACKAGES:
+        info[f"{package} version"] = _version(package)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            info["Accelerators"] = ", ".join(names)
+        else:
+            info["Accelerators"] = "none (CPU)"
+    except ImportError:
+        info["Accelerators"] = "unknown (torch not installed)"
+    from videorft_hf.video import _resolve_backend, available_backends
+
+    info["Video backends"] = ", ".join(available_backends()) or "none"
+    info["Default video backend"] = _resolve_backend("auto")
+    info["System FFmpeg"] = shutil.which("ffmpeg") or "not found (torchcodec needs it)"
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="videorft env", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    print("\nCopy-paste the following information when you file an issue:\n")
+    for key, value in collect().items():
+        print(f"- {key}: {value}")
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,616 @@
+"""Video and image frames for the model: sampling rules, decoding backends, resizing and a frame cache.
+
+Frame sampling and resizing follow the qwen-vl-utils rules the VideoRFT release trained with (fps 2, an even
+number of frames, both sides multiples of 28, bicubic with antialias), implemented here so that every stage
+(SFT collator, GRPO trainer, rewards, evaluation) samples a video identically from one `VideoSamplingConfig`.
+
+Frames come back as uint8 arrays together with a `transformers.video_utils.VideoMetadata`, so the processor
+computes `second_per_grid_ts` (Qwen2.5-VL) and timestamps (Qwen3-VL) from the true fps and frame indices.
+
+Example:
+    >>> from videorft_hf import VideoSamplingConfig, load_video_frames
+    >>> config = VideoSamplingConfig.from_preset("videorft-train")
+    >>> frames, metadata = load_video_frames("clip.mp4", config)  # doctest: +SKIP
+    >>> frames.shape, metadata.frames_indices  # doctest: +SKIP
+    ((16, 224, 420, 3), [0, 120, ...])
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import importlib.util
+import math
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers.video_utils import VideoMetadata
+
+FRAME_FACTOR = 2  # temporal patch size of the Qwen-VL vision towers: frame counts are even
+MAX_ASPECT_RATIO = 200
+VIDEO_BACKENDS = ("decord", "pyav", "torchcodec")
+# Decoding one frame after a seek costs about as much as flushing the decoder; used by the decode planner.
+_SEEK_OVERHEAD_FRAMES = 2
+
+
+# --------------------------------------------------------------------------------------------- errors
+class MediaDecodeError(ValueError):
+    """A media file could not be turned into frames. The message names the path and the cause."""
+
+    def __init__(self, path: str, cause: str, hint: str = ""):
+        self.path = str(path)
+        self.cause = cause
+        message = f"{self.path}: {cause}"
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+    def __reduce__(self):  # keeps the error picklable across dataloader worker processes
+        return (self.__class__, (self.path, self.cause))
+
+
+class VideoDecodeError(MediaDecodeError):
+    """A video could not be decoded into frames."""
+
+
+class VideoNotFoundError(VideoDecodeError, FileNotFoundError):
+    """The video file does not exist."""
+
+
+class NotAVideoError(VideoDecodeError):
+    """The file exists but holds no decodable video stream."""
+
+
+class EmptyVideoError(VideoDecodeError):
+    """The video has no frames, or fewer than the two a temporal patch needs."""
+
+
+class CorruptVideoError(VideoDecodeError):
+    """The stream ends early or fails to decode (truncated or corrupt file)."""
+
+
+class AspectRatioError(VideoDecodeError):
+    """The frames are too thin to resize (aspect ratio above 200)."""
+
+
+class ImageDecodeError(MediaDecodeError):
+    """An image could not be loaded."""
+
+
+# --------------------------------------------------------------------------------------------- config
+_PRESETS: dict[str, dict] = {
+    # VideoRFT training: exactly 16 frames at 128*28*28 pixels per frame.
+    "videorft-train": dict(min_frames=16, max_frames=16, min_pixels=128 * 28 * 28, max_pixels=128 * 28 * 28),
+    # VideoRFT / Video-R1 evaluation: 32 frames at 256*28*28.
+    "videorft-eval": dict(min_frames=32, max_frames=32, min_pixels=128 * 28 * 28, max_pixels=256 * 28 * 28),
+    # Video-R1 training: 4..16 frames at 128*28*28.
+    "video-r1-train": dict(min_frames=4, max_frames=16, min_pixels=128 * 28 * 28, max_pixels=128 * 28 * 28),
+}
+
+
+@dataclass(frozen=True)
+class VideoSamplingConfig:
+    """How videos and images are sampled and resized. One object flows from the recipe to every stage.
+
+    Frame count: `n = clamp(duration * fps, min_frames, max_frames)`, capped at the number of frames in the
+    video (or clip), floored to an even number; frame indices are `round(linspace(first, last, n))`.
+    Frame size: aspect ratio kept, both sides multiples of `patch_factor`, pixels per frame within
+    `[min_pixels, cap]` with `cap = min(max_pixels, max(min(max_pixels, total_pixels / n * 2), 1.05 * min_pixels))`
+    (the qwen-vl-utils rule with the configured `max_pixels` taking precedence, as the release's per-sample
+    `max_pixels` did).
+
+    Example:
+        >>> VideoSamplingConfig.from_preset("videorft-train").max_frames
+        16
+    """
+
+    fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of video."})
+    min_frames: int = field(default=4, metadata={"help": "Fewest frames sampled (rounded up to even)."})
+    max_frames: int = field(default=768, metadata={"help": "Most frames sampled (rounded down to even)."})
+    min_pixels: int = field(default=128 * 28 * 28, metadata={"help": "Fewest pixels per video frame."})
+    max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Most pixels per video frame."})
+    total_pixels: int = field(
+        default=int(128000 * 28 * 28 * 0.9), metadata={"help": "Pixel budget of a whole video (all frames)."}
+    )
+    image_min_pixels: int = field(default=4 * 28 * 28, metadata={"help": "Fewest pixels per image."})
+    image_max_pixels: int = field(default=256 * 28 * 28, metadata={"help": "Most pixels per image."})
+    patch_factor: int = field(
+        default=28, metadata={"help": "Both frame sides become multiples of this (patch size * spatial merge)."}
+    )
+
+    def __post_init__(self):
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps!r}.")
+        if self.min_frames < 1 or self.max_frames < FRAME_FACTOR:
+            raise ValueError(
+                f"min_frames must be >= 1 and max_frames >= {FRAME_FACTOR}, got {self.min_frames}, {self.max_frames}."
+            )
+        if self.min_frames > self.max_frames:
+            raise ValueError(
+                f"min_frames ({self.min_frames}) is larger than max_frames ({self.max_frames}); lower min_frames."
+            )
+        if self.patch_factor < 1:
+            raise ValueError(f"patch_factor must be >= 1, got {self.patch_factor}.")
+        for low, high in (("min_pixels", "max_pixels"), ("image_min_pixels", "image_max_pixels")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo < 1 or hi < lo:
+                raise ValueError(f"Need 1 <= {low} <= {high}, got {low}={lo}, {high}={hi}.")
+        if self.total_pixels < self.min_pixels:
+            raise ValueError(f"total_pixels ({self.total_pixels}) must be >= min_pixels ({self.min_pixels}).")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> VideoSamplingConfig:
+        """Returns a preset ("videorft-train", "videorft-eval", "video-r1-train"), with fields overridden.
+
+        Raises:
+            ValueError: for an unknown preset name.
+        """
+        if name not in _PRESETS:
+            raise ValueError(f"Unknown sampling preset {name!r}; choose one of {sorted(_PRESETS)}.")
+        return cls(**{**_PRESETS[name], **overrides})
+
+    @staticmethod
+    def preset_names() -> list[str]:
+        return sorted(_PRESETS)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # ---------------------------------------------------------------- the sampling rules
+    def num_frames(self, total_frames: int, video_fps: float) -> int:
+        """Number of frames to sample from a video (or clip) of `total_frames` frames at `video_fps`.
+
+        Returns 0 when the video has fewer than two frames (the caller raises).
+        """
+        min_frames = _ceil_by(self.min_frames, FRAME_FACTOR)
+        max_frames = _floor_by(self.max_frames, FRAME_FACTOR)
+        n = total_frames / video_fps * self.fps
+        n = min(max(n, min_frames), max_frames, total_frames)
+        n = _floor_by(n, FRAME_FACTOR)
+        return n if n >= FRAME_FACTOR else 0
+
+    def frame_indices(self, total_frames: int, video_fps: float, start_frame: int = 0, end_frame: int | None = None):
+        """Indices of the sampled frames, `round(linspace(start_frame, end_frame, n))` (float32, half to even).
+
+        Uses torch's float32 `linspace` so the indices equal those of qwen-vl-utils for every video.
+        """
+        import torch
+
+        end_frame = total_frames - 1 if end_frame is None else end_frame
+        n = self.num_frames(end_frame - start_frame + 1, video_fps)
+        if n == 0:
+            return []
+        return torch.linspace(start_frame, end_frame, n).round().long().tolist()
+
+    def frame_size(self, height: int, width: int, num_frames: int) -> tuple[int, int]:
+        """Target (height, width) of every frame of a video sampled to `num_frames` frames."""
+        cap = max(min(self.max_pixels, self.total_pixels / num_frames * FRAME_FACTOR), 1.05 * self.min_pixels)
+        cap = min(self.max_pixels, cap)
+        return smart_resize(height, width, self.patch_factor, self.min_pixels, cap)
+
+    def image_size(self, height: int, width: int) -> tuple[int, int]:
+        """Target (height, width) of an image."""
+        return smart_resize(height, width, self.patch_factor, self.image_min_pixels, self.image_max_pixels)
+
+
+def _ceil_by(x: float, factor: int) -> int:
+    return math.ceil(x / factor) * factor
+
+
+def _floor_by(x: float, factor: int) -> int:
+    return math.floor(x / factor) * factor
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: float, max_pixels: float) -> tuple[int, int]:
+    """Target size with both sides multiples of `factor`, pixels in [min_pixels, max_pixels], aspect ratio kept.
+
+    Raises:
+        ValueError: if the aspect ratio exceeds 200 (callers turn it into their typed error).
+    """
+    if min(height, width) <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio {ratio:.1f} is above {MAX_ASPECT_RATIO} ({width}x{height})")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, _floor_by(height / beta, factor))
+        w_bar = max(factor, _floor_by(width / beta, factor))
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = _ceil_by(height * beta, factor)
+        w_bar = _ceil_by(width * beta, factor)
+    return h_bar, w_bar
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes uint8 frames (T, H, W, 3) with bicubic interpolation and antialias, returning uint8 (T, h, w, 3).
+
+    The same torchvision kernel as qwen-vl-utils on uint8 input, so pixels equal the release's.
+    """
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resize
+
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    out = resize(tensor, [height, width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# --------------------------------------------------------------------------------------------- backends
+def available_backends() -> list[str]:
+    """Video backends importable here, in order of preference for `backend="auto"`."""
+    found = [name for name, module in (("decord", "decord"), ("pyav", "av")) if importlib.util.find_spec(module)]
+    if importlib.util.find_spec("torchcodec") is not None:
+        found.append("torchcodec")
+    return found
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend == "auto":
+        return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+    if backend not in VIDEO_BACKENDS:
+        raise ValueError(f"Unknown video backend {backend!r}; choose 'auto' or one of {list(VIDEO_BACKENDS)}.")
+    module = {"pyav": "av"}.get(backend, backend)
+    if importlib.util.find_spec(module) is None:
+        extra = {"torchcodec": " (pip install 'videorft_hf[torchcodec]' and a system FFmpeg)"}.get(backend, "")
+        raise ImportError(f"Video backend {backend!r} is not installed{extra}.")
+    return backend
+
+
+def _clip_range(total: int, fps: float, start: float | None, end: float | None, path: str) -> tuple[int, int]:
+    """First and last frame of the [start, end] seconds clip (the qwen-vl-utils rule)."""
+    if start is None and end is None:
+        return 0, total - 1
+    duration = total / fps
+    first = math.ceil(max(0.0, min(start, duration)) * fps) if start is not None else 0
+    last = min(math.floor(max(0.0, min(end, duration)) * fps), total - 1) if end is not None else total - 1
+    if first >= last:
+        raise ValueError(f"{path}: clip [{start}, {end}] s holds fewer than two frames of this {duration:.2f} s video.")
+    return first, last
+
+
+@dataclass
+class _Probe:
+    total_frames: int
+    fps: float
+
+
+def _rotate_upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Applies the display rotation (degrees counter-clockwise, as FFmpeg's display matrix and PyAV report it)."""
+    quarter_turns = (round(rotation / 90) % 4) if rotation else 0
+    if quarter_turns == 0:
+        return frames
+    return np.ascontiguousarray(np.rot90(frames, k=quarter_turns, axes=(1, 2)))
+
+
+def _open_pyav(path: str):
+    import av
+
+    try:
+        container = av.open(path)
+    except av.error.FileNotFoundError as error:
+        raise VideoNotFoundError(path, "file not found") from error
+    except (av.error.InvalidDataError, av.error.FFmpegError) as error:
+        raise NotAVideoError(path, f"not a readable media file ({error.__class__.__name__}: {error})") from error
+    if not container.streams.video:
+        container.close()
+        raise NotAVideoError(path, "the file holds no video stream")
+    return container
+
+
+def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, int]:
+    """Decodes with PyAV: demux once (no decoding) to map timestamps to frame indices and find keyframes, then
+    either one sequential pass or one seek per group of pages, whichever decodes fewer frames. Frames that are
+    not sampled are decoded but never converted to RGB or copied."""
+    import av
+
+    container = _open_pyav(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        pts_list: list[int] = []
+        keyframe_pts: list[int] = []
+        missing_pts = False
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    missing_pts = True
+                    continue
+                pts_list.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframe_pts.append(packet.pts)
+        except av.error.FFmpegError as error:
+            raise CorruptVideoError(path, f"the stream cannot be read ({error})") from error
+        pts_list.sort()
+        total = len(pts_list)
+        if missing_pts:
+            total = stream.frames or total
+        if total == 0:
+            raise EmptyVideoError(path, "the video stream has no frames")
+        if fps <= 0:
+            raise CorruptVideoError(path, "the video stream declares no frame rate")
+        probe = _Probe(total, fps)
+        indices = indices_fn(probe)
+        targets = sorted(set(indices))
+        pts_to_index = {pts: i for i, pts in enumerate(pts_list)}
+        keyframes = sorted(pts_to_index[p] for p in keyframe_pts if p in pts_to_index)
+
+        # Plan: group targets by the keyframe that precedes them; seek when that decodes fewer frames.
+        groups: dict[int, list[int]] = {}
+        for t in targets:
+            k = keyframes[bisect.bisect_right(keyframes, t) - 1] if keyframes and keyframes[0] <= t else 0
+            groups.setdefault(k, []).append(t)
+        seek_cost = sum(max(g) - k + 1 + _SEEK_OVERHEAD_FRAMES for k, g in groups.items())
+        sequential_cost = targets[-1] + 1
+        use_seek = not missing_pts and len(groups) > 1 and seek_cost < sequential_cost
+
+        decoded: dict[int, np.ndarray] = {}
+        rotation = 0
+        try:
+            if use_seek:
+                for k, group in groups.items():
+                    container.seek(pts_list[k], stream=stream, backward=True, any_frame=False)
+                    wanted = set(group)
+                    for frame in container.decode(stream):
+                        rotation = int(frame.rotation or 0)
+                        i = pts_to_index.get(frame.pts)
+                        if i in wanted and i not in decoded:
+                            decoded[i] = frame.to_ndarray(format="rgb24")
+                        if i is not None and i >= group[-1]:
+                            break
+            else:
+                # A fresh demuxer: the planning pass left this one at the end of the file.
+                container.close()
+                container = _open_pyav(path)
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                wanted = set(targets)
+                for position, frame in enumerate(container.decode(stream)):
+                    rotation = int(frame.rotation or 0)
+                    i = position if missing_pts or frame.pts is None else pts_to_index.get(frame.pts)
+                    if i in wanted:
+                        decoded[i] = frame.to_ndarray(format="rgb24")
+                        if len(decoded) == len(wanted):
+                            break
+        except av.error.FFmpegError as error:
+            raise CorruptVideoError(path, f"decoding failed ({error})") from error
+        missing = [t for t in targets if t not in decoded]
+        if missing:
+            raise CorruptVideoError(
+                path,
+                f"the stream ended or broke before frame {missing[0]} of {total} "
+                f"({len(missing)} of {len(targets)} sampled frames missing); the file is truncated or corrupt",
+            )
+        frames = np.stack([decoded[i] for i in indices])
+        return frames, indices, probe, rotation
+    finally:
+        container.close()
+
+
+def _decode_decord(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, int]:
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, num_threads=0)
+    except (decord.DECORDError, RuntimeError) as error:
+        raise NotAVideoError(path, f"not a readable video ({str(error).splitlines()[0]})") from error
+    total = len(reader)
+    if total == 0:
+        raise EmptyVideoError(path, "the video stream has no frames")
+    probe = _Probe(total, float(reader.get_avg_fps()))
+    indices = indices_fn(probe)
+    try:
+        frames = reader.get_batch(indices).asnumpy()
+    except decord.DECORDError as error:
+        raise CorruptVideoError(path, f"decoding failed ({str(error).splitlines()[0]})") from error
+    if frames.shape[0] != len(indices):
+        raise CorruptVideoError(path, f"decoded {frames.shape[0]} of {len(indices)} sampled frames")
+    # decord applies the display rotation itself (checked for 90, 180 and 270 degrees in the tests).
+    return frames, indices, probe, 0
+
+
+def _decode_torchcodec(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, int]:
+    from torchcodec.decoders import VideoDecoder
+
+    try:
+        decoder = VideoDecoder(path, seek_mode="exact")
+    except (RuntimeError, ValueError) as error:
+        raise NotAVideoError(path, f"not a readable video ({error})") from error
+    meta = decoder.metadata
+    total = int(meta.num_frames or 0)
+    if total == 0:
+        raise EmptyVideoError(path, "the video stream has no frames")
+    probe = _Probe(total, float(meta.average_fps))
+    indices = indices_fn(probe)
+    try:
+        frames = decoder.get_frames_at(indices=indices).data.permute(0, 2, 3, 1).numpy()
+    except (RuntimeError, IndexError) as error:
+        raise CorruptVideoError(path, f"decoding failed ({error})") from error
+    # torchcodec applies the display rotation itself.
+    return frames, indices, probe, 0
+
+
+_DECODERS = {"pyav": _decode_pyav, "decord": _decode_decord, "torchcodec": _decode_torchcodec}
+
+
+# --------------------------------------------------------------------------------------------- cache
+class FrameCache:
+    """A bounded in-memory LRU cache of decoded frames, keyed by path, file identity and sampling config.
+
+    File identity is (device, inode, size, modification time), so a replaced file is never served stale.
+    Thread-safe. Off by default: pass one to `load_video_frames(..., cache=cache)`.
+
+    Args:
+        max_bytes: the most frame bytes held; least recently used entries are evicted beyond it.
+
+    Example:
+        >>> cache = FrameCache(max_bytes=2 * 1024**3)
+        >>> frames, metadata = load_video_frames("clip.mp4", cache=cache)  # doctest: +SKIP
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}.")
+        self.max_bytes = max_bytes
+        self.current_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: str, config: VideoSamplingConfig, start: float | None, end: float | None) -> tuple:
+        stat = os.stat(path)
+        identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return (os.path.realpath(path), identity, config, start, end)
+
+    def get(self, key):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def put(self, key, frames: np.ndarray, metadata: VideoMetadata) -> None:
+        size = frames.nbytes
+        if size > self.max_bytes:
+            return
+        frames.setflags(write=False)  # shared between callers: nobody may modify a cached array in place
+        with self._lock:
+            if key in self._entries:
+                self.current_bytes -= self._entries.pop(key)[0].nbytes
+            self._entries[key] = (frames, metadata)
+            self.current_bytes += size
+            while self.current_bytes > self.max_bytes:
+                _, (old, _) = self._entries.popitem(last=False)
+                self.current_bytes -= old.nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --------------------------------------------------------------------------------------------- public loaders
+def load_video_frames(
+    path: str | os.PathLike,
+    config: VideoSamplingConfig | None = None,
+    backend: str = "auto",
+    start: float | None = None,
+    end: float | None = None,
+    cache: FrameCache | None = None,
+) -> tuple[np.ndarray, VideoMetadata]:
+    """Samples and resizes the frames of a video by the rules of `config`.
+
+    Args:
+        path: a local video file.
+        config: sampling rules; defaults to `VideoSamplingConfig()` (the qwen-vl-utils defaults).
+        backend: "auto" (decord when installed, else PyAV), "decord", "pyav" or "torchcodec".
+        start, end: optional clip bounds in seconds.
+        cache: an optional `FrameCache`; the returned frames are then read-only.
+
+    Returns:
+        `(frames, metadata)`: uint8 frames of shape (T, H, W, 3), upright, resized; and a `VideoMetadata` with
+        the video's fps, its frame count (of the clip when `start`/`end` are given), duration, upright size
+        before resizing and the sampled `frames_indices`.
+
+    Raises:
+        VideoDecodeError: (a subclass naming the cause) for a missing file, a file that is not a video, a video
+            with fewer than two frames, a truncated or corrupt stream, or an aspect ratio above 200.
+
+    Example:
+        >>> frames, metadata = load_video_frames("clip.mp4", VideoSamplingConfig.from_preset("videorft-train"))  # doctest: +SKIP
+    """
+    config = config or VideoSamplingConfig()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoNotFoundError(path, "file not found", "Check the media root and the record's `path`.")
+    key = None
+    if cache is not None:
+        key = FrameCache.key(path, config, start, end)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    name = _resolve_backend(backend)
+    clip: dict = {}
+
+    def indices_fn(probe: _Probe) -> list[int]:
+        try:
+            first, last = _clip_range(probe.total_frames, probe.fps, start, end, path)
+        except ValueError as error:
+            raise EmptyVideoError(path, str(error).split(": ", 1)[1]) from error
+        clip.update(first=first, last=last)
+        indices = config.frame_indices(probe.total_frames, probe.fps, first, last)
+        if not indices:
+            raise EmptyVideoError(path, f"the video has {last - first + 1} frame(s); at least {FRAME_FACTOR} needed")
+        return indices
+
+    frames, indices, probe, rotation = _DECODERS[name](path, indices_fn)
+    frames = _rotate_upright(frames, rotation)
+    height, width = frames.shape[1:3]
+    try:
+        target_h, target_w = config.frame_size(height, width, len(indices))
+    except ValueError as error:
+        raise AspectRatioError(path, str(error)) from error
+    frames = resize_frames(frames, target_h, target_w)
+    clip_frames = clip["last"] - clip["first"] + 1
+    metadata = VideoMetadata(
+        total_num_frames=clip_frames,
+        fps=probe.fps,
+        width=width,
+        height=height,
+        duration=clip_frames / probe.fps,
+        video_backend=name,
+        frames_indices=list(indices),
+    )
+    if cache is not None:
+        cache.put(key, frames, metadata)
+    return frames, metadata
+
+
+def load_image(path: str | os.PathLike, config: VideoSamplingConfig | None = None):
+    """Loads an image as RGB and resizes it by the image pixel rules of `config` (bicubic).
+
+    Returns:
+        A `PIL.Image.Image` in RGB whose sides are multiples of `config.patch_factor`.
+
+    Raises:
+        ImageDecodeError: for a missing or unreadable file, or an aspect ratio above 200.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    config = config or VideoSamplingConfig()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageDecodeError(path, "file not found", "Check the media root and the record's `path`.")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode == "RGBA":  # transparent pixels become white, as in qwen-vl-utils
+                background = Image.new("RGB", image.size, (255, 255, 255))
+                background.paste(image, mask=image.split()[3])
+                image = background
+            else:
+                image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageDecodeError(path, f"not a readable image ({error})") from error
+    width, height = image.size
+    try:
+        target_h, target_w = config.image_size(height, width)
+    except ValueError as error:
+        raise ImageDecodeError(path, str(error)) from error
+    if (target_w, target_h) != (width, height):
+        image = image.resize((target_w, target_h), resample=Image.BICUBIC)
+    return image
