@@ -19,6 +19,18 @@ from videorft_hf.video import (
     load_video_frames,
 )
 
+
+def _torchcodec_works() -> bool:
+    try:
+        import torchcodec.decoders  # noqa: F401  (needs a system FFmpeg as well as the wheel)
+    except Exception:
+        return False
+    return True
+
+
+# torchcodec is an optional backend (it needs a system FFmpeg); its cases run wherever it imports.
+BACKENDS = ["pyav", "decord"] + (["torchcodec"] if _torchcodec_works() else [])
+
 TRAIN = VideoSamplingConfig.from_preset("videorft-train")
 EVAL = VideoSamplingConfig.from_preset("videorft-eval")
 R1 = VideoSamplingConfig.from_preset("video-r1-train")
@@ -47,7 +59,7 @@ def videos(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_frame_indices_and_sizes(videos, case, backend):
     name, (total, fps, width, height), config, expected_indices, expected_size = case
@@ -122,7 +134,7 @@ def test_clip_bounds(videos):
         load_video_frames(videos["r1-3s"], R1, start=2.5, end=2.5)
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rotation", [90, 270, 180])
 def test_rotation_metadata_comes_out_upright(tmp_path, backend, rotation):
     # The writer stores the frames turned against the display rotation; a reader that honours the display
@@ -156,7 +168,7 @@ class TestErrors:
         with pytest.raises(VideoNotFoundError, match="missing.mp4: file not found"):
             load_video_frames(tmp_path / "missing.mp4")
 
-    @pytest.mark.parametrize("backend", ["pyav", "decord"])
+    @pytest.mark.parametrize("backend", BACKENDS)
     def test_not_a_video(self, tmp_path, backend):
         path = tmp_path / "notes.mp4"
         path.write_text("this is not a video\n" * 100)
