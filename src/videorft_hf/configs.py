@@ -1,0 +1,115 @@
+"""Configs that extend trl's: the video sampling and reward-shaping fields the VideoRFT recipe needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from .video import VideoSamplingConfig
+
+
+@dataclass
+class VideoSamplingArguments:
+    """Video sampling fields shared by the SFT, GRPO and evaluation configs: a preset, then optional overrides."""
+
+    video_sampling_preset: str = field(
+        default="videorft-train",
+        metadata={"help": "Sampling preset: 'videorft-train', 'videorft-eval' or 'video-r1-train'."},
+    )
+    video_fps: float | None = field(default=None, metadata={"help": "Override the preset's frames per second."})
+    video_min_frames: int | None = field(default=None, metadata={"help": "Override the preset's fewest frames."})
+    video_max_frames: int | None = field(default=None, metadata={"help": "Override the preset's most frames."})
+    video_min_pixels: int | None = field(default=None, metadata={"help": "Override the fewest pixels per frame."})
+    video_max_pixels: int | None = field(default=None, metadata={"help": "Override the most pixels per frame."})
+    image_min_pixels: int | None = field(default=None, metadata={"help": "Override the fewest pixels per image."})
+    image_max_pixels: int | None = field(default=None, metadata={"help": "Override the most pixels per image."})
+    video_backend: str = field(
+        default="auto", metadata={"help": "Video decoder: 'auto', 'decord', 'pyav' or 'torchcodec'."}
+    )
+    frame_cache_bytes: int = field(
+        default=0,
+        metadata={"help": "Keep decoded frames in memory up to this many bytes and reuse them (0 turns it off)."},
+    )
+    on_bad_sample: str = field(
+        default="raise",
+        metadata={
+            "help": "What to do with a sample whose media cannot be decoded or whose vision tokens disagree with its "
+            "features: 'raise' a typed error naming it, or 'skip' it (it gets no reward and no loss; every skip is "
+            "counted and logged)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.on_bad_sample not in ("raise", "skip"):
+            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {self.on_bad_sample!r}.")
+        if self.frame_cache_bytes < 0:
+            raise ValueError(f"frame_cache_bytes must be >= 0, got {self.frame_cache_bytes}.")
+        self.sampling_config()  # validates the preset name and the overrides now, not at the first batch
+
+    def sampling_config(self) -> VideoSamplingConfig:
+        """The `VideoSamplingConfig` these fields describe."""
+        overrides = {
+            "fps": self.video_fps,
+            "min_frames": self.video_min_frames,
+            "max_frames": self.video_max_frames,
+            "min_pixels": self.video_min_pixels,
+            "max_pixels": self.video_max_pixels,
+            "image_min_pixels": self.image_min_pixels,
+            "image_max_pixels": self.image_max_pixels,
+        }
+        return VideoSamplingConfig.from_preset(
+            self.video_sampling_preset, **{k: v for k, v in overrides.items() if v is not None}
+        )
+
+
+@dataclass
+class VideoGRPOConfig(VideoSamplingArguments, GRPOConfig):
+    """`trl.GRPOConfig` plus video sampling and the VideoRFT group-level reward shaping.
+
+    The defaults of the fields inherited from trl are trl's; the paper's values (beta 0.04, `loss_type="grpo"`,
+    8 generations, ...) live in the recipes under `recipes/`.
+
+    Example:
+        >>> args = VideoGRPOConfig(output_dir="out", length_bonus=True, report_to=[])  # doctest: +SKIP
+    """
+
+    accuracy_reward_name: str = field(
+        default="accuracy_reward",
+        metadata={"help": "Name of the reward function whose value the shaping terms test for correctness."},
+    )
+    length_bonus: bool = field(
+        default=False,
+        metadata={
+            "help": "VideoRFT length control: when more than one completion of a group is correct (accuracy > "
+            "`length_bonus_accuracy_threshold`), each correct one whose length lies in [length_bonus_min_tokens, "
+            "length_bonus_max_tokens] gets `length_bonus_value`. Logged as rewards/length_bonus."
+        },
+    )
+    length_bonus_min_tokens: int = field(default=320, metadata={"help": "Shortest completion that earns the bonus."})
+    length_bonus_max_tokens: int = field(default=512, metadata={"help": "Longest completion that earns the bonus."})
+    length_bonus_value: float = field(default=0.2, metadata={"help": "The length bonus."})
+    length_bonus_accuracy_threshold: float = field(
+        default=0.1, metadata={"help": "Accuracy above which a completion counts as correct for shaping."}
+    )
+    temporal_grpo: bool = field(
+        default=False,
+        metadata={
+            "help": "Video-R1's T-GRPO: also roll out num_generations/2 completions on frame-shuffled video (not "
+            "trained on); if the ordered group's accuracy rate p >= temporal_ratio * the shuffled rate, correct "
+            "ordered completions get temporal_bonus. Logged as rewards/temporal_bonus."
+        },
+    )
+    temporal_bonus: float = field(default=0.3, metadata={"help": "The T-GRPO bonus."})
+    temporal_ratio: float = field(default=0.8, metadata={"help": "T-GRPO: p must reach this fraction of p~."})
+
+    def __post_init__(self):
+        GRPOConfig.__post_init__(self)
+        VideoSamplingArguments.__post_init__(self)
+        if self.length_bonus_min_tokens > self.length_bonus_max_tokens:
+            raise ValueError(
+                f"length_bonus_min_tokens ({self.length_bonus_min_tokens}) is above length_bonus_max_tokens "
+                f"({self.length_bonus_max_tokens})."
+            )
+        if self.temporal_grpo and self.num_generations < 2:
+            raise ValueError("temporal_grpo needs num_generations >= 2 (it rolls out num_generations // 2 shuffled).")

@@ -1,0 +1,465 @@
+"""`VideoGRPOTrainer`: trl's `GRPOTrainer` with video reaching generation and every log-prob pass.
+
+trl 1.16 tokenizes video prompts, but its log-prob passes (policy, old and reference) receive image tensors only,
+so the loss is computed as if the video were text. This subclass overrides only the seams that lack video:
+
+- `_generate_and_score_completions`: decodes each unique video (and image) of the generation batch once, with the
+  run's `VideoSamplingConfig`, and carries the per-row vision tensors in the batch so that they survive trl's
+  shuffling and splitting into micro-batches (`steps_per_generation`, `num_iterations`).
+- `_tokenize_prompts`: runs the processor on text *and* media (frames with their `VideoMetadata`, so
+  `second_per_grid_ts` and timestamps are right), checks that vision tokens match vision features, and hands the
+  vision tensors to generation.
+- `_get_per_token_logps_and_entropies`: adds each micro-batch's own vision tensors (and `mm_token_type_ids`) to
+  the model call, then lets trl's own loop compute log-probs, entropies and auxiliary losses.
+- `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
+- `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
+  shaping (length bonus, T-GRPO) to the rewards gathered from every process.
+
+Text-only batches take trl's path unchanged, so a trl script on a text or image dataset works the same with this
+class in place of `GRPOTrainer`.
+
+Example:
+    ```python
+    from videorft_hf import VideoGRPOConfig, VideoGRPOTrainer, load_videorft_dataset
+    from videorft_hf.rewards import accuracy_reward, format_reward
+
+    dataset = load_videorft_dataset("path/to/VideoRFT-RL-310K", media_root="path/to/media")
+    args = VideoGRPOConfig(output_dir="out", beta=0.04, loss_type="grpo", num_generations=8, length_bonus=True)
+    trainer = VideoGRPOTrainer(
+        "Qwen/Qwen2.5-VL-7B-Instruct", reward_funcs=[format_reward, accuracy_reward], args=args, train_dataset=dataset
+    )
+    trainer.train()
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from .configs import VideoGRPOConfig, VideoSamplingArguments
+from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
+
+logger = logging.getLogger(__name__)
+
+# Processor outputs that carry vision features, per row.
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+# Model families whose video inputs this trainer builds, by `config.model_type` (never by checkpoint name).
+SUPPORTED_VIDEO_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+
+
+class VisionTokenMismatchError(ValueError):
+    """A sample's vision placeholder tokens do not match the number of vision features the processor returned."""
+
+
+class UnsupportedVideoModelError(ValueError):
+    """The model cannot take video inputs through this trainer."""
+
+
+@dataclass
+class _RowMedia:
+    """Decoded media of one dataset row."""
+
+    key: tuple = ()
+    videos: list = field(default_factory=list)  # [(frames uint8 (T, H, W, 3), VideoMetadata)]
+    images: list = field(default_factory=list)  # [PIL.Image]
+    error: Exception | None = None
+
+    @property
+    def reward_frames(self):
+        """What reward functions receive as `frames` for this row."""
+        if self.videos:
+            return self.videos[0][0]
+        if self.images:
+            return self.images[0]
+        return None
+
+
+class _ModelWithInputs:
+    """Calls `model` with extra keyword inputs (a micro-batch's vision tensors) added to every call."""
+
+    def __init__(self, model, extra: dict[str, Any]):
+        self.model = model
+        self.extra = extra
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs, **self.extra)
+
+
+def length_bonus(completions, **kwargs) -> list[float]:
+    """Placeholder column for the length bonus; its values are set after rewards are gathered across processes."""
+    return [0.0] * len(completions)
+
+
+def temporal_bonus(completions, **kwargs) -> list[float]:
+    """Placeholder column for the T-GRPO bonus; its values are set after rewards are gathered across processes."""
+    return [0.0] * len(completions)
+
+
+def _has_media(row: dict) -> bool:
+    return any(row.get(key) is not None and row.get(key) != [] for key in ("video", "image", "images"))
+
+
+def _strip_media_blocks(prompt: list[dict]) -> list[dict]:
+    """The prompt without its image and video placeholders (for a skipped sample: it is not trained on)."""
+    stripped = []
+    for message in prompt:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [block for block in content if block.get("type") not in ("image", "video")]
+        stripped.append({**message, "content": content})
+    return stripped
+
+
+def vision_patch_factor(processor) -> int:
+    """Side multiple of the processor's vision tower (patch size * spatial merge): 28 for Qwen2/2.5-VL, 32 for Qwen3-VL."""
+    sub = getattr(processor, "video_processor", None) or getattr(processor, "image_processor", None)
+    patch = getattr(sub, "patch_size", None)
+    merge = getattr(sub, "merge_size", None)
+    if patch is None or merge is None:
+        raise UnsupportedVideoModelError(
+            f"{type(processor).__name__} has no patch_size/merge_size: it is not a Qwen-VL style processor."
+        )
+    return int(patch) * int(merge)
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` for video: same arguments, plus the fields of `VideoGRPOConfig` when `args` is one.
+
+    Reward functions receive, besides trl's keyword arguments and the dataset columns, `frames`: one entry per
+    completion, the uint8 `(T, H, W, 3)` frames the policy saw for a video row (the same array object for every
+    completion of a prompt), the PIL image for an image row, or `None` for a text row.
+    """
+
+    _tag_names = ["trl", "grpo", "videorft"]
+
+    def __init__(self, model, reward_funcs, args=None, *pargs, **kwargs):
+        super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        # A plain `GRPOConfig` keeps working (drop-in); the video fields then take their defaults.
+        self.video_args = self.args if isinstance(self.args, VideoSamplingArguments) else VideoSamplingArguments()
+        shaping_defaults = VideoGRPOConfig.__dataclass_fields__
+        self.shaping = {
+            name: getattr(self.args, name, shaping_defaults[name].default)
+            for name in shaping_defaults
+            if name.startswith(("length_bonus", "temporal_")) or name == "accuracy_reward_name"
+        }
+        self.sampling_config = self.video_args.sampling_config()
+        self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
+        self._pending_media: list[_RowMedia] | None = None
+        self._original_rows: list[dict] | None = None
+        self._vision_rows: list[dict | None] | None = None
+        self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
+
+        config = self.model.config
+        self._image_token_id = getattr(config, "image_token_id", None)
+        self._video_token_id = getattr(config, "video_token_id", None)
+        if self._is_vlm:
+            if getattr(config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
+                self.sampling_config = replace(
+                    self.sampling_config, patch_factor=vision_patch_factor(self.processing_class)
+                )
+            # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
+            suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
+            if not self.use_vllm and suppress:
+                existing = set(self.generation_config.suppress_tokens or [])
+                self.generation_config.suppress_tokens = sorted(existing | suppress)
+                self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens
+
+        if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
+            if self.shaping["accuracy_reward_name"] not in self.reward_func_names:
+                raise ValueError(
+                    f"Reward shaping needs the accuracy reward {self.shaping['accuracy_reward_name']!r} among the "
+                    f"reward functions {self.reward_func_names}; add it or set accuracy_reward_name."
+                )
+            for flag, func in (("length_bonus", length_bonus), ("temporal_grpo", temporal_bonus)):
+                if self.shaping[flag]:
+                    self.reward_funcs.append(func)
+                    self.reward_func_names.append(func.__name__)
+                    self.reward_processing_classes.append(None)
+                    self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+
+    # ------------------------------------------------------------------------------------------ media
+    def _load_media(self, inputs: list[dict]) -> list[_RowMedia]:
+        """Decodes each unique video and image of the batch once; rows of the same prompt share the arrays."""
+        decoded: dict[tuple, Any] = {}
+        rows = []
+        for index, row in enumerate(inputs):
+            media = _RowMedia()
+            video = row.get("video")
+            sources = [("video", video)] if video is not None else []
+            images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
+            sources += [("image", image) for image in images]
+            for kind, source in sources:
+                key = (kind, os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source))
+                media.key += (key,)
+                if key not in decoded:
+                    decoded[key] = self._decode(kind, source)
+                else:
+                    self.media_counts[f"{kind}_reuses"] += 1
+                result = decoded[key]
+                if isinstance(result, MediaDecodeError):
+                    media.error = result
+                elif kind == "video":
+                    media.videos.append(result)
+                else:
+                    media.images.append(result)
+            if media.error is not None:
+                self._handle_bad_sample(index, row, media.error)
+                media.videos, media.images = [], []
+            rows.append(media)
+        return rows
+
+    def _decode(self, kind: str, source):
+        try:
+            if kind == "video":
+                if not isinstance(source, (str, os.PathLike)):
+                    raise TypeError(
+                        f"The `video` column must hold file paths, got {type(source).__name__}. Build rows with "
+                        "videorft_hf.load_videorft_dataset or make_conversation."
+                    )
+                self.media_counts["video_decodes"] += 1
+                return load_video_frames(
+                    source, self.sampling_config, backend=self.video_args.video_backend, cache=self._frame_cache
+                )
+            if isinstance(source, (str, os.PathLike)):
+                self.media_counts["image_decodes"] += 1
+                return load_image(source, self.sampling_config)
+            return source  # an in-memory image, passed to the processor as a stock trl dataset would
+        except MediaDecodeError as error:
+            return error
+
+    def _handle_bad_sample(self, index: int, row: dict, error: Exception) -> None:
+        name = f"row {index} (problem_id={row.get('problem_id')!r})" if "problem_id" in row else f"row {index}"
+        if self.video_args.on_bad_sample == "raise":
+            raise type(error)(
+                getattr(error, "path", "?"),
+                f"{getattr(error, 'cause', error)} [{name} of the generation batch; set on_bad_sample='skip' to "
+                "skip such samples]",
+            ) from error
+        self.media_counts["skipped_samples"] += 1
+        logger.warning("Skipping %s: %s (%d skipped so far)", name, error, self.media_counts["skipped_samples"])
+
+    # ------------------------------------------------------------------------------------------ seams
+    def _generate_and_score_completions(self, inputs):
+        # Adds: media decoded once per unique video; per-row vision tensors carried in the batch.
+        if not self._is_vlm or not any(_has_media(row) for row in inputs):
+            return super()._generate_and_score_completions(inputs)
+        if self.use_vllm:
+            raise NotImplementedError(
+                "VideoGRPOTrainer does not send video or image rows to vLLM yet; set use_vllm=False to generate "
+                "with transformers."
+            )
+        before = Counter(self.media_counts)
+        self._pending_media = self._load_media(inputs)
+        self._original_rows = inputs
+        # trl's own image path would run a second, video-blind processor pass: media stays with this class.
+        stripped = [{k: v for k, v in row.items() if k not in ("image", "images", "video")} for row in inputs]
+        try:
+            output = super()._generate_and_score_completions(stripped)
+            vision_rows = self._vision_rows
+        finally:
+            self._pending_media = self._original_rows = self._vision_rows = None
+        output["vision_inputs"] = vision_rows
+        skipped = [i for i, row in enumerate(vision_rows) if row is _SKIPPED]
+        if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
+            output["completion_mask"][skipped] = 0
+            output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
+        mode = "train" if self.model.training else "eval"
+        for name in ("video_decodes", "video_reuses", "skipped_samples"):
+            local = torch.tensor(float(self.media_counts[name] - before[name]), device=self.accelerator.device)
+            self._metrics[mode][f"media/{name}"].append(self.accelerator.gather(local).sum().item())
+        return output
+
+    def _tokenize_prompts(self, prompts: list):
+        # Adds: the processor sees the frames (with their metadata) and images; vision tokens are checked.
+        media = self._pending_media
+        if media is None:
+            return super()._tokenize_prompts(prompts)
+        processor = self.processing_class
+        encoded: dict[tuple, tuple[list[int], dict]] = {}
+        prompt_ids, vision_rows = [], []
+        for index, (prompt, row_media) in enumerate(zip(prompts, media, strict=True)):
+            skipped = row_media.error is not None
+            if skipped:
+                prompt = _strip_media_blocks(prompt)
+            text = processor.apply_chat_template(
+                prompt,
+                tools=self.tools or None,
+                chat_template=self.chat_template,
+                add_generation_prompt=True,
+                tokenize=False,
+                **self.chat_template_kwargs,
+            )
+            key = (text, row_media.key, skipped)
+            if key not in encoded:
+                encoded[key] = self._encode(text, row_media, index)
+            ids, vision = encoded[key]
+            prompt_ids.append(ids)
+            vision_rows.append(_SKIPPED if skipped else (vision or None))
+        self._vision_rows = vision_rows
+        fields = self._collate_vision([None if v is _SKIPPED else v for v in vision_rows])
+        fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
+        return prompt_ids, None, fields
+
+    def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
+        kwargs: dict[str, Any] = {}
+        if media.videos:
+            kwargs.update(
+                videos=[frames for frames, _ in media.videos],
+                video_metadata=[metadata for _, metadata in media.videos],
+                do_sample_frames=False,
+            )
+        if media.images:
+            kwargs["images"] = media.images
+        enc = self.processing_class(text=[text], return_tensors="pt", **kwargs)
+        ids = enc["input_ids"][0].tolist()
+        vision = {key: enc[key] for key in VISION_KEYS if key in enc}
+        if "second_per_grid_ts" in vision:
+            vision["second_per_grid_ts"] = torch.as_tensor(vision["second_per_grid_ts"], dtype=torch.float32)
+        self._check_vision_tokens(ids, vision, index)
+        return ids, vision
+
+    def _check_vision_tokens(self, ids: list[int], vision: dict, index: int) -> None:
+        merge = getattr(getattr(self.processing_class, "image_processor", None), "merge_size", 2) ** 2
+        for token_id, grid_key, what in (
+            (self._video_token_id, "video_grid_thw", "video"),
+            (self._image_token_id, "image_grid_thw", "image"),
+        ):
+            if token_id is None:
+                continue
+            tokens = sum(1 for t in ids if t == token_id)
+            grid = vision.get(grid_key)
+            features = int(grid.prod(dim=-1).sum().item()) // merge if grid is not None else 0
+            if tokens != features:
+                error = VisionTokenMismatchError(
+                    f"Row {index} of the generation batch has {tokens} {what} placeholder tokens but {features} "
+                    f"{what} features. Each {what} needs exactly one {{'type': '{what}'}} block in the prompt and one "
+                    f"entry in the `{what}` column."
+                )
+                raise error
+
+    def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        types = torch.zeros_like(input_ids)
+        if self._image_token_id is not None:
+            types[input_ids == self._image_token_id] = 1
+        if self._video_token_id is not None:
+            types[input_ids == self._video_token_id] = 2
+        return types
+
+    @staticmethod
+    def _collate_vision(rows: list[dict | None]) -> dict[str, torch.Tensor]:
+        """Concatenates per-row vision tensors in row order (rows without media contribute nothing)."""
+        out: dict[str, torch.Tensor] = {}
+        for key in VISION_KEYS:
+            parts = [row[key] for row in rows if row is not None and key in row]
+            if parts:
+                out[key] = torch.cat(parts, dim=0)
+        return out
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
+        # Adds: each chunk's own vision tensors and mm_token_type_ids; trl's loop does the rest.
+        rows = self._vision_rows
+        if rows is None or all(row is None or row is _SKIPPED for row in rows):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
+            )
+        if len(rows) != input_ids.size(0):
+            raise RuntimeError(f"{len(rows)} vision rows for a batch of {input_ids.size(0)} sequences.")
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies, aux_losses = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            chunk_rows = [None if row is _SKIPPED else row for row in rows[start:end]]
+            extra = {k: v.to(input_ids.device) for k, v in self._collate_vision(chunk_rows).items()}
+            extra["mm_token_type_ids"] = self._mm_token_type_ids(input_ids[start:end])
+            chunk_logps, chunk_entropies, chunk_aux = super()._get_per_token_logps_and_entropies(
+                _ModelWithInputs(model, extra),
+                input_ids[start:end],
+                attention_mask[start:end],
+                logits_to_keep,
+                batch_size=end - start,
+                **kwargs,
+            )
+            logps.append(chunk_logps)
+            entropies.append(chunk_entropies)
+            aux_losses.append(chunk_aux)
+        entropies = torch.cat(entropies, dim=0) if entropies[0] is not None else None
+        aux = torch.stack(aux_losses).mean() if aux_losses[0] is not None else None
+        return torch.cat(logps, dim=0), entropies, aux
+
+    def _compute_loss(self, model, inputs):
+        # Adds: the micro-batch's vision tensors reach the policy forward.
+        self._vision_rows = inputs.get("vision_inputs")
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._vision_rows = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Adds: the original media columns and `frames` reach reward functions; group shaping after the gather.
+        media = self._pending_media
+        skipped_local = torch.zeros(len(prompts), dtype=torch.bool, device=self.accelerator.device)
+        if media is not None:
+            inputs = [{**row, "frames": m.reward_frames} for row, m in zip(self._original_rows, media, strict=True)]
+            skipped_local = torch.tensor([m.error is not None for m in media], device=self.accelerator.device)
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        skipped = self.accelerator.gather(skipped_local)
+        rewards[skipped] = torch.nan
+        return self._shape_rewards(rewards, completion_ids_list)
+
+    # ------------------------------------------------------------------------------------------ shaping
+    def _shape_rewards(self, rewards: torch.Tensor, completion_ids_list) -> torch.Tensor:
+        names = self.reward_func_names
+        if "length_bonus" not in names and "temporal_bonus" not in names:
+            return rewards
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        correct = rewards[:, names.index(self.shaping["accuracy_reward_name"])] > self.shaping[
+            "length_bonus_accuracy_threshold"
+        ]
+        base = [i for i, name in enumerate(names) if name not in ("length_bonus", "temporal_bonus")]
+        unscorable = torch.isnan(rewards[:, base]).all(dim=1)
+        if "length_bonus" in names:
+            lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=rewards.device)
+            lengths = self.accelerator.gather(lengths)
+            in_range = (lengths >= self.shaping["length_bonus_min_tokens"]) & (
+                lengths <= self.shaping["length_bonus_max_tokens"]
+            )
+            several_correct = correct.view(-1, group).sum(dim=1, keepdim=True) > 1
+            bonus = (correct.view(-1, group) & several_correct).view(-1) & in_range
+            rewards[:, names.index("length_bonus")] = bonus.float() * self.shaping["length_bonus_value"]
+        if "temporal_bonus" in names:
+            rewards[:, names.index("temporal_bonus")] = self._temporal_bonus(correct, group, rewards.device)
+        rewards[unscorable] = torch.nan
+        return rewards
+
+    def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
+        shuffled_rate = getattr(self, "_shuffled_accuracy_rate", None)
+        if shuffled_rate is None:
+            return torch.zeros(correct.shape, device=device)
+        ordered_rate = correct.view(-1, group).float().mean(dim=1)
+        earns = ordered_rate >= self.shaping["temporal_ratio"] * shuffled_rate.to(device)
+        return (correct.view(-1, group) & earns[:, None]).view(-1).float() * self.shaping["temporal_bonus"]
+
+
+class _Skipped:
+    def __repr__(self):
+        return "<skipped sample>"
+
+
+_SKIPPED = _Skipped()
+
+__all__ = [
+    "VideoGRPOTrainer",
+    "VisionTokenMismatchError",
+    "UnsupportedVideoModelError",
+    "length_bonus",
+    "temporal_bonus",
+    "vision_patch_factor",
+]
