@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import GRPOConfig
+from trl import GRPOConfig, ScriptArguments, SFTConfig
 
 from .video import VideoSamplingConfig
 
@@ -113,3 +113,56 @@ class VideoGRPOConfig(VideoSamplingArguments, GRPOConfig):
             )
         if self.temporal_grpo and self.num_generations < 2:
             raise ValueError("temporal_grpo needs num_generations >= 2 (it rolls out num_generations // 2 shuffled).")
+
+
+@dataclass
+class VideoRFTScriptArguments(ScriptArguments):
+    """trl's `ScriptArguments` plus what loading a VideoRFT dataset needs (`dataset_name` is a local folder, a data
+    file or a Hub repo id; `dataset_config` picks a subset)."""
+
+    media_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder the records' `./` media paths are relative to. Media never leaves this folder."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System prompt shared by SFT, RL and evaluation (default: none, as the released RL stage). "
+            "Use the same value in every stage."
+        },
+    )
+    on_invalid_record: str = field(
+        default="raise",
+        metadata={"help": "Invalid dataset records: 'raise' (naming row and field) or 'skip' (counted and logged)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows (for smoke tests)."}
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "GRPO reward functions: names in videorft_hf.rewards.REWARD_FUNCS (format_reward, "
+            "accuracy_reward, semantic_consistency_reward) or dotted import paths."
+        },
+    )
+    semantic_model_name_or_path: str = field(
+        default="google/siglip-so400m-patch14-384",
+        metadata={"help": "Text-image encoder of the semantic-consistency reward."},
+    )
+
+    def __post_init__(self):
+        if self.on_invalid_record not in ("raise", "skip"):
+            raise ValueError(f"on_invalid_record must be 'raise' or 'skip', got {self.on_invalid_record!r}.")
+
+
+@dataclass
+class VideoSFTConfig(VideoSamplingArguments, SFTConfig):
+    """`trl.SFTConfig` plus video sampling (used by `DataCollatorForVideoLanguageModeling`).
+
+    `max_length` is never applied by cutting through vision tokens: a sample that does not fit raises a typed error
+    naming it, or is skipped (counted and logged) when `on_bad_sample="skip"`.
+    """
+
+    def __post_init__(self):
+        SFTConfig.__post_init__(self)
+        VideoSamplingArguments.__post_init__(self)
