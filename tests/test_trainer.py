@@ -1,0 +1,341 @@
+"""VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping; drop-in for GRPOTrainer."""
+
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import GRPOConfig, GRPOTrainer
+
+from videorft_hf.configs import VideoGRPOConfig
+from videorft_hf.testing import save_tiny_vlm, write_test_video
+from videorft_hf.trainer import VideoGRPOTrainer, VisionTokenMismatchError
+from videorft_hf.video import VideoNotFoundError
+
+# Small frames keep the tiny models fast: 4..16 frames at 16*28*28 pixels.
+SAMPLING = dict(video_sampling_preset="video-r1-train", video_min_pixels=16 * 784, video_max_pixels=16 * 784)
+
+
+def grpo_args(tmp_path, config_class=VideoGRPOConfig, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+        max_steps=2,
+        learning_rate=5e-2,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        **(SAMPLING if config_class is VideoGRPOConfig else {}),
+    )
+    values.update(overrides)
+    return config_class(**values)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    videos = []
+    for i, (frames, fps) in enumerate([(16, 8), (24, 12)]):
+        path = root / f"clip{i}.mp4"
+        write_test_video(path, num_frames=frames, fps=fps, width=56, height=56)
+        videos.append(str(path))
+    image = root / "still.png"
+    Image.new("RGB", (56, 84), (200, 30, 30)).save(image)
+    return {"videos": videos, "image": str(image), "root": root}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {family: str(save_tiny_vlm(family, root / family)) for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")}
+
+
+def user(kind: str | None, text: str) -> list[dict]:
+    content = ([{"type": kind}] if kind else []) + [{"type": "text", "text": text}]
+    return [{"role": "user", "content": content}]
+
+
+def video_rows(media, n=4):
+    return [
+        {"prompt": user("video", f"What happens in clip {i}?"), "video": media["videos"][i % 2], "image": None}
+        for i in range(n)
+    ]
+
+
+def mixed_rows(media):
+    return [
+        {"prompt": user("video", "What moves?"), "video": media["videos"][0], "image": None},
+        {"prompt": user("image", "What colour?"), "video": None, "image": media["image"]},
+        {"prompt": user(None, "Say hi."), "video": None, "image": None},
+        {"prompt": user("video", "How many?"), "video": media["videos"][1], "image": None},
+    ]
+
+
+def length_reward(completions, **kwargs):
+    return [len(c[0]["content"]) / 10 for c in completions]
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(model, before, part):
+    return [n for n, p in model.named_parameters() if part in n and not torch.equal(before[n], p.detach())]
+
+
+def test_vision_tower_trains_on_video_prompts(tmp_path, media, model_dirs):
+    """The test that fails on stock trl 1.16: there the vision tower never sees the video in the loss."""
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[length_reward],
+        args=grpo_args(tmp_path, beta=0.04),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    visual = [n for n in before if "visual" in n]
+    assert changed(trainer.model, before, "visual") == visual
+    assert changed(trainer.model, before, "language_model")
+    # each unique video is decoded once per generation batch: 2 videos x 2 steps, 4 rows each
+    assert trainer.media_counts["video_decodes"] == 4
+    assert trainer.media_counts["video_reuses"] == 4
+    logs = trainer.state.log_history[0]
+    assert logs["media/video_decodes"] == 2 and logs["kl"] == 0.0
+
+
+class _Spy:
+    """Records the vision inputs of every model call (generation and each log-prob pass)."""
+
+    KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "input_ids", "mm_encoder_outputs")
+
+    def __init__(self, model):
+        self.calls = []
+
+        def hook(module, args, kwargs):
+            self.calls.append({k: kwargs.get(k) for k in self.KEYS})
+
+        model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("steps_per_generation, num_iterations", [(2, 1), (1, 2)])
+def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, model_dirs, steps_per_generation, num_iterations):
+    args = grpo_args(
+        tmp_path,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        steps_per_generation=steps_per_generation,
+        num_iterations=num_iterations,
+        beta=0.04,
+        max_steps=1,
+    )
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(mixed_rows(media))
+    )
+    spy = _Spy(trainer.model)
+    ref_spy = _Spy(trainer.ref_model)
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert changed(trainer.model, before, "visual")
+    # clip0: 16 frames at 8 fps -> 4 frames sampled (0.5 fps); clip1: 24 frames at 12 fps -> 4 frames (2 fps / 1 fps)
+    expected = {}
+    for path in media["videos"]:
+        from videorft_hf.video import load_video_frames
+
+        _, metadata = load_video_frames(path, trainer.sampling_config)
+        expected[len(metadata.frames_indices)] = 2 / metadata.sampled_fps
+    # transformers' generate encodes the media once up front and passes `mm_encoder_outputs` to the first step
+    generation = [c for c in spy.calls if c["mm_encoder_outputs"] is not None]
+    assert generation and all(c["second_per_grid_ts"] is not None for c in generation)
+    for t in generation[0]["second_per_grid_ts"].tolist():
+        assert t in [pytest.approx(v) for v in expected.values()]
+    seen = 0
+    for call in spy.calls + ref_spy.calls:
+        grid = call["video_grid_thw"]
+        if grid is None:
+            continue
+        ts = call["second_per_grid_ts"]
+        assert ts is not None and len(ts) == grid.shape[0]
+        for t in ts.tolist():
+            assert t in [pytest.approx(v) for v in expected.values()]
+        # every video placeholder token has its features in the same call
+        video_tokens = (call["input_ids"] == trainer._video_token_id).sum().item()
+        assert video_tokens == int(grid.prod(dim=-1).sum().item()) // 4
+        seen += 1
+    # reference and policy log-prob passes carried the video
+    assert seen >= 2
+    assert len(ref_spy.calls) > 0 and any(c["video_grid_thw"] is not None for c in ref_spy.calls)
+
+
+def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
+    )
+    model, processor = trainer.model, trainer.processing_class
+    model.eval()
+    rows = mixed_rows(media)
+    trainer._pending_media = trainer._load_media(rows)
+    prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
+    vision_rows = trainer._vision_rows
+    completion = processor.tokenizer("<think>a</think><answer>B</answer>", add_special_tokens=False)["input_ids"]
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.tensor([[processor.tokenizer.pad_token_id] * (width - len(p)) + p + completion for p in prompt_ids])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(completion)) for p in prompt_ids])
+    with torch.no_grad():
+        full, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=4)
+        micro, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=1)
+        for i, (ids, vision) in enumerate(zip(prompt_ids, vision_rows)):
+            seq = torch.tensor([ids + completion])
+            kwargs = dict(vision or {})
+            kwargs["mm_token_type_ids"] = trainer._mm_token_type_ids(seq)
+            logits = model(input_ids=seq, **kwargs).logits[0, len(ids) - 1 : -1]
+            direct = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+            torch.testing.assert_close(full[i], direct, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(micro[i], direct, atol=1e-4, rtol=1e-4)
+    trainer._pending_media = trainer._vision_rows = None
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_other_families_train_one_step(tmp_path, media, model_dirs, family):
+    trainer = VideoGRPOTrainer(
+        model_dirs[family], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(mixed_rows(media))
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert changed(trainer.model, before, "visual")
+    if family == "qwen3_vl":
+        assert trainer.sampling_config.patch_factor == 32
+
+
+def test_qlora_trains_adapters_only(tmp_path, media, model_dirs):
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(model_dirs["qwen2_5_vl"], quantization_config=quantization)
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = VideoGRPOTrainer(
+        model,
+        reward_funcs=[length_reward],
+        args=grpo_args(tmp_path, max_steps=1, beta=0.04),
+        train_dataset=Dataset.from_list(video_rows(media)),
+        processing_class=AutoProcessor.from_pretrained(model_dirs["qwen2_5_vl"]),
+        peft_config=peft_config,
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    moved = changed(trainer.model, before, "")
+    assert moved and all("lora_" in n for n in moved)
+
+
+def test_drop_in_for_image_and_text_datasets(tmp_path, media, model_dirs):
+    """An unchanged trl-style script (PIL images in `image`, string prompts) runs with either class."""
+    image = Image.open(media["image"]).convert("RGB")
+    image_rows = [{"prompt": user("image", f"Colour {i}?"), "image": image} for i in range(4)]
+    text_rows = [{"prompt": [{"role": "user", "content": f"Count to {i}."}]} for i in range(4)]
+    for rows in (image_rows, text_rows):
+        for cls in (GRPOTrainer, VideoGRPOTrainer):
+            args = grpo_args(tmp_path / cls.__name__, GRPOConfig, max_steps=1)
+            trainer = cls(model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(rows))
+            before = snapshot(trainer.model)
+            trainer.train()
+            assert changed(trainer.model, before, "language_model"), cls.__name__
+            if rows is image_rows:
+                assert changed(trainer.model, before, "visual"), cls.__name__
+
+
+def test_frames_reach_rewards_and_log_completions(tmp_path, media, model_dirs):
+    seen = []
+
+    def frames_reward(completions, frames, video, **kwargs):
+        seen.append((frames, video))
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[frames_reward],
+        args=grpo_args(tmp_path, max_steps=1, log_completions=True, per_device_train_batch_size=8),
+        train_dataset=Dataset.from_list(mixed_rows(media)),
+    )
+    trainer.train()
+    frames, videos = seen[0]
+    by_video = {}
+    for f, v in zip(frames, videos):
+        if v is not None:
+            assert f.ndim == 4 and f.dtype.name == "uint8"
+            by_video.setdefault(v, set()).add(id(f))
+    assert by_video and all(len(ids) == 1 for ids in by_video.values())  # one array per video, shared
+    assert any(isinstance(f, Image.Image) for f in frames)
+    assert any(f is None for f in frames)
+
+
+def test_bad_media_raises_or_skips(tmp_path, media, model_dirs):
+    rows = video_rows(media)
+    rows[1]["video"] = str(tmp_path / "missing.mp4")
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(rows)
+    )
+    with pytest.raises(VideoNotFoundError, match="missing.mp4.*on_bad_sample='skip'"):
+        trainer.train()
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[length_reward],
+        args=grpo_args(tmp_path, max_steps=1, on_bad_sample="skip"),
+        train_dataset=Dataset.from_list(rows),
+    )
+    trainer.train()
+    assert trainer.media_counts["skipped_samples"] == 2  # both generations of the bad row
+    assert trainer.state.log_history[0]["media/skipped_samples"] == 2
+
+
+def test_vision_token_mismatch_is_a_typed_error(tmp_path, media, model_dirs):
+    rows = video_rows(media)
+    rows[0]["prompt"] = user(None, "No placeholder, but a video column.")
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(rows)
+    )
+    trainer._pending_media = trainer._load_media(rows)
+    with pytest.raises((VisionTokenMismatchError, ValueError)):
+        trainer._tokenize_prompts([r["prompt"] for r in rows])
+
+
+def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media):
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
+    )
+    suppressed = set(trainer.generation_config.suppress_tokens)
+    assert {trainer._video_token_id, trainer._image_token_id} <= suppressed
+
+
+def test_length_bonus_shaping(tmp_path, media, model_dirs):
+    def accuracy_reward(completions, **kwargs):
+        return [1.0, 1.0, 0.0, 1.0]
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[length_reward, accuracy_reward],
+        args=grpo_args(tmp_path, length_bonus=True, length_bonus_min_tokens=2, length_bonus_max_tokens=4),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    assert trainer.reward_func_names == ["length_reward", "accuracy_reward", "length_bonus"]
+    rewards = torch.tensor([[0.1, 1.0, 0.0], [0.1, 1.0, 0.0], [0.1, 0.0, 0.0], [0.1, 1.0, 0.0]])
+    completion_ids = [[1, 2, 3], [1] * 6, [1, 2], [1, 2]]
+    shaped = trainer._shape_rewards(rewards.clone(), completion_ids)
+    # group 1: two correct, lengths 3 (in range) and 6 (out); group 2: only one correct -> no bonus
+    assert shaped[:, 2].tolist() == [pytest.approx(0.2), 0.0, 0.0, 0.0]
+    nan_rows = rewards.clone()
+    nan_rows[0, :2] = torch.nan
+    assert torch.isnan(trainer._shape_rewards(nan_rows, completion_ids)[0]).all()
+
+
+def test_shaping_needs_the_accuracy_reward(tmp_path, media, model_dirs):
+    with pytest.raises(ValueError, match="accuracy_reward"):
+        VideoGRPOTrainer(
+            model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, length_bonus=True),
+            train_dataset=Dataset.from_list(video_rows(media)),
+        )
