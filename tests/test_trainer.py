@@ -339,3 +339,31 @@ def test_shaping_needs_the_accuracy_reward(tmp_path, media, model_dirs):
             model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, length_bonus=True),
             train_dataset=Dataset.from_list(video_rows(media)),
         )
+
+
+def test_temporal_grpo(tmp_path, media, model_dirs):
+    calls = []
+
+    def accuracy_reward(completions, **kwargs):
+        calls.append(len(completions))
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[accuracy_reward],
+        args=grpo_args(tmp_path, temporal_grpo=True, num_generations=4, max_steps=1),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    assert trainer.reward_func_names == ["accuracy_reward", "temporal_bonus"]
+    trainer.train()
+    # one group of 4 ordered rollouts, plus 4 // 2 = 2 shuffled rollouts scored by the accuracy reward
+    assert sorted(calls) == [2, 4]
+    logs = trainer.state.log_history[0]
+    assert logs["temporal/shuffled_accuracy"] == 1.0
+    assert logs["rewards/temporal_bonus/mean"] == pytest.approx(0.3)  # p = 1 >= 0.8 * p~ = 0.8: all earn it
+
+    # the rule itself: p = 0.5 against p~ = 1.0 earns nothing; p = 1.0 against p~ = 0.5 earns 0.3 per correct one
+    correct = torch.tensor([True, False, True, True])
+    trainer._shuffled_local = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
+    bonus = trainer._temporal_bonus(correct, 2, "cpu")
+    assert bonus.tolist() == [0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3)]

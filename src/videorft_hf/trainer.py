@@ -154,6 +154,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._pending_media: list[_RowMedia] | None = None
         self._original_rows: list[dict] | None = None
         self._vision_rows: list[dict | None] | None = None
+        self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
 
         config = self.model.config
@@ -183,6 +184,12 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+
+    def _set_signature_columns_if_needed(self):
+        # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
+        super()._set_signature_columns_if_needed()
+        if "video" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "video"]
 
     # ------------------------------------------------------------------------------------------ media
     def _load_media(self, inputs: list[dict]) -> list[_RowMedia]:
@@ -258,6 +265,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         before = Counter(self.media_counts)
         self._pending_media = self._load_media(inputs)
         self._original_rows = inputs
+        if self.shaping["temporal_grpo"] and self.model.training:
+            self._shuffled_local = self._rollout_shuffled(inputs, self._pending_media)
         # trl's own image path would run a second, video-blind processor pass: media stays with this class.
         stripped = [{k: v for k, v in row.items() if k not in ("image", "images", "video")} for row in inputs]
         try:
@@ -439,12 +448,67 @@ class VideoGRPOTrainer(GRPOTrainer):
         rewards[unscorable] = torch.nan
         return rewards
 
+    def _rollout_shuffled(self, inputs: list[dict], media: list[_RowMedia]) -> torch.Tensor:
+        """T-GRPO: rolls out `num_generations // 2` completions per group on frame-shuffled video (never trained on)
+        and scores them with the accuracy reward. Returns per local row `(correct, rolled out)`, credited to the
+        first row of each prompt here, so that the sums over a group are right after the gather."""
+        device = self.accelerator.device
+        counts = torch.zeros(len(inputs), 2, device=device)
+        groups: dict[tuple, list[int]] = {}
+        for index, (row, row_media) in enumerate(zip(inputs, media, strict=True)):
+            if row_media.videos and row_media.error is None:
+                groups.setdefault((repr(row["prompt"]), row_media.key), []).append(index)
+        if not groups:
+            return counts
+        generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
+        prompt_ids, vision_rows, owners = [], [], []
+        for rows in groups.values():
+            first = rows[0]
+            frames, metadata = media[first].videos[0]
+            order = torch.randperm(len(frames), generator=generator).numpy()
+            shuffled = _RowMedia(key=("shuffled",), videos=[(frames[order], metadata)])
+            text = self.processing_class.apply_chat_template(
+                inputs[first]["prompt"], add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
+            )
+            ids, vision = self._encode(text, shuffled, first)
+            copies = max(1, round(len(rows) * (self.num_generations // 2) / self.num_generations))
+            prompt_ids += [ids] * copies
+            vision_rows += [vision] * copies
+            owners += [first] * copies
+        fields = self._collate_vision(vision_rows)
+        fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
+        completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
+        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
+        columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
+        scores = accuracy(
+            prompts=[inputs[i]["prompt"] for i in owners],
+            completions=[[{"role": "assistant", "content": text}] for text in texts],
+            completion_ids=completion_ids,
+            trainer_state=self.state,
+            log_extra=lambda *args, **kwargs: None,  # shuffled rollouts stay out of logs and metrics
+            log_metric=lambda *args, **kwargs: None,
+            **columns,
+        )
+        threshold = self.shaping["length_bonus_accuracy_threshold"]
+        for owner, score in zip(owners, scores, strict=True):
+            counts[owner, 0] += float(score is not None and score > threshold)
+            counts[owner, 1] += 1
+        return counts
+
     def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
-        shuffled_rate = getattr(self, "_shuffled_accuracy_rate", None)
-        if shuffled_rate is None:
-            return torch.zeros(correct.shape, device=device)
+        local = self._shuffled_local
+        if local is None:
+            local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=device)
+        self._shuffled_local = None
+        shuffled = self.accelerator.gather(local).view(-1, group, 2).sum(dim=1)
+        rolled_out = shuffled[:, 1] > 0
+        shuffled_rate = shuffled[:, 0] / shuffled[:, 1].clamp(min=1)
         ordered_rate = correct.view(-1, group).float().mean(dim=1)
-        earns = ordered_rate >= self.shaping["temporal_ratio"] * shuffled_rate.to(device)
+        earns = rolled_out & (ordered_rate >= self.shaping["temporal_ratio"] * shuffled_rate)
+        mode = "train" if self.model.training else "eval"
+        if rolled_out.any():
+            self._metrics[mode]["temporal/shuffled_accuracy"].append(shuffled_rate[rolled_out].mean().item())
         return (correct.view(-1, group) & earns[:, None]).view(-1).float() * self.shaping["temporal_bonus"]
 
 
