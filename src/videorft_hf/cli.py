@@ -14,6 +14,9 @@ import sys
 # command -> (module in videorft_hf.scripts, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("env", "Print the versions and video backends a bug report needs."),
+    "grpo": ("grpo", "Stage two: GRPO on video with the VideoRFT rewards (VideoGRPOTrainer)."),
+    "sft": ("sft", "Supervised fine-tuning on chain-of-thought records (stage one of the recipe)."),
+    "push": ("push", "Publish a checkpoint or a built dataset to the Hub with its card (--dry-run: folder only)."),
 }
 
 

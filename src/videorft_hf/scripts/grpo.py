@@ -1,0 +1,109 @@
+"""Stage two of VideoRFT: GRPO with format, accuracy and semantic-consistency rewards on video.
+
+One GPU with 4-bit QLoRA:
+
+    accelerate launch --num_processes 1 -m videorft_hf.scripts.grpo \\
+        --config recipes/Qwen2.5-VL-7B-Instruct/grpo/config_qlora.yaml \\
+        --dataset_name path/to/VideoRFT-RL-310K --media_root path/to/media
+
+Eight GPUs with DeepSpeed ZeRO-3 (the paper's recipe):
+
+    accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m videorft_hf.scripts.grpo \\
+        --config recipes/Qwen2.5-VL-7B-Instruct/grpo/config_videorft.yaml \\
+        --dataset_name path/to/VideoRFT-RL-310K --media_root path/to/media
+
+Also `videorft grpo ...`. Flags override the values of `--config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REWARDS = ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from videorft_hf.configs import VideoGRPOConfig, VideoRFTScriptArguments
+
+    return TrlParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo")
+
+
+def build_reward_funcs(script_args) -> list:
+    """Reward callables named by the script arguments; the semantic reward uses `semantic_model_name_or_path`."""
+    from videorft_hf.rewards import get_reward_funcs, get_semantic_consistency_reward
+
+    names = script_args.reward_funcs or DEFAULT_REWARDS
+    funcs = []
+    for name in names:
+        if name == "semantic_consistency_reward":
+            funcs.append(get_semantic_consistency_reward(model_name_or_path=script_args.semantic_model_name_or_path))
+        else:
+            funcs.extend(get_reward_funcs([name]))
+    return funcs
+
+
+def train(script_args, training_args, model_args):
+    """Runs GRPO and saves the model and processor to `training_args.output_dir`. Returns the trainer."""
+    from trl import get_peft_config, get_quantization_config
+
+    from videorft_hf.data import load_videorft_dataset
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    if not script_args.dataset_name:
+        raise ValueError("Pass --dataset_name (a dataset folder, a JSON/JSONL file or a Hub dataset id).")
+    dataset = load_videorft_dataset(
+        script_args.dataset_name,
+        subset=script_args.dataset_config,
+        split=script_args.dataset_train_split,
+        media_root=script_args.media_root,
+        system_prompt=script_args.system_prompt,
+        on_invalid=script_args.on_invalid_record,
+    )
+    if script_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+
+    quantization_config = get_quantization_config(model_args)
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    )
+    training_args.model_init_kwargs = model_init_kwargs
+
+    trainer = VideoGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=build_reward_funcs(script_args),
+        args=training_args,
+        train_dataset=dataset,
+        quantization_config=quantization_config,
+        peft_config=get_peft_config(model_args),
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint in ("true", "True", "latest"):
+        checkpoint = True
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(training_args.output_dir)
+        logger.info("Model and processor saved to %s", training_args.output_dir)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train(script_args, training_args, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

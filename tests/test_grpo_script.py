@@ -1,0 +1,96 @@
+"""`videorft grpo`: the recipe, the parser, resume from a checkpoint, and 2 CPU processes under accelerate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from videorft_hf.testing import save_tiny_vlm, write_test_image, write_test_video
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "recipes" / "tiny" / "grpo.yaml"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A small RL set in the release schema (JSONL) with real videos and images under a media root."""
+    root = tmp_path_factory.mktemp("release")
+    records = []
+    for i in range(4):
+        write_test_video(root / "videos" / f"clip{i}.mp4", num_frames=16, fps=8, width=56, height=56)
+        write_test_image(root / "images" / f"img{i}.png", width=56, height=56)
+        records.append(
+            {"problem_id": 2 * i, "problem": f"Which shape moves first in clip {i}?", "data_type": "video",
+             "problem_type": "multiple choice", "options": ["A. circle", "B. square"], "solution": "<answer>A</answer>",
+             "path": f"./videos/clip{i}.mp4", "data_source": "test"}
+        )
+        records.append(
+            {"problem_id": 2 * i + 1, "problem": "How many squares?", "data_type": "image",
+             "problem_type": "numerical", "options": [], "solution": "<answer>2</answer>",
+             "path": f"./images/img{i}.png", "data_source": "test"}
+        )
+    data = root / "rl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model = save_tiny_vlm("qwen2_5_vl", root / "model")
+    return {"root": root, "data": data, "model": model}
+
+
+def common_args(release, output_dir, *extra):
+    return [
+        "--config", str(TINY_RECIPE),
+        "--model_name_or_path", str(release["model"]),
+        "--dataset_name", str(release["data"]),
+        "--media_root", str(release["root"]),
+        "--output_dir", str(output_dir),
+        "--max_completion_length", "8",
+        *extra,
+    ]
+
+
+def test_grpo_script_trains_saves_and_resumes(release, tmp_path):
+    from videorft_hf.scripts.grpo import main
+
+    out = tmp_path / "run"
+    assert main(common_args(release, out, "--max_steps", "2", "--save_steps", "1")) == 0
+    assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
+    assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and "rewards/accuracy_reward/mean" in state["log_history"][0]
+    assert "rewards/length_bonus/mean" in state["log_history"][0]
+
+    assert main(common_args(release, out, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"))) == 0
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+
+
+def test_recipes_parse():
+    from videorft_hf.scripts.grpo import make_parser
+
+    parser = make_parser()
+    for recipe in sorted((REPO / "recipes").glob("*/grpo/*.yaml")):
+        script_args, training_args, model_args = parser.parse_args_and_config(
+            args=["--config", str(recipe), "--dataset_name", "x", "--use_cpu", "true", "--bf16", "false"]
+        )
+        assert training_args.beta == 0.04 and training_args.loss_type == "grpo"
+        assert training_args.num_generations == 8 and training_args.scale_rewards == "group"
+        assert training_args.sampling_config().max_frames == 16 and training_args.length_bonus
+        assert script_args.reward_funcs == ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
+
+
+@pytest.mark.slow
+def test_accelerate_two_cpu_processes_train_two_steps_on_mixed_rows(release, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "videorft_hf.scripts.grpo",
+        *common_args(release, out, "--max_steps", "2", "--per_device_train_batch_size", "4", "--save_strategy", "no"),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "model.safetensors").is_file()
