@@ -102,6 +102,47 @@ def temporal_bonus(completions, **kwargs) -> list[float]:
     return [0.0] * len(completions)
 
 
+def vllm_multimodal_data(media: _RowMedia | None) -> dict | None:
+    """vLLM's `multi_modal_data` for one row: each video as `(frames, metadata dict)` so vLLM's processor computes
+    `second_per_grid_ts` and timestamps from the true fps and indices (as the trainer's processor did), images as
+    PIL images. `None` for a text row or a skipped sample."""
+    if media is None or media.error is not None:
+        return None
+    data: dict[str, Any] = {}
+    if media.videos:
+        data["video"] = [
+            (frames, {key: metadata[key] for key in metadata if metadata[key] is not None})
+            for frames, metadata in media.videos
+        ]
+    if media.images:
+        data["image"] = media.images if len(media.images) > 1 else media.images[0]
+    return data or None
+
+
+class _MultimodalLLM:
+    """Wraps a colocated `vllm.LLM`: adds each row's `multi_modal_data` to the token-id prompts trl builds.
+
+    The prompt ids are the ones the trainer's processor expanded; vLLM recognises the expanded placeholders and
+    places the features there, so generation and the log-prob passes see the same token sequence."""
+
+    def __init__(self, llm, rows: list[dict | None]):
+        self.llm = llm
+        self.rows = rows
+
+    def generate(self, prompts, *args, **kwargs):
+        if len(prompts) != len(self.rows):
+            raise RuntimeError(f"{len(prompts)} vLLM prompts for {len(self.rows)} rows of media.")
+        for prompt, data in zip(prompts, self.rows, strict=True):
+            if data is not None:
+                prompt["multi_modal_data"] = data
+                if "video" in data:
+                    prompt["mm_processor_kwargs"] = {"do_sample_frames": False}
+        return self.llm.generate(prompts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+
 def _has_media(row: dict) -> bool:
     return any(row.get(key) is not None and row.get(key) != [] for key in ("video", "image", "images"))
 
@@ -155,6 +196,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._original_rows: list[dict] | None = None
         self._vision_rows: list[dict | None] | None = None
         self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
+        self._generation_media: list[_RowMedia] | None = None  # media of the prompts being generated now
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
 
         config = self.model.config
@@ -165,12 +207,7 @@ class VideoGRPOTrainer(GRPOTrainer):
                 self.sampling_config = replace(
                     self.sampling_config, patch_factor=vision_patch_factor(self.processing_class)
                 )
-            # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
-            suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
-            if not self.use_vllm and suppress:
-                existing = set(self.generation_config.suppress_tokens or [])
-                self.generation_config.suppress_tokens = sorted(existing | suppress)
-                self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens
+            self._suppress_vision_placeholders()
 
         if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
             if self.shaping["accuracy_reward_name"] not in self.reward_func_names:
@@ -184,6 +221,20 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+
+    def _suppress_vision_placeholders(self) -> None:
+        # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
+        suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
+        if not suppress:
+            return
+        if self.use_vllm:
+            bias = dict(self.vllm_generation.generation_kwargs.get("logit_bias") or {})
+            bias.update({token: -100.0 for token in suppress})
+            self.vllm_generation.generation_kwargs["logit_bias"] = bias
+        else:
+            existing = set(self.generation_config.suppress_tokens or [])
+            self.generation_config.suppress_tokens = sorted(existing | suppress)
+            self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens
 
     def _set_signature_columns_if_needed(self):
         # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
@@ -257,10 +308,10 @@ class VideoGRPOTrainer(GRPOTrainer):
         # Adds: media decoded once per unique video; per-row vision tensors carried in the batch.
         if not self._is_vlm or not any(_has_media(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
-        if self.use_vllm:
+        if self.use_vllm and (self.vllm_mode != "colocate" or self.args.vllm_tensor_parallel_size > 1):
             raise NotImplementedError(
-                "VideoGRPOTrainer does not send video or image rows to vLLM yet; set use_vllm=False to generate "
-                "with transformers."
+                "Video and image rows reach vLLM in colocate mode with vllm_tensor_parallel_size=1. trl 1.16's vLLM "
+                "server protocol carries image features only: use vllm_mode='colocate', or use_vllm=False."
             )
         before = Counter(self.media_counts)
         self._pending_media = self._load_media(inputs)
@@ -273,7 +324,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             output = super()._generate_and_score_completions(stripped)
             vision_rows = self._vision_rows
         finally:
-            self._pending_media = self._original_rows = self._vision_rows = None
+            self._pending_media = self._original_rows = self._vision_rows = self._generation_media = None
         output["vision_inputs"] = vision_rows
         skipped = [i for i, row in enumerate(vision_rows) if row is _SKIPPED]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
@@ -312,9 +363,22 @@ class VideoGRPOTrainer(GRPOTrainer):
             prompt_ids.append(ids)
             vision_rows.append(_SKIPPED if skipped else (vision or None))
         self._vision_rows = vision_rows
+        self._generation_media = list(media)
         fields = self._collate_vision([None if v is _SKIPPED else v for v in vision_rows])
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
         return prompt_ids, None, fields
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # Adds: colocated vLLM receives each row's frames (with metadata) and images as multi_modal_data.
+        media = self._generation_media
+        if not self.use_vllm or media is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        llm = self.vllm_generation.llm
+        self.vllm_generation.llm = _MultimodalLLM(llm, [vllm_multimodal_data(m) for m in media])
+        try:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        finally:
+            self.vllm_generation.llm = llm
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
         kwargs: dict[str, Any] = {}
@@ -461,7 +525,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         if not groups:
             return counts
         generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
-        prompt_ids, vision_rows, owners = [], [], []
+        prompt_ids, vision_rows, owners, shuffled_media = [], [], [], []
         for rows in groups.values():
             first = rows[0]
             frames, metadata = media[first].videos[0]
@@ -474,10 +538,15 @@ class VideoGRPOTrainer(GRPOTrainer):
             copies = max(1, round(len(rows) * (self.num_generations // 2) / self.num_generations))
             prompt_ids += [ids] * copies
             vision_rows += [vision] * copies
+            shuffled_media += [shuffled] * copies
             owners += [first] * copies
         fields = self._collate_vision(vision_rows)
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
-        completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
+        main_media, self._generation_media = self._generation_media, shuffled_media
+        try:
+            completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
+        finally:
+            self._generation_media = main_media
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
         columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
