@@ -180,7 +180,7 @@ class TestErrors:
 
         path = tmp_path / "still.png"
         Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
-        with pytest.raises(VideoDecodeError, match="still.png"):
+        with pytest.raises(NotAVideoError, match="still.png: this is an image"):
             load_video_frames(path, backend="pyav")
 
     def test_single_frame_video(self, tmp_path):
@@ -196,6 +196,16 @@ class TestErrors:
         write_truncated_video(videos["default-long"], path, keep_fraction=0.5)
         with pytest.raises(VideoDecodeError, match="truncated.mp4"):
             load_video_frames(path, VideoSamplingConfig(), backend="pyav")
+
+    def test_truncated_stream_with_index_up_front(self, tmp_path):
+        from videorft_hf.testing import write_truncated_video
+
+        source = str(tmp_path / "faststart.mp4")
+        write_test_video(source, num_frames=64, fps=8, width=64, height=64, faststart=True)
+        path = str(tmp_path / "cut.mp4")
+        write_truncated_video(source, path, keep_fraction=0.5)
+        with pytest.raises(CorruptVideoError, match="cut.mp4: the stream ends after .* of the 64 frames"):
+            load_video_frames(path, R1, backend="pyav")
 
     def test_absurd_aspect_ratio(self, tmp_path):
         path = str(tmp_path / "thin.mp4")

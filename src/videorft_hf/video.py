@@ -303,6 +303,10 @@ def _open_pyav(path: str):
     if not container.streams.video:
         container.close()
         raise NotAVideoError(path, "the file holds no video stream")
+    demuxer = container.format.name or ""
+    if demuxer == "image2" or demuxer.endswith("_pipe"):
+        container.close()
+        raise NotAVideoError(path, f"this is an image ({demuxer}), not a video", "Give it data_type 'image'.")
     return container
 
 
@@ -336,6 +340,10 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
         total = len(pts_list)
         if missing_pts:
             total = stream.frames or total
+        elif stream.frames and total < stream.frames:
+            raise CorruptVideoError(
+                path, f"the stream ends after {total} of the {stream.frames} frames its header declares; the file is truncated"
+            )
         if total == 0:
             raise EmptyVideoError(path, "the video stream has no frames")
         if fps <= 0:
