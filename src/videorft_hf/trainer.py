@@ -37,38 +37,34 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from trl import GRPOTrainer
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
+from .hub import videorft_tags
+from .processing import (
+    RowMedia,
+    UnsupportedVideoModelError,
+    VisionTokenMismatchError,
+    check_vision_tokens,
+    collate_vision,
+    encode_prompt,
+    mm_token_type_ids,
+    model_sampling_config,
+    vision_patch_factor,
+)
 from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
 
 logger = logging.getLogger(__name__)
 
-# Processor outputs that carry vision features, per row.
-VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
-# Model families whose video inputs this trainer builds, by `config.model_type` (never by checkpoint name).
-SUPPORTED_VIDEO_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
-
-
-class VisionTokenMismatchError(ValueError):
-    """A sample's vision placeholder tokens do not match the number of vision features the processor returned."""
-
-
-class UnsupportedVideoModelError(ValueError):
-    """The model cannot take video inputs through this trainer."""
-
-
 @dataclass
-class _RowMedia:
-    """Decoded media of one dataset row."""
+class _RowMedia(RowMedia):
+    """Decoded media of one row of a generation batch, with its dedup key and decode error (if skipped)."""
 
     key: tuple = ()
-    videos: list = field(default_factory=list)  # [(frames uint8 (T, H, W, 3), VideoMetadata)]
-    images: list = field(default_factory=list)  # [PIL.Image]
     error: Exception | None = None
 
     @property
@@ -158,18 +154,6 @@ def _strip_media_blocks(prompt: list[dict]) -> list[dict]:
     return stripped
 
 
-def vision_patch_factor(processor) -> int:
-    """Side multiple of the processor's vision tower (patch size * spatial merge): 28 for Qwen2/2.5-VL, 32 for Qwen3-VL."""
-    sub = getattr(processor, "video_processor", None) or getattr(processor, "image_processor", None)
-    patch = getattr(sub, "patch_size", None)
-    merge = getattr(sub, "merge_size", None)
-    if patch is None or merge is None:
-        raise UnsupportedVideoModelError(
-            f"{type(processor).__name__} has no patch_size/merge_size: it is not a Qwen-VL style processor."
-        )
-    return int(patch) * int(merge)
-
-
 class VideoGRPOTrainer(GRPOTrainer):
     """`trl.GRPOTrainer` for video: same arguments, plus the fields of `VideoGRPOConfig` when `args` is one.
 
@@ -178,7 +162,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     completion of a prompt), the PIL image for an image row, or `None` for a text row.
     """
 
-    _tag_names = ["trl", "grpo", "videorft"]
+    _tag_names = videorft_tags("grpo")
 
     def __init__(self, model, reward_funcs, args=None, *pargs, **kwargs):
         super().__init__(model, reward_funcs, args, *pargs, **kwargs)
@@ -203,10 +187,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._image_token_id = getattr(config, "image_token_id", None)
         self._video_token_id = getattr(config, "video_token_id", None)
         if self._is_vlm:
-            if getattr(config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
-                self.sampling_config = replace(
-                    self.sampling_config, patch_factor=vision_patch_factor(self.processing_class)
-                )
+            self.sampling_config = model_sampling_config(self.sampling_config, config, self.processing_class)
             self._suppress_vision_placeholders()
 
         if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
@@ -364,7 +345,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             vision_rows.append(_SKIPPED if skipped else (vision or None))
         self._vision_rows = vision_rows
         self._generation_media = list(media)
-        fields = self._collate_vision([None if v is _SKIPPED else v for v in vision_rows])
+        fields = collate_vision([None if v is _SKIPPED else v for v in vision_rows])
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
         return prompt_ids, None, fields
 
@@ -381,59 +362,12 @@ class VideoGRPOTrainer(GRPOTrainer):
             self.vllm_generation.llm = llm
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
-        kwargs: dict[str, Any] = {}
-        if media.videos:
-            kwargs.update(
-                videos=[frames for frames, _ in media.videos],
-                video_metadata=[metadata for _, metadata in media.videos],
-                do_sample_frames=False,
-            )
-        if media.images:
-            kwargs["images"] = media.images
-        enc = self.processing_class(text=[text], return_tensors="pt", **kwargs)
-        ids = enc["input_ids"][0].tolist()
-        vision = {key: enc[key] for key in VISION_KEYS if key in enc}
-        if "second_per_grid_ts" in vision:
-            vision["second_per_grid_ts"] = torch.as_tensor(vision["second_per_grid_ts"], dtype=torch.float32)
-        self._check_vision_tokens(ids, vision, index)
+        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images)
+        check_vision_tokens(self.processing_class, ids, vision, self.model.config, f"Row {index} of the generation batch")
         return ids, vision
 
-    def _check_vision_tokens(self, ids: list[int], vision: dict, index: int) -> None:
-        merge = getattr(getattr(self.processing_class, "image_processor", None), "merge_size", 2) ** 2
-        for token_id, grid_key, what in (
-            (self._video_token_id, "video_grid_thw", "video"),
-            (self._image_token_id, "image_grid_thw", "image"),
-        ):
-            if token_id is None:
-                continue
-            tokens = sum(1 for t in ids if t == token_id)
-            grid = vision.get(grid_key)
-            features = int(grid.prod(dim=-1).sum().item()) // merge if grid is not None else 0
-            if tokens != features:
-                error = VisionTokenMismatchError(
-                    f"Row {index} of the generation batch has {tokens} {what} placeholder tokens but {features} "
-                    f"{what} features. Each {what} needs exactly one {{'type': '{what}'}} block in the prompt and one "
-                    f"entry in the `{what}` column."
-                )
-                raise error
-
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        types = torch.zeros_like(input_ids)
-        if self._image_token_id is not None:
-            types[input_ids == self._image_token_id] = 1
-        if self._video_token_id is not None:
-            types[input_ids == self._video_token_id] = 2
-        return types
-
-    @staticmethod
-    def _collate_vision(rows: list[dict | None]) -> dict[str, torch.Tensor]:
-        """Concatenates per-row vision tensors in row order (rows without media contribute nothing)."""
-        out: dict[str, torch.Tensor] = {}
-        for key in VISION_KEYS:
-            parts = [row[key] for row in rows if row is not None and key in row]
-            if parts:
-                out[key] = torch.cat(parts, dim=0)
-        return out
+        return mm_token_type_ids(input_ids, self._image_token_id, self._video_token_id)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
         # Adds: each chunk's own vision tensors and mm_token_type_ids; trl's loop does the rest.
@@ -449,7 +383,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
             chunk_rows = [None if row is _SKIPPED else row for row in rows[start:end]]
-            extra = {k: v.to(input_ids.device) for k, v in self._collate_vision(chunk_rows).items()}
+            extra = {k: v.to(input_ids.device) for k, v in collate_vision(chunk_rows).items()}
             extra["mm_token_type_ids"] = self._mm_token_type_ids(input_ids[start:end])
             chunk_logps, chunk_entropies, chunk_aux = super()._get_per_token_logps_and_entropies(
                 _ModelWithInputs(model, extra),
@@ -540,7 +474,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             vision_rows += [vision] * copies
             shuffled_media += [shuffled] * copies
             owners += [first] * copies
-        fields = self._collate_vision(vision_rows)
+        fields = collate_vision(vision_rows)
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
         main_media, self._generation_media = self._generation_media, shuffled_media
         try:

@@ -1,0 +1,1 @@
+"""`evaluate` metric modules shipped with videorft_hf (each folder loads with `evaluate.load(<folder path>)`)."""

@@ -1,0 +1,115 @@
+"""Publishes a trained checkpoint or a built dataset to the Hugging Face Hub, with its card, in one commit.
+
+    # a checkpoint: full model, LoRA adapter (auto-detected), or the adapter merged into its base (--kind merged)
+    videorft push model out/grpo --repo-id you/VideoRFT-7B --recipe recipes/grpo.yaml \\
+        --base-model Qwen/Qwen2.5-VL-7B-Instruct --dataset you/VideoRFT-RL-310K --eval-results eval/aggregate.json \\
+        --license apache-2.0 --hardware "8x H100 80GB" [--dry-run --output-dir hub/VideoRFT-7B] [--private] [--revision v1]
+
+    # a dataset folder built by dataset_scripts/<name>/build.py
+    videorft push dataset out/VideoRFT-RL-310K --repo-id you/VideoRFT-RL-310K [--dry-run] [--private]
+
+    python -m videorft_hf.scripts.push ...
+
+`--dry-run` writes the exact repository folder and uploads nothing (it works offline). A real push takes the token
+from huggingface_hub's usual sources (`HF_TOKEN`, `hf auth login`); there is no token option, so a token never lands
+in a shell history or a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from videorft_hf.hub import (
+    CHECKPOINT_KINDS,
+    DEFAULT_PIPELINE_TAG,
+    STAGES,
+    CheckpointError,
+    HubAuthError,
+    HubOfflineError,
+    TokenLeakError,
+    push_dataset,
+    push_model,
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videorft push", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="what", required=True, metavar="{model,dataset}")
+
+    def add_common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--repo-id", required=True, help="target repository, such as you/VideoRFT-7B")
+        sub.add_argument("--dry-run", action="store_true", help="write the repository folder, upload nothing")
+        sub.add_argument("--output-dir", help="dry-run folder, missing or empty (default hub-dry-run/<repo name>)")
+        sub.add_argument("--private", action="store_true", help="create the repository as private")
+        sub.add_argument("--revision", help="branch to commit to, created if missing (default main)")
+        sub.add_argument("--commit-message", help="commit title")
+
+    model = commands.add_parser("model", help="a trained checkpoint with its processor and a model card")
+    model.add_argument("checkpoint", help="checkpoint folder (save_pretrained / trainer output)")
+    add_common(model)
+    model.add_argument("--kind", choices=CHECKPOINT_KINDS, default="auto", help="what to publish (default auto)")
+    model.add_argument("--stage", choices=STAGES, help="training stage (default: inferred from --recipe)")
+    model.add_argument("--base-model", help="Hub id of the model trained from, for the card")
+    model.add_argument("--merge-base", help="model to merge the adapter into (--kind merged; default the adapter's)")
+    model.add_argument("--processor", help="processor path or Hub id, when the checkpoint folder has none")
+    model.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a training dataset (repeat)")
+    model.add_argument("--recipe", help="the training recipe YAML, shown in the card")
+    model.add_argument("--eval-results", help="`videorft eval` results JSON, as model-index entries")
+    model.add_argument("--license", help="license id for the card, e.g. apache-2.0")
+    model.add_argument("--hardware", help="hardware of the run, for the card, e.g. '8x H100 80GB'")
+    model.add_argument("--tag", action="append", dest="tags", default=[], help="extra card tag (repeat)")
+    model.add_argument("--pipeline-tag", default=DEFAULT_PIPELINE_TAG, help="the card's pipeline tag")
+
+    dataset = commands.add_parser("dataset", help="a dataset folder built by dataset_scripts/ with its card")
+    dataset.add_argument("folder", help="built dataset folder (parquet shards + README with configs)")
+    add_common(dataset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    common = dict(
+        dry_run=args.dry_run,
+        output_dir=args.output_dir,
+        private=True if args.private else None,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    try:
+        if args.what == "model":
+            result = push_model(
+                args.checkpoint,
+                args.repo_id,
+                kind=args.kind,
+                stage=args.stage,
+                base_model=args.base_model,
+                merge_base=args.merge_base,
+                processor=args.processor,
+                datasets=args.datasets,
+                recipe=args.recipe,
+                eval_results=args.eval_results,
+                license=args.license,
+                hardware=args.hardware,
+                tags=args.tags,
+                pipeline_tag=args.pipeline_tag,
+                **common,
+            )
+        else:
+            result = push_dataset(args.folder, args.repo_id, **common)
+    except (HubOfflineError, HubAuthError, CheckpointError, TokenLeakError, FileExistsError) as error:
+        print(f"videorft push: error: {error}", file=sys.stderr)
+        return 1
+    for path in result.files:
+        print(f"  {path}")
+    if result.folder is not None:
+        print(f"Dry run: wrote {len(result.files)} files to {result.folder}; nothing was uploaded.")
+    else:
+        print(f"Pushed {len(result.files)} files to {result.repo_id} in one commit: {result.commit_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
