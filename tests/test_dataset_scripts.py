@@ -189,22 +189,18 @@ def test_unreadable_input_file_stops_the_build(tmp_path):
 
 
 def test_push_to_hub_uploads_the_folder(tmp_path, monkeypatch):
-    import huggingface_hub
+    """--push-to-hub hands the built folder to videorft_hf.hub.push_dataset (one commit; tested in test_hub.py)."""
+    from types import SimpleNamespace
+
+    import videorft_hf.hub
 
     calls = []
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("init", token))
+    def fake_push(folder, repo_id, **kwargs):
+        calls.append((str(folder), repo_id, kwargs))
+        return SimpleNamespace(commit_url="https://huggingface.co/datasets/user/rl/commit/abc")
 
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "https://huggingface.co/datasets/user/rl/commit/abc"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(videorft_hf.hub, "push_dataset", fake_push)
     source = write_jsonl(tmp_path / "in.jsonl", make_records(5))
     argv = [
         "build.py",
@@ -220,8 +216,5 @@ def test_push_to_hub_uploads_the_folder(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:  # the script's `if __name__ == "__main__"` path
         runpy.run_path(str(SCRIPTS / "videorft_rl_310k" / "build.py"), run_name="__main__")
     assert exit_info.value.code == 0
-    assert calls[1] == ("create_repo", "user/rl", {"repo_type": "dataset", "private": None, "exist_ok": True})
-    upload = calls[2][1]
-    assert upload["repo_id"] == "user/rl" and upload["repo_type"] == "dataset"
-    assert upload["folder_path"] == str(tmp_path / "out") and upload["delete_patterns"] == ["data/*"]
+    assert calls == [(str(tmp_path / "out"), "user/rl", {"private": None})]
     assert 'load_videorft_dataset("user/rl"' in (tmp_path / "out" / "README.md").read_text()

@@ -27,7 +27,6 @@ import json
 import os
 import string
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -319,50 +318,6 @@ def build_dataset(
     return BuildResult(output_dir, shard_files, rows_read, rows_written, len(rejections), report)
 
 
-def push_dataset(
-    output_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    token: str | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Uploads a built dataset folder to a Hub dataset repo (created if missing) in one commit.
-
-    Remote `data/` files not in the folder are deleted in the same commit, so a rebuild with fewer shards leaves no
-    stale shard behind for `data/train-*` to pick up.
-
-    Args:
-        output_dir: a folder written by `build_dataset`.
-        repo_id: target dataset repo, such as `"user/VideoRFT-RL-310K"`.
-        private: visibility for a newly created repo.
-        token: Hub token (default: the logged-in one).
-        revision: branch to commit to.
-        commit_message: commit title.
-
-    Returns:
-        The commit URL.
-
-    Example:
-        >>> push_dataset("out/rl", "user/VideoRFT-RL-310K")  # doctest: +SKIP
-        'https://huggingface.co/datasets/user/VideoRFT-RL-310K/commit/...'
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=os.fspath(output_dir),
-        repo_type="dataset",
-        revision=revision,
-        commit_message=commit_message or f"Upload {Path(output_dir).name} built by videorft_hf",
-        delete_patterns=["data/*"],
-    )
-    return str(getattr(commit, "commit_url", commit))
-
-
 def make_parser(spec: DatasetSpec) -> argparse.ArgumentParser:
     """Returns the command-line parser of a dataset's `build.py`."""
     parser = argparse.ArgumentParser(
@@ -403,6 +358,8 @@ def main(spec: DatasetSpec, argv: Sequence[str] | None = None) -> int:
         f"rejected {result.rows_rejected} (see {os.path.join(result.output_dir, REPORT_NAME)})"
     )
     if args.push_to_hub:
-        url = push_dataset(result.output_dir, args.push_to_hub, private=args.private or None)
+        from .hub import push_dataset  # one commit, token never written, offline mode gives a clear error
+
+        url = push_dataset(result.output_dir, args.push_to_hub, private=args.private or None).commit_url
         print(f"Pushed to {url}")
     return 0
