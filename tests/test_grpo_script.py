@@ -81,16 +81,27 @@ def test_recipes_parse():
         assert script_args.reward_funcs == ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
 
 
-@pytest.mark.slow
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_accelerate_two_cpu_processes_train_two_steps_on_mixed_rows(release, tmp_path):
+    # `accelerate launch --cpu` starts one process only: a MULTI_GPU config plus the recipe's use_cpu gives MULTI_CPU.
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "recipes" / "accelerate_configs" / "ddp.yaml"), "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(_free_port()),
         "-m", "videorft_hf.scripts.grpo",
         *common_args(release, out, "--max_steps", "2", "--per_device_train_batch_size", "4", "--save_strategy", "no"),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Process 0 of 2 (MULTI_CPU)" in output and "Process 1 of 2 (MULTI_CPU)" in output
     assert (out / "model.safetensors").is_file()

@@ -85,10 +85,20 @@ def train(script_args, training_args, model_args):
         quantization_config=quantization_config,
         peft_config=get_peft_config(model_args),
     )
+    state = trainer.accelerator.state
+    logger.info(
+        "Process %d of %d (%s): %d training rows.",
+        state.process_index, state.num_processes, state.distributed_type.value, len(dataset),
+    )
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint in ("true", "True", "latest"):
         checkpoint = True
     trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.media_counts["skipped_samples"]:
+        logger.warning(
+            "Process %d skipped %d samples (on_bad_sample='skip').", state.process_index,
+            trainer.media_counts["skipped_samples"],
+        )
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)

@@ -1,0 +1,310 @@
+"""`videorft sft`: stage one of the VideoRFT recipe, supervised fine-tuning on chain-of-thought records.
+
+Stock `trl.SFTTrainer` with `DataCollatorForVideoLanguageModeling`: videos are decoded by this package with the
+recipe's `VideoSamplingConfig`, the loss covers the assistant's `<think>...</think>\\n<answer>...</answer><|im_end|>`
+only. Arguments: `VideoRFTScriptArguments` (+ `freeze_vision_tower`), `VideoSFTConfig` and trl's `ModelConfig`;
+`--config recipe.yaml` sets them and command-line flags override it.
+
+    # the paper's SFT: Qwen2.5-VL-7B-Instruct on 8 GPUs with DeepSpeed ZeRO-2
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml -m videorft_hf.scripts.sft \\
+        --config recipes/Qwen2.5-VL-7B-Instruct/sft/config_videorft.yaml \\
+        --dataset_name path/to/VideoRFT-CoT-102K --media_root path/to/media
+    # QLoRA on one GPU
+    videorft sft --config recipes/Qwen2.5-VL-7B-Instruct/sft/config_qlora.yaml \\
+        --dataset_name path/to/VideoRFT-CoT-102K --media_root path/to/media
+    # resume from the newest checkpoint in output_dir (or pass a checkpoint folder)
+    videorft sft --config ... --resume_from_checkpoint last
+    # two CPU processes (the tiny recipe; `--multi_gpu` picks torchrun, `use_cpu: true` keeps it on CPU)
+    accelerate launch --multi_gpu --num_processes 2 -m videorft_hf.scripts.sft --config recipes/tiny/sft.yaml ...
+
+The model and processor are saved to `output_dir` (the LoRA adapter only, with `--use_peft`). Skipped samples
+(`on_bad_sample: skip`) are logged one by one and totalled at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, TrlParser
+
+from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
+from videorft_hf.hub import apply_videorft_tags
+
+logger = logging.getLogger("videorft_hf.scripts.sft")
+
+_RESUME_LAST = ("last", "auto", "true", "True")
+
+
+@dataclass
+class SFTScriptArguments(VideoRFTScriptArguments):
+    """`VideoRFTScriptArguments` plus what only SFT needs."""
+
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the vision tower (and its merger) as loaded. Full fine-tuning: its parameters get no "
+            "gradient. With --use_peft: no LoRA adapter is placed in it (otherwise adapters go wherever "
+            "lora_target_modules match, the vision tower included; the default target is 'all-linear')."
+        },
+    )
+
+
+def make_parser(subparsers=None, prog: str | None = "videorft sft"):
+    """Returns trl's `TrlParser` for (`SFTScriptArguments`, `VideoSFTConfig`, `ModelConfig`).
+
+    Args:
+        subparsers: an `argparse` subparsers action to register an `sft` command on, as trl's CLI does.
+        prog: program name in the usage line.
+
+    Returns:
+        The parser; `parser.parse_args_and_config(argv)` returns the three dataclasses.
+
+    Example:
+        >>> script_args, sft_args, model_args = make_parser().parse_args_and_config(
+        ...     ["--config", "recipes/tiny/sft.yaml", "--output_dir", "out"])  # doctest: +SKIP
+    """
+    dataclass_types = (SFTScriptArguments, VideoSFTConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("sft", help="VideoRFT supervised fine-tuning", dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog)
+
+
+def vision_tower_name(model) -> str | None:
+    """Name of the submodule that is the model's vision tower: the outermost one configured by its `vision_config`.
+
+    Found from the config, never from a module-name pattern: `"model.visual"` for Qwen2/2.5/3-VL in transformers 5.
+
+    Args:
+        model: a vision-language model (or a peft model around one).
+
+    Returns:
+        The module name, or None when the model has no `vision_config`.
+
+    Example:
+        >>> from videorft_hf.testing import build_tiny_vlm
+        >>> vision_tower_name(build_tiny_vlm("qwen2_5_vl")[0])
+        'model.visual'
+    """
+    vision_config = getattr(model.config, "vision_config", None)
+    if vision_config is None:
+        return None
+    for name, module in model.named_modules():
+        if name and getattr(module, "config", None) is vision_config:
+            return name
+    return None
+
+
+def load_model(model_args, training_args):
+    """Loads the model as `trl.SFTTrainer` would, with 4-bit / 8-bit quantization from `ModelConfig`.
+
+    Args:
+        model_args: trl's `ModelConfig`.
+        training_args: the `VideoSFTConfig` (`model_init_kwargs` are added last and win).
+
+    Returns:
+        The model (`AutoModelForImageTextToText` for a VLM checkpoint, by its config's architecture).
+    """
+    from accelerate import PartialState
+    from trl import get_quantization_config
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        state = PartialState()
+        # A quantized model cannot be moved after loading: load it on this process's own device.
+        kwargs["device_map"] = None if state.device.type == "cpu" else {"": state.local_process_index}
+    elif training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None  # as SFTTrainer: "auto" fails under distributed training
+    kwargs.update(training_args.model_init_kwargs or {})
+    return create_model_from_path(model_args.model_name_or_path, **kwargs)
+
+
+def peft_config_for(model_args, model, freeze_vision_tower: bool):
+    """trl's LoRA config from `ModelConfig`, targeting every linear layer unless `lora_target_modules` says otherwise,
+    and none inside the vision tower when `freeze_vision_tower`.
+
+    Returns:
+        A `peft.LoraConfig`, or None without `--use_peft`.
+    """
+    import re
+
+    from trl import get_peft_config
+
+    peft_config = get_peft_config(model_args)
+    if peft_config is None:
+        return None
+    if not peft_config.target_modules:
+        peft_config.target_modules = "all-linear"
+    if freeze_vision_tower:
+        tower = vision_tower_name(model)
+        if tower is not None:
+            peft_config.exclude_modules = rf"{re.escape(tower)}(\..*)?"
+    return peft_config
+
+
+def load_datasets(script_args, training_args):
+    """Loads the training (and, when evaluating, the test) split as SFT rows with `load_videorft_dataset`.
+
+    Returns:
+        `(train_dataset, eval_dataset or None)`.
+    """
+    from videorft_hf.data import load_videorft_dataset
+
+    if not script_args.dataset_name:
+        raise ValueError("Pass --dataset_name: a VideoRFT-CoT file, a folder, or a Hub dataset repo id.")
+    kwargs = {
+        "media_root": script_args.media_root,
+        "system_prompt": script_args.system_prompt,
+        "include_target": True,
+        "on_invalid": script_args.on_invalid_record,
+        "streaming": script_args.dataset_streaming,
+    }
+    with training_args.main_process_first(desc="loading the dataset"):
+        train = load_videorft_dataset(
+            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split, **kwargs
+        )
+        evaluation = None
+        if training_args.eval_strategy != "no":
+            evaluation = load_videorft_dataset(
+                script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_test_split, **kwargs
+            )
+    if script_args.max_train_samples is not None:
+        if script_args.dataset_streaming:
+            train = train.take(script_args.max_train_samples)
+        else:
+            train = train.select(range(min(script_args.max_train_samples, len(train))))
+    return train, evaluation
+
+
+def build_trainer(script_args, training_args, model_args):
+    """Builds the `trl.SFTTrainer` of a run: model, processor, collator, datasets, LoRA and a frozen vision tower.
+
+    Args:
+        script_args: `SFTScriptArguments`.
+        training_args: `VideoSFTConfig`. `remove_unused_columns` is set to False (the collator needs the `video`
+            column) and `dataset_kwargs["skip_prepare_dataset"]` to True (the collator tokenizes).
+        model_args: trl's `ModelConfig`.
+
+    Returns:
+        The trainer, ready for `.train()`.
+
+    Example:
+        >>> parser = make_parser()
+        >>> trainer = build_trainer(*parser.parse_args_and_config(["--config", "recipes/tiny/sft.yaml"]))  # doctest: +SKIP
+    """
+    from transformers import AutoProcessor
+    from trl import SFTTrainer
+
+    from videorft_hf.collators import DataCollatorForVideoLanguageModeling
+
+    if not model_args.model_name_or_path:
+        raise ValueError("Pass --model_name_or_path: a checkpoint folder or Hub model id.")
+    if training_args.remove_unused_columns:
+        logger.info("Setting remove_unused_columns=False: the collator reads the `video` and `image` columns.")
+        training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    train_dataset, eval_dataset = load_datasets(script_args, training_args)
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    model = load_model(model_args, training_args)
+    peft_config = peft_config_for(model_args, model, script_args.freeze_vision_tower)
+    collator = DataCollatorForVideoLanguageModeling.from_config(processor, training_args)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    apply_videorft_tags(trainer, "sft")  # trl's checkpoint cards and push_to_hub carry trl, sft, videorft
+    if script_args.freeze_vision_tower and peft_config is None:
+        tower = vision_tower_name(trainer.model)
+        if tower is None:
+            raise ValueError("freeze_vision_tower is set, but the model has no `vision_config` to find its tower by.")
+        for parameter in trainer.model.get_submodule(tower).parameters():
+            parameter.requires_grad_(False)
+        logger.info("Froze the vision tower %s.", tower)
+    return trainer
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: a checkpoint folder, or "last" (also "auto", "true") for the newest one in
+    `output_dir` (starting afresh when there is none).
+
+    Returns:
+        The checkpoint folder, or None to start afresh.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume_from_checkpoint in _RESUME_LAST:
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            logger.info("No checkpoint in %s to resume from; starting afresh.", output_dir)
+        return last
+    if resume_from_checkpoint and not os.path.isdir(resume_from_checkpoint):
+        raise ValueError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder; pass a checkpoint folder or 'last'."
+        )
+    return resume_from_checkpoint or None
+
+
+def train(script_args, training_args, model_args):
+    """Runs the SFT stage: build the trainer, train (resuming when asked), save model and processor.
+
+    Returns:
+        The trainer after training.
+    """
+    trainer = build_trainer(script_args, training_args, model_args)
+    state = trainer.accelerator.state
+    logger.info(
+        "Process %d of %d (%s): %s training rows.",
+        state.process_index,
+        state.num_processes,
+        state.distributed_type.value,
+        len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else "streaming",
+    )
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    skipped = trainer.data_collator.skipped_samples
+    if any(skipped.values()):
+        logger.warning(
+            "Process %d skipped %d samples (on_bad_sample='skip'): %s.",
+            trainer.accelerator.process_index,
+            sum(skipped.values()),
+            ", ".join(f"{reason}={count}" for reason, count in skipped.items()),
+        )
+    trainer.save_model(training_args.output_dir)  # the processor too (it is the trainer's processing_class)
+    trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finishes trackers, destroys the process group
+        trainer.end()
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `videorft sft` and `python -m videorft_hf.scripts.sft` (also under `accelerate launch`)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    train(script_args, training_args, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
