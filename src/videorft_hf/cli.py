@@ -13,10 +13,12 @@ import sys
 
 # command -> (module in videorft_hf.scripts, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "The whole recipe end to end on a laptop CPU in minutes (VideoRFT-mini, tiny models)."),
     "env": ("env", "Print the versions and video backends a bug report needs."),
     "eval": ("eval", "Evaluate a checkpoint on the paper's video benchmarks (resumable)."),
     "grpo": ("grpo", "Stage two: GRPO on video with the VideoRFT rewards (VideoGRPOTrainer)."),
     "sft": ("sft", "Supervised fine-tuning on chain-of-thought records (stage one of the recipe)."),
+    "prepare-frames": ("prepare_frames", "Decode every video of a dataset once into a frame store (resumable)."),
     "push": ("push", "Publish a checkpoint or a built dataset to the Hub with its card (--dry-run: folder only)."),
     "curate": ("curate", "Build chain-of-thought records from video QA pairs (the paper's data engine, resumable)."),
 }

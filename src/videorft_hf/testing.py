@@ -64,6 +64,7 @@ How transformers 5.24 processors take decoded frames (verified by `tests/test_te
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -207,8 +208,30 @@ def _byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-def build_tiny_tokenizer(family: str = "qwen2_vl") -> PreTrainedTokenizerBase:
-    """Build a byte-level `Qwen2Tokenizer` (no merges) that round-trips any UTF-8 text.
+def _train_merges(corpus: Sequence[str], num_merges: int) -> list[tuple[str, str]]:
+    """Byte-level BPE merges learned from `corpus` (in the `bytes_to_unicode` alphabet of Qwen's tokenizer)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + num_merges,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(corpus), trainer)
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def build_tiny_tokenizer(
+    family: str = "qwen2_vl", corpus: Sequence[str] | None = None, num_merges: int = 768
+) -> PreTrainedTokenizerBase:
+    """Build a byte-level `Qwen2Tokenizer` that round-trips any UTF-8 text: no merges, or BPE merges learned from
+    `corpus` (so that long fixed prompts cost tens of tokens instead of one token per character).
 
     Ids 0-255 are the bytes, then the Qwen special tokens in their real order (`<|endoftext|>` = 256,
     `<|im_start|>` = 257, `<|im_end|>` = 258, ..., `<|vision_start|>` = 265, `<|vision_end|>` = 266,
@@ -216,8 +239,12 @@ def build_tiny_tokenizer(family: str = "qwen2_vl") -> PreTrainedTokenizerBase:
     tokens (kept by `skip_special_tokens=True`). EOS is `<|im_end|>` and padding `<|endoftext|>`, as in the instruct
     checkpoints. The family's chat template is attached.
 
+    With `corpus`, the merged tokens take the ids after `</answer>`, in merge order.
+
     Args:
         family: One of `TINY_VLM_FAMILIES`; selects the chat template.
+        corpus: Texts to learn BPE merges from (`None`: no merges).
+        num_merges: Most merges learned from `corpus`.
 
     Returns:
         A `transformers.Qwen2Tokenizer`.
@@ -226,9 +253,13 @@ def build_tiny_tokenizer(family: str = "qwen2_vl") -> PreTrainedTokenizerBase:
     from transformers import Qwen2Tokenizer
 
     _check_family(family)
+    vocab = _byte_level_vocab()
+    merges = _train_merges(corpus, num_merges) if corpus else []
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
     tokenizer = Qwen2Tokenizer(
-        vocab=_byte_level_vocab(),
-        merges=[],
+        vocab=vocab,
+        merges=merges,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
@@ -240,7 +271,7 @@ def build_tiny_tokenizer(family: str = "qwen2_vl") -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_tiny_processor(family: str) -> ProcessorMixin:
+def build_tiny_processor(family: str, tokenizer_corpus: Sequence[str] | None = None) -> ProcessorMixin:
     """Build the family's real processor class around `build_tiny_tokenizer(family)`.
 
     Qwen2-VL and Qwen2.5-VL use `Qwen2VLImageProcessor` + `Qwen2VLVideoProcessor` (patch 14, resize factor 28);
@@ -252,6 +283,7 @@ def build_tiny_processor(family: str) -> ProcessorMixin:
 
     Args:
         family: One of `TINY_VLM_FAMILIES`.
+        tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (see `build_tiny_tokenizer`).
 
     Returns:
         A `Qwen2VLProcessor`, `Qwen2_5_VLProcessor` or `Qwen3VLProcessor`.
@@ -266,7 +298,7 @@ def build_tiny_processor(family: str) -> ProcessorMixin:
     )
 
     _check_family(family)
-    tokenizer = build_tiny_tokenizer(family)
+    tokenizer = build_tiny_tokenizer(family, corpus=tokenizer_corpus)
     patch = _PATCH_SIZE[family]
     factor = patch * 2
     common = {"patch_size": patch, "temporal_patch_size": 2, "merge_size": 2}
@@ -317,7 +349,7 @@ def build_tiny_processor(family: str) -> ProcessorMixin:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def build_tiny_vlm_config(family: str) -> PreTrainedConfig:
+def build_tiny_vlm_config(family: str, vocab_size: int = _TINY_VOCAB_SIZE) -> PreTrainedConfig:
     """Build the tiny model config of a family, with token ids matching `build_tiny_tokenizer`.
 
     Text: hidden 64, 2 layers, 4 heads (2 key/value heads), head dim 16, M-RoPE sections summing to 8.
@@ -327,6 +359,7 @@ def build_tiny_vlm_config(family: str) -> PreTrainedConfig:
 
     Args:
         family: One of `TINY_VLM_FAMILIES`.
+        vocab_size: Rows of the embedding (at least the tokenizer's length).
 
     Returns:
         A `Qwen2VLConfig`, `Qwen2_5_VLConfig` or `Qwen3VLConfig`.
@@ -342,7 +375,7 @@ def build_tiny_vlm_config(family: str) -> PreTrainedConfig:
         "vision_end_token_id": vocab["<|vision_end|>"],
     }
     text = {
-        "vocab_size": _TINY_VOCAB_SIZE,
+        "vocab_size": vocab_size,
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -392,6 +425,7 @@ def build_tiny_vlm(
     seed: int = 0,
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
+    tokenizer_corpus: Sequence[str] | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a tiny, randomly initialised vision-language model of a family and its real processor.
 
@@ -404,6 +438,8 @@ def build_tiny_vlm(
         dtype: Parameter dtype; float32 when `None`.
         attn_implementation: Passed to the model constructor (`"sdpa"`, `"eager"`, ...); transformers' default
             when `None`.
+        tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (the demo uses its prompts and answers,
+            which makes its sequences several times shorter); the embedding grows to fit.
 
     Returns:
         `(model, processor)`: a `*ForConditionalGeneration` in eval mode and the processor of
@@ -417,7 +453,9 @@ def build_tiny_vlm(
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    config = build_tiny_vlm_config(family)
+    processor = build_tiny_processor(family, tokenizer_corpus)
+    vocab_size = max(_TINY_VOCAB_SIZE, -(-(len(processor.tokenizer) + 16) // 64) * 64)
+    config = build_tiny_vlm_config(family, vocab_size=vocab_size)
     kwargs = {"dtype": dtype or torch.float32}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -425,7 +463,6 @@ def build_tiny_vlm(
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, **kwargs)
     model.eval()
-    processor = build_tiny_processor(family)
     tokenizer = processor.tokenizer
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
@@ -471,7 +508,9 @@ def build_tiny_qwen3_vl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]
     return build_tiny_vlm("qwen3_vl", seed=seed)
 
 
-def save_tiny_vlm(family: str, path: str | os.PathLike, seed: int = 0) -> Path:
+def save_tiny_vlm(
+    family: str, path: str | os.PathLike, seed: int = 0, tokenizer_corpus: Sequence[str] | None = None
+) -> Path:
     """Save a tiny model and its processor so that `from_pretrained(path)` works offline.
 
     Load it back with `AutoModelForImageTextToText.from_pretrained(path)` (or the family's class) and
@@ -481,13 +520,14 @@ def save_tiny_vlm(family: str, path: str | os.PathLike, seed: int = 0) -> Path:
         family: One of `TINY_VLM_FAMILIES`.
         path: Directory to write (created if missing).
         seed: Seed of the weight initialisation.
+        tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (see `build_tiny_vlm`).
 
     Returns:
         The directory as a `Path`.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model, processor = build_tiny_vlm(family, seed=seed)
+    model, processor = build_tiny_vlm(family, seed=seed, tokenizer_corpus=tokenizer_corpus)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
