@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv test test-all lint bench clean
+.PHONY: venv test test-all lint bench demo clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test-all: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks dataset_scripts
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(BIN)/videorft demo --output_dir outputs/demo
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks
