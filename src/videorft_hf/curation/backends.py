@@ -316,6 +316,7 @@ class OpenAIChatBackend:
         self._resume_at = 0.0  # monotonic time before which no request is sent (set by Retry-After)
         self._wakeup = threading.Condition()
         self._epoch = 0  # bumped by cancel_pending: calls started before give up their waits
+        self._cancelled = False
         self._stats_lock = threading.Lock()
         self.requests_sent = 0
         self.retries = 0
@@ -403,11 +404,21 @@ class OpenAIChatBackend:
         thread keeps retrying for minutes after a run is over."""
         with self._wakeup:
             self._epoch += 1
+            # Sticky until `resume()`: a call a worker had dequeued just before the stop but starts only after it
+            # must not retry for minutes either.
+            self._cancelled = True
             self._wakeup.notify_all()
+
+    def resume(self) -> None:
+        """Re-arms retries after `cancel_pending()`; the pipeline calls it when a stage starts."""
+        with self._wakeup:
+            self._cancelled = False
 
     def _sleep(self, seconds: float, epoch: int) -> None:
         with self._wakeup:
-            if self._wakeup.wait_for(lambda: self._epoch != epoch, timeout=seconds):
+            if self._cancelled or self._wakeup.wait_for(
+                lambda: self._epoch != epoch or self._cancelled, timeout=seconds
+            ):
                 raise BackendError(f"{self.url}: cancelled while waiting to retry", transient=True)
 
     def _wait_for_pause(self, epoch: int) -> None:

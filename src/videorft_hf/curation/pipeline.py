@@ -940,6 +940,9 @@ class _Curation:
             if key in done and done[key].get("input_hash") == input_hash
         )
         consecutive = 0
+        resume = getattr(self.backends.get(stage), "resume", None)
+        if resume is not None:
+            resume()  # retries are re-armed for this stage after an earlier stop
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"videorft-curate-{stage}")
         clean_exit = False
         with open(path, "a", encoding="utf-8") as stream:
