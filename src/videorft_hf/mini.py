@@ -65,7 +65,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "PALETTE", "BACKGROUND", "DEFAULT_MIX", "KINDS", "generate_mini", "multiple_choice_chance", "nearest_colour", "main"
+    "PALETTE",
+    "BACKGROUND",
+    "DEFAULT_MIX",
+    "KINDS",
+    "generate_mini",
+    "multiple_choice_chance",
+    "nearest_colour",
+    "main",
 ]
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -284,7 +291,8 @@ def _make_item(kind: str, choice: int, rng: np.random.Generator, w: int, h: int,
         radius = round(0.2 * unit)
         motion = (*DIRECTIONS, "still")[choice]
         if motion == "still":
-            centres, verb = static(w / 2 + rng.uniform(-0.1, 0.1) * w, h / 2 + rng.uniform(-0.1, 0.1) * h), "stays still"
+            x, y = w / 2 + rng.uniform(-0.1, 0.1) * w, h / 2 + rng.uniform(-0.1, 0.1) * h
+            centres, verb = static(x, y), "stays still"
         else:
             centres, verb = moving(motion, radius), f"moves {motion}"
         text = f"a {colour} {shape} {verb}"
@@ -353,7 +361,8 @@ def _split_plan(n: int, mix: Mapping[str, float], rng: np.random.Generator) -> l
     total = float(sum(mix.values()))
     quotas = {kind: n * weight / total for kind, weight in mix.items()}
     counts = {kind: int(q) for kind, q in quotas.items()}
-    for kind in sorted(quotas, key=lambda k: (-(quotas[k] - counts[k]), list(mix).index(k)))[: n - sum(counts.values())]:
+    by_remainder = sorted(quotas, key=lambda k: (-(quotas[k] - counts[k]), list(mix).index(k)))
+    for kind in by_remainder[: n - sum(counts.values())]:
         counts[kind] += 1
     plan = []
     for kind, count in counts.items():
@@ -490,7 +499,8 @@ def generate_mini(
                                    tags=("video", "reasoning", "synthetic", "videorft"))
                 result = build_dataset(paths[split], root / "hub" / name, spec, progress=False)
                 if result.rows_rejected:  # every record is written by this module: a rejection is a bug here
-                    raise AssertionError(f"{name}: {result.rows_rejected} records rejected: {result.report['rejections']}")
+                    rejected = result.report["rejections"]
+                    raise AssertionError(f"{name}: {result.rows_rejected} records rejected: {rejected}")
                 paths[f"{split}_dataset"] = str(root / "hub" / name)
     return paths
 
