@@ -212,7 +212,7 @@ def _make_item(kind: str, choice: int, rng: np.random.Generator, w: int, h: int,
         return [(x0 + dx * span_x * i / max(1, t - 1), y0 + dy * span_y * i / max(1, t - 1)) for i in range(t)]
 
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    big = round(0.22 * unit)
+    big = round(0.45 * unit)  # colour and order shapes fill most of the frame: every video token sees the colour
     if kind in ("colour", "image_colour"):
         colour = COLOURS[choice]
         options, letter = _mc(COLOURS, choice, rng, shuffle)

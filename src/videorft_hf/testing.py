@@ -349,7 +349,15 @@ def build_tiny_processor(family: str, tokenizer_corpus: Sequence[str] | None = N
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def build_tiny_vlm_config(family: str, vocab_size: int = _TINY_VOCAB_SIZE) -> PreTrainedConfig:
+def build_tiny_vlm_config(
+    family: str,
+    vocab_size: int = _TINY_VOCAB_SIZE,
+    *,
+    text_hidden_size: int = 64,
+    text_layers: int = 2,
+    vision_width: int = 32,
+    vision_depth: int = 2,
+) -> PreTrainedConfig:
     """Build the tiny model config of a family, with token ids matching `build_tiny_tokenizer`.
 
     Text: hidden 64, 2 layers, 4 heads (2 key/value heads), head dim 16, M-RoPE sections summing to 8.
@@ -360,6 +368,10 @@ def build_tiny_vlm_config(family: str, vocab_size: int = _TINY_VOCAB_SIZE) -> Pr
     Args:
         family: One of `TINY_VLM_FAMILIES`.
         vocab_size: Rows of the embedding (at least the tokenizer's length).
+        text_hidden_size: Text hidden size (default 64; a multiple of 16: 16 per attention head, intermediate 2x).
+        text_layers: Text decoder layers (default 2).
+        vision_width: Vision tower width (default 32; a multiple of 16: 16 per head, intermediate 2x).
+        vision_depth: Vision blocks (default 2; Qwen2.5-VL's last one uses full attention).
 
     Returns:
         A `Qwen2VLConfig`, `Qwen2_5_VLConfig` or `Qwen3VLConfig`.
@@ -376,30 +388,32 @@ def build_tiny_vlm_config(family: str, vocab_size: int = _TINY_VOCAB_SIZE) -> Pr
     }
     text = {
         "vocab_size": vocab_size,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "hidden_size": text_hidden_size,
+        "intermediate_size": 2 * text_hidden_size,
+        "num_hidden_layers": text_layers,
+        "num_attention_heads": text_hidden_size // 16,
+        "num_key_value_heads": max(1, text_hidden_size // 32),
         "max_position_embeddings": 4096,
         "bos_token_id": vocab["<|endoftext|>"],
         "eos_token_id": vocab["<|im_end|>"],
         "pad_token_id": vocab["<|endoftext|>"],
     }
-    vision = {"depth": 2, "num_heads": 2, "patch_size": _PATCH_SIZE[family], "spatial_merge_size": 2}
+    vision = {
+        "depth": vision_depth, "num_heads": vision_width // 16, "patch_size": _PATCH_SIZE[family], "spatial_merge_size": 2
+    }
     vision["temporal_patch_size"] = 2
     if family == "qwen2_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
-        vision.update(embed_dim=32, hidden_size=64, mlp_ratio=2)
+        vision.update(embed_dim=vision_width, hidden_size=text_hidden_size, mlp_ratio=2)
         return Qwen2VLConfig(text_config=text, vision_config=vision, **token_ids)
     if family == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
         vision.update(
-            hidden_size=32,
-            intermediate_size=64,
-            out_hidden_size=64,
+            hidden_size=vision_width,
+            intermediate_size=2 * vision_width,
+            out_hidden_size=text_hidden_size,
             window_size=112,
-            fullatt_block_indexes=[1],
+            fullatt_block_indexes=[vision_depth - 1],
             tokens_per_second=2,
         )
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids)
@@ -411,9 +425,9 @@ def build_tiny_vlm_config(family: str, vocab_size: int = _TINY_VOCAB_SIZE) -> Pr
         "mrope_interleaved": True,
     }
     vision.update(
-        hidden_size=32,
-        intermediate_size=64,
-        out_hidden_size=64,
+        hidden_size=vision_width,
+        intermediate_size=2 * vision_width,
+        out_hidden_size=text_hidden_size,
         num_position_embeddings=256,
         deepstack_visual_indexes=[0],
     )
@@ -426,6 +440,7 @@ def build_tiny_vlm(
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
     tokenizer_corpus: Sequence[str] | None = None,
+    **sizes: int,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a tiny, randomly initialised vision-language model of a family and its real processor.
 
@@ -440,6 +455,8 @@ def build_tiny_vlm(
             when `None`.
         tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (the demo uses its prompts and answers,
             which makes its sequences several times shorter); the embedding grows to fit.
+        **sizes: `text_hidden_size`, `text_layers`, `vision_width`, `vision_depth` of `build_tiny_vlm_config`
+            (defaults: the sizes above).
 
     Returns:
         `(model, processor)`: a `*ForConditionalGeneration` in eval mode and the processor of
@@ -455,7 +472,7 @@ def build_tiny_vlm(
 
     processor = build_tiny_processor(family, tokenizer_corpus)
     vocab_size = max(_TINY_VOCAB_SIZE, -(-(len(processor.tokenizer) + 16) // 64) * 64)
-    config = build_tiny_vlm_config(family, vocab_size=vocab_size)
+    config = build_tiny_vlm_config(family, vocab_size=vocab_size, **sizes)
     kwargs = {"dtype": dtype or torch.float32}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -509,7 +526,7 @@ def build_tiny_qwen3_vl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]
 
 
 def save_tiny_vlm(
-    family: str, path: str | os.PathLike, seed: int = 0, tokenizer_corpus: Sequence[str] | None = None
+    family: str, path: str | os.PathLike, seed: int = 0, tokenizer_corpus: Sequence[str] | None = None, **sizes: int
 ) -> Path:
     """Save a tiny model and its processor so that `from_pretrained(path)` works offline.
 
@@ -521,13 +538,15 @@ def save_tiny_vlm(
         path: Directory to write (created if missing).
         seed: Seed of the weight initialisation.
         tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (see `build_tiny_vlm`).
+        **sizes: model sizes of `build_tiny_vlm_config` (`text_hidden_size`, `text_layers`, `vision_width`,
+            `vision_depth`); the defaults when left out.
 
     Returns:
         The directory as a `Path`.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model, processor = build_tiny_vlm(family, seed=seed, tokenizer_corpus=tokenizer_corpus)
+    model, processor = build_tiny_vlm(family, seed=seed, tokenizer_corpus=tokenizer_corpus, **sizes)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
