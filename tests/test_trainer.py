@@ -188,7 +188,7 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
     with torch.no_grad():
         full, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=4)
         micro, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=1)
-        for i, (ids, vision) in enumerate(zip(prompt_ids, vision_rows)):
+        for i, (ids, vision) in enumerate(zip(prompt_ids, vision_rows, strict=True)):
             seq = torch.tensor([ids + completion])
             kwargs = dict(vision or {})
             kwargs["mm_token_type_ids"] = trainer._mm_token_type_ids(seq)
@@ -265,7 +265,7 @@ def test_frames_reach_rewards_and_log_completions(tmp_path, media, model_dirs):
     trainer.train()
     frames, videos = seen[0]
     by_video = {}
-    for f, v in zip(frames, videos):
+    for f, v in zip(frames, videos, strict=True):
         if v is not None:
             assert f.ndim == 4 and f.dtype.name == "uint8"
             by_video.setdefault(v, set()).add(id(f))

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs import VideoSamplingArguments
+from .jsonl import read_keyed_jsonl
 from .metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output, summarize_scores
 from .processing import (
     RowMedia,
@@ -325,35 +326,13 @@ def read_results(path: str | os.PathLike, repair: bool = True) -> dict[str, dict
         ValueError: a complete line (not the last) is not a JSON object: the file was edited or written by something
             else; the message names the line.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        return {}
-    with open(path, "rb") as stream:
-        data = stream.read()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run.", path, len(data) - end)
-        if repair:
-            with open(path, "r+b") as stream:
-                stream.truncate(end)
-                stream.flush()
-                os.fsync(stream.fileno())
-        data = data[:end]
-    records: dict[str, dict] = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path} line {number} is not valid JSON ({error}); the file was not written by videorft eval or was "
-                "edited. Fix or delete that line, or rerun with overwrite_output_dir."
-            ) from error
-        if not isinstance(record, dict) or "key" not in record:
-            raise ValueError(f"{path} line {number} is not a videorft eval record (no 'key').")
-        records[str(record["key"])] = record
-    return records
+    return read_keyed_jsonl(
+        path,
+        repair,
+        "videorft eval record",
+        "the file was not written by videorft eval or was edited. Fix or delete that line, or rerun with "
+        "overwrite_output_dir.",
+    )
 
 
 def _append_records(stream, records: Iterable[dict]) -> None:

@@ -77,6 +77,7 @@ from typing import Any
 
 from ..configs import VideoSamplingArguments
 from ..data import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
+from ..jsonl import read_keyed_jsonl
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
     CURATION_DESCRIBE_VIDEO_PROMPT,
@@ -528,35 +529,12 @@ def read_stage_file(path: str | os.PathLike, repair: bool = True) -> dict[str, d
     Raises:
         ValueError: a complete line is not a JSON object with a `key` (the file was edited or is not a stage file).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        return {}
-    with open(path, "rb") as stream:
-        data = stream.read()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run.", path, len(data) - end)
-        if repair:
-            with open(path, "r+b") as stream:
-                stream.truncate(end)
-                stream.flush()
-                os.fsync(stream.fileno())
-        data = data[:end]
-    lines: dict[str, dict] = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path} line {number} is not valid JSON ({error}); fix or delete that line, or rerun with "
-                "--redo_from <stage> / --overwrite_output_dir."
-            ) from error
-        if not isinstance(value, dict) or "key" not in value:
-            raise ValueError(f"{path} line {number} is not a videorft curate stage record (no 'key').")
-        lines[str(value["key"])] = value
-    return lines
+    return read_keyed_jsonl(
+        path,
+        repair,
+        "videorft curate stage record",
+        "fix or delete that line, or rerun with --redo_from <stage> / --overwrite_output_dir.",
+    )
 
 
 def _write_json(path: str, data: Any) -> None:

@@ -1,0 +1,52 @@
+"""Append-only JSON-lines files keyed by `key`: what resumable runs (`videorft eval`, `videorft curate`) read back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def read_keyed_jsonl(path: str | os.PathLike, repair: bool, what: str, fix_hint: str) -> dict[str, dict]:
+    """Reads a file of JSON objects with a `key`, one per line; a torn last line (a crash mid-write) is dropped.
+
+    Args:
+        path: the file (a missing file reads as empty).
+        repair: also cut the torn line off the file, so the next append starts on a fresh line.
+        what: names the record kind in errors, e.g. "videorft eval record".
+        fix_hint: what to do about a corrupt line, appended to the error.
+
+    Returns:
+        `{key: record}` (a later line with the same key wins).
+
+    Raises:
+        ValueError: a complete line is not a JSON object with a `key`; the message names the file and line.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return {}
+    with open(path, "rb") as stream:
+        data = stream.read()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run.", path, len(data) - end)
+        if repair:
+            with open(path, "r+b") as stream:
+                stream.truncate(end)
+                stream.flush()
+                os.fsync(stream.fileno())
+        data = data[:end]
+    records: dict[str, dict] = {}
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not valid JSON ({error}); {fix_hint}") from error
+        if not isinstance(record, dict) or "key" not in record:
+            raise ValueError(f"{path} line {number} is not a {what} (no 'key').")
+        records[str(record["key"])] = record
+    return records
