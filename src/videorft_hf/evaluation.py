@@ -42,7 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs import VideoSamplingArguments
-from .jsonl import read_keyed_jsonl
+from .jsonl import output_dir_lock, read_keyed_jsonl
 from .metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output, summarize_scores
 from .processing import (
     RowMedia,
@@ -1022,29 +1021,8 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
     sampling = model_sampling_config(args.sampling_config(), model_config, processor)
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)
-    with _exclusive(output_dir):
+    with output_dir_lock(output_dir, "videorft eval"):  # two runs appending to one results file would corrupt it
         return _run(args, specs, generator, processor, model_config, sampling)
-
-
-@contextlib.contextmanager
-def _exclusive(output_dir: str):
-    """Holds an exclusive lock on `output_dir` for the run: two runs appending to one results file would corrupt it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(os.path.join(output_dir, ".lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(
-                f"Another videorft eval run is writing to {output_dir}; wait for it or use another output_dir."
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _run(args: EvalArguments, specs, generator, processor, model_config, sampling: VideoSamplingConfig) -> dict:

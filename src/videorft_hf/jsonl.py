@@ -1,10 +1,13 @@
-"""Append-only JSON-lines files keyed by `key`: what resumable runs (`videorft eval`, `videorft curate`) read back."""
+"""Files of resumable runs (`videorft eval`, `videorft curate`): append-only JSON lines keyed by `key`, and the
+output-folder lock."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +53,29 @@ def read_keyed_jsonl(path: str | os.PathLike, repair: bool, what: str, fix_hint:
             raise ValueError(f"{path} line {number} is not a {what} (no 'key').")
         records[str(record["key"])] = record
     return records
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str | os.PathLike, command: str) -> Iterator[None]:
+    """Holds an exclusive lock on a run's output folder: two runs appending to the same files would write records
+    twice. POSIX only (elsewhere no lock is taken).
+
+    Raises:
+        RuntimeError: another `command` run holds the folder.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(os.path.join(os.fspath(output_dir), ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"Another {command} run is writing to {output_dir}; wait for it or use another output_dir."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

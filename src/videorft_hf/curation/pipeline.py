@@ -60,7 +60,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -70,14 +69,14 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..configs import VideoSamplingArguments
 from ..data import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
-from ..jsonl import read_keyed_jsonl
+from ..jsonl import output_dir_lock, read_keyed_jsonl
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
     CURATION_DESCRIBE_VIDEO_PROMPT,
@@ -559,27 +558,6 @@ def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
-
-
-@contextlib.contextmanager
-def _exclusive(output_dir: str) -> Iterator[None]:
-    """An exclusive lock on `output_dir`: two runs appending to the same stage files would write units twice."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(os.path.join(output_dir, ".lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(
-                f"Another videorft curate run is writing to {output_dir}; wait for it or use another output_dir."
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -1248,5 +1226,5 @@ def run_curation(
     cache: dict = {}
     backends = {stage: given[stage] or build_backend(args, stage, cache) for stage in MODEL_STAGES}
     os.makedirs(args.output_dir, exist_ok=True)
-    with _exclusive(args.output_dir):
+    with output_dir_lock(args.output_dir, "videorft curate"):  # two runs would write units twice
         return _Curation(args, backends, semantic_reward).run(items, invalid, items_in)
