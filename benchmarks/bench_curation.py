@@ -34,26 +34,11 @@ from videorft_hf.curation.testing import (  # noqa: E402
     serve_chat_backend,
     serve_transformers_model,
 )
-from videorft_hf.testing import save_tiny_vlm, write_test_video  # noqa: E402
+from videorft_hf.testing import save_tiny_vlm, write_video_questions  # noqa: E402
 
 
 def _write_dataset(root: str, videos: int, questions: int) -> str:
-    records = []
-    for v in range(videos):
-        write_test_video(os.path.join(root, f"v{v}.mp4"), num_frames=120, fps=30.0, width=320, height=240)
-        for q in range(questions):
-            records.append(
-                {
-                    "problem_id": v * questions + q,
-                    "problem": f"Question {q} about video {v}?",
-                    "data_type": "video",
-                    "problem_type": "multiple choice",
-                    "options": ["A. yes", "B. no"],
-                    "solution": "<answer>A</answer>",
-                    "path": f"./v{v}.mp4",
-                    "data_source": "bench",
-                }
-            )
+    records = write_video_questions(root, videos, questions)
     path = os.path.join(root, "qa.jsonl")
     with open(path, "w") as stream:
         stream.writelines(json.dumps(record) + "\n" for record in records)

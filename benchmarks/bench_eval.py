@@ -23,7 +23,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from videorft_hf.evaluation import EvalArguments, run_evaluation  # noqa: E402
-from videorft_hf.testing import build_tiny_processor, build_tiny_vlm_config, write_test_video  # noqa: E402
+from videorft_hf.testing import build_tiny_processor, build_tiny_vlm_config, write_video_questions  # noqa: E402
 
 
 class SleepingGenerator:
@@ -43,22 +43,7 @@ class SleepingGenerator:
 
 
 def _write_benchmark(root: str, videos: int, questions: int) -> str:
-    records = []
-    for v in range(videos):
-        write_test_video(os.path.join(root, f"v{v}.mp4"), num_frames=120, fps=30.0, width=320, height=240)
-        for q in range(questions):
-            records.append(
-                {
-                    "problem_id": v * questions + q,
-                    "problem": f"Question {q} about video {v}?",
-                    "data_type": "video",
-                    "problem_type": "multiple choice",
-                    "options": ["A. yes", "B. no"],
-                    "solution": "<answer>A</answer>",
-                    "path": f"./v{v}.mp4",
-                    "data_source": "bench",
-                }
-            )
+    records = write_video_questions(root, videos, questions)
     # Questions about one video are spread out, as in VSI-Bench files.
     records.sort(key=lambda r: (r["problem_id"] % questions, r["problem_id"]))
     path = os.path.join(root, "eval_vsibench.json")

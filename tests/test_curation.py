@@ -43,6 +43,7 @@ from videorft_hf.rewards import get_semantic_consistency_reward
 from videorft_hf.testing import (
     build_tiny_siglip,
     build_tiny_vlm,
+    make_record,
     save_tiny_siglip,
     save_tiny_vlm,
     write_test_image,
@@ -54,22 +55,13 @@ REPO = Path(__file__).resolve().parents[1]
 # 4 frames of 56 x 56 keep every model call on CPU fast.
 SMALL = dict(video_min_frames=4, video_max_frames=4, video_min_pixels=56 * 56, video_max_pixels=56 * 56)
 SMALL.update(image_min_pixels=56 * 56, image_max_pixels=56 * 56)
+def _record(pid, problem, *args, **kwargs):
+    return make_record(pid, *args, problem=problem, **kwargs)
+
+
 ANSWERS = {"How many squares": "1", "Describe the motion": "A red square slides across a grey floor."}
 
 
-def _record(pid, problem, problem_type, solution, path, data_type="video", options=None):
-    record = {
-        "problem_id": pid,
-        "problem": problem,
-        "data_type": data_type,
-        "problem_type": problem_type,
-        "solution": f"<answer>{solution}</answer>",
-        "path": path,
-        "data_source": "synthetic",
-    }
-    if options is not None:
-        record["options"] = options
-    return record
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,9 @@ from videorft_hf.testing import (
     write_test_video,
     write_truncated_video,
 )
+from videorft_hf.testing import (
+    make_record as _record,
+)
 from videorft_hf.video import VideoSamplingConfig
 
 # Small frames keep the CPU runs fast: 4 frames of 56x56 (the eval preset's rules, smaller numbers).
@@ -40,19 +43,6 @@ SMALL = dict(video_min_frames=4, video_max_frames=4, video_min_pixels=56 * 56, v
 SMALL.update(image_min_pixels=56 * 56, image_max_pixels=56 * 56)
 
 
-def _record(pid, problem_type, solution, path, data_type="video", options=None, problem="What happens?"):
-    record = {
-        "problem_id": pid,
-        "problem": problem,
-        "data_type": data_type,
-        "problem_type": problem_type,
-        "solution": f"<answer>{solution}</answer>",
-        "path": path,
-        "data_source": "synthetic",
-    }
-    if options is not None:
-        record["options"] = options
-    return record
 
 
 @pytest.fixture(scope="module")
