@@ -79,6 +79,8 @@ def test_recipes_parse():
         assert training_args.num_generations == 8 and training_args.scale_rewards == "group"
         assert training_args.sampling_config().max_frames == 16 and training_args.length_bonus
         assert script_args.reward_funcs == ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
+        if recipe.name == "config_videorft.yaml":  # the paper's 8-GPU run: ZeRO-3 with vLLM rollouts
+            assert training_args.use_vllm and training_args.vllm_mode == "colocate"
 
 
 def _free_port() -> int:

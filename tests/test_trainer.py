@@ -1,5 +1,6 @@
 """VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping; drop-in for GRPOTrainer."""
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -426,6 +427,136 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     assert isinstance(fake.requests[2]["multi_modal_data"]["image"], Image.Image)
     assert "multi_modal_data" not in fake.requests[4]  # the text row
     assert output["completion_ids"].shape[0] == len(rows)
+
+
+def test_vllm_colocate_tensor_parallel_gathers_media(tmp_path, media, model_dirs, monkeypatch):
+    """vllm_tensor_parallel_size=2: trl all-gathers prompts and `images` over the TP group and one LLM generates for
+    both ranks. The media travel in `images`, so the other rank's rows (here a pickled copy, as gloo/NCCL object
+    collectives pickle) reach vLLM with their frames."""
+    import pickle
+
+    import trl.generation.vllm_generation as vllm_generation
+
+    monkeypatch.setattr(vllm_generation, "SamplingParams", lambda **kwargs: kwargs, raising=False)
+    gathered = []
+
+    def all_gather_object(output, obj, group=None):
+        output[0], output[1] = obj, pickle.loads(pickle.dumps(obj))
+        gathered.append(obj)
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 0)
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
+    )
+    fake = _FakeLLM(trainer.eos_token_ids[0])
+    generation = object.__new__(vllm_generation.VLLMGeneration)
+    generation.__dict__.update(
+        accelerator=trainer.accelerator, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+        max_completion_length=6, mode="colocate", enable_sleep_mode=False, _llm_weights_sleeping=False,
+        generation_kwargs={}, structured_outputs_regex=None, tensor_parallel_size=2, tp_group=None, logprobs=0,
+        model=trainer.model, llm=fake,
+    )
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, "colocate", generation
+    trainer.vllm_importance_sampling_correction = False
+    trainer._last_loaded_step = trainer.state.global_step
+    trainer.model.train()
+    rows = [r for r in mixed_rows(media) for _ in range(2)]
+    output = trainer._generate_and_score_completions(rows)
+
+    assert len(fake.requests) == 2 * len(rows)  # both ranks' rows
+    local, remote = fake.requests[0], fake.requests[len(rows)]
+    for request in (local, remote):
+        (frames, metadata), = request["multi_modal_data"]["video"]
+        assert frames.dtype == np.uint8 and metadata["frames_indices"]
+        assert request["mm_processor_kwargs"] == {"do_sample_frames": False}
+    assert np.array_equal(local["multi_modal_data"]["video"][0][0], remote["multi_modal_data"]["video"][0][0])
+    assert isinstance(fake.requests[len(rows) + 2]["multi_modal_data"]["image"], Image.Image)
+    assert output["completion_ids"].shape[0] == len(rows)  # this rank keeps its own slice
+
+
+def _client(url, monkeypatch):
+    """trl's real VLLMClient (its constructor checks the server's /health and /v1/models); vLLM itself is not needed
+    on the trainer's side for these requests."""
+    import trl.generation.vllm_client as vllm_client
+
+    monkeypatch.setattr(vllm_client, "is_vllm_available", lambda *args, **kwargs: True)
+    return vllm_client.VLLMClient(base_url=url, connection_timeout=10)
+
+
+def _server_generation(trainer, client):
+    """trl's real VLLMGeneration in server mode, without the weight-sync set-up (NCCL) its constructor does."""
+    import trl.generation.vllm_generation as vllm_generation
+
+    generation = object.__new__(vllm_generation.VLLMGeneration)
+    generation.__dict__.update(
+        accelerator=trainer.accelerator, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+        max_completion_length=6, mode="server", enable_sleep_mode=False, _llm_weights_sleeping=False,
+        generation_kwargs={}, structured_outputs_regex=None, logprobs=0, model=trainer.model,
+        processing_class=trainer.processing_class, vllm_client=client,
+    )
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, "server", generation
+    trainer.vllm_importance_sampling_correction = False
+    trainer._last_loaded_step = trainer.state.global_step
+    return generation
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_vllm_server_mode_sends_frames_and_metadata(tmp_path, media, model_dirs, family, monkeypatch):
+    """trl's real VLLMClient and server-mode VLLMGeneration against a loopback server speaking vLLM's render and
+    generate endpoints: the frames arrive lossless with their metadata, and the features point at the trainer's
+    own prompt ids (Qwen3-VL: a span with timestamps between the runs of video pads)."""
+    from vllm_server import FakeVLLMServer, frames_digest
+
+    from videorft_hf.video import load_video_frames
+
+    trainer = VideoGRPOTrainer(
+        model_dirs[family], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
+    )
+    eos = trainer.eos_token_ids[0]
+    with FakeVLLMServer(trainer.processing_class, eos_token_id=eos, merge_video_runs=family == "qwen3_vl") as server:
+        client = _client(server.url, monkeypatch)
+        generation = _server_generation(trainer, client)
+        trainer.model.train()
+        rows = [r for r in mixed_rows(media) for _ in range(2)]
+        output = trainer._generate_and_score_completions(rows)
+
+    assert generation.vllm_client is client and "_place_features" not in generation.__dict__
+    assert len(server.renders) == 3  # one per unique prompt with media (video, image, video); none for text
+    frames, metadata = load_video_frames(media["videos"][0], trainer.sampling_config)
+    # renders run concurrently: find the first video's by its pixels (lossless: the exact frames the trainer saw)
+    render, = [r for r in server.renders if r["videos"] and frames_digest(r["videos"][0]) == frames_digest(frames)]
+    assert render["metadata"]["frames_indices"] == list(metadata.frames_indices)
+    assert render["metadata"]["fps"] == metadata.fps and render["metadata"]["total_num_frames"] == metadata.total_num_frames
+    assert render["metadata"]["do_sample_frames"] is False and render["metadata"]["num_frames"] == -1
+    assert render["body"]["mm_processor_kwargs"] == {"do_sample_frames": False}
+    assert len(server.generations) == 4 and all(g["n"] == 2 for g in server.generations)
+    # requests run concurrently: sort them by what they carry
+    placed = sorted(repr(g["placed"]) for g in server.generations)
+    assert placed == sorted([repr({}), repr({"image": [True]}), repr({"video": [True]}), repr({"video": [True]})])
+    assert sum(g["features"] is None for g in server.generations) == 1  # the text row
+    # the server generated from the trainer's prompt ids: the ones the log-prob passes see
+    sent = sorted(g["token_ids"] for g in server.generations)
+    trained = sorted(output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist() for i in range(0, len(rows), 2))
+    assert sent == trained
+    assert output["completion_ids"].shape[0] == len(rows)
+
+
+def test_vllm_server_mode_raises_when_the_server_expands_video_differently(tmp_path, media, model_dirs, monkeypatch):
+    from vllm_server import FakeVLLMServer
+
+    from videorft_hf.vllm_media import VLLMPromptMismatchError
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
+    )
+    # a server whose processor keeps fewer pixels than the trainer's: fewer video tokens per frame
+    limits = {"size": {"shortest_edge": 4 * 784, "longest_edge": 4 * 784}}
+    with FakeVLLMServer(trainer.processing_class, eos_token_id=trainer.eos_token_ids[0], video_kwargs=limits) as server:
+        _server_generation(trainer, _client(server.url, monkeypatch))
+        with pytest.raises(VLLMPromptMismatchError, match="row 0 of the generation batch"):
+            trainer._generate_and_score_completions(video_rows(media))
+    assert server.generations == []  # nothing generated from misplaced features
 
 
 def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, model_dirs):

@@ -11,6 +11,8 @@ so the loss is computed as if the video were text. This subclass overrides only 
   vision tensors to generation.
 - `_get_per_token_logps_and_entropies`: adds each micro-batch's own vision tensors (and `mm_token_type_ids`) to
   the model call, then lets trl's own loop compute log-probs, entropies and auxiliary losses.
+- `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
+  images (`videorft_hf.vllm_media`), generating from the same prompt ids the log-prob passes see.
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
 - `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
   shaping (length bonus, T-GRPO) to the rewards gathered from every process.
@@ -57,6 +59,7 @@ from .processing import (
     vision_patch_factor,
 )
 from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
+from .vllm_media import MultimodalClient, MultimodalLLM, VLLMMedia, place_features
 
 logger = logging.getLogger(__name__)
 
@@ -96,47 +99,6 @@ def length_bonus(completions, **kwargs) -> list[float]:
 def temporal_bonus(completions, **kwargs) -> list[float]:
     """Placeholder column for the T-GRPO bonus; its values are set after rewards are gathered across processes."""
     return [0.0] * len(completions)
-
-
-def vllm_multimodal_data(media: _RowMedia | None) -> dict | None:
-    """vLLM's `multi_modal_data` for one row: each video as `(frames, metadata dict)` so vLLM's processor computes
-    `second_per_grid_ts` and timestamps from the true fps and indices (as the trainer's processor did), images as
-    PIL images. `None` for a text row or a skipped sample."""
-    if media is None or media.error is not None:
-        return None
-    data: dict[str, Any] = {}
-    if media.videos:
-        data["video"] = [
-            (frames, {key: metadata[key] for key in metadata if metadata[key] is not None})
-            for frames, metadata in media.videos
-        ]
-    if media.images:
-        data["image"] = media.images if len(media.images) > 1 else media.images[0]
-    return data or None
-
-
-class _MultimodalLLM:
-    """Wraps a colocated `vllm.LLM`: adds each row's `multi_modal_data` to the token-id prompts trl builds.
-
-    The prompt ids are the ones the trainer's processor expanded; vLLM recognises the expanded placeholders and
-    places the features there, so generation and the log-prob passes see the same token sequence."""
-
-    def __init__(self, llm, rows: list[dict | None]):
-        self.llm = llm
-        self.rows = rows
-
-    def generate(self, prompts, *args, **kwargs):
-        if len(prompts) != len(self.rows):
-            raise RuntimeError(f"{len(prompts)} vLLM prompts for {len(self.rows)} rows of media.")
-        for prompt, data in zip(prompts, self.rows, strict=True):
-            if data is not None:
-                prompt["multi_modal_data"] = data
-                if "video" in data:
-                    prompt["mm_processor_kwargs"] = {"do_sample_frames": False}
-        return self.llm.generate(prompts, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.llm, name)
 
 
 def _has_media(row: dict) -> bool:
@@ -195,6 +157,13 @@ class VideoGRPOTrainer(GRPOTrainer):
                 raise ValueError(
                     f"Reward shaping needs the accuracy reward {self.shaping['accuracy_reward_name']!r} among the "
                     f"reward functions {self.reward_func_names}; add it or set accuracy_reward_name."
+                )
+            if self.shaping["temporal_grpo"] and self.use_vllm and self.vllm_mode == "server" and self.accelerator.num_processes > 1:
+                # The shuffled rollouts differ in number between processes, and server mode gathers every
+                # process's prompts in one collective call that assumes equal shares.
+                raise ValueError(
+                    "temporal_grpo with vllm_mode='server' on several processes is not supported: use "
+                    "vllm_mode='colocate' (each process generates its own shuffled rollouts) or one process."
                 )
             for flag, func in (("length_bonus", length_bonus), ("temporal_grpo", temporal_bonus)):
                 if self.shaping[flag]:
@@ -289,11 +258,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         # Adds: media decoded once per unique video; per-row vision tensors carried in the batch.
         if not self._is_vlm or not any(_has_media(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
-        if self.use_vllm and (self.vllm_mode != "colocate" or self.args.vllm_tensor_parallel_size > 1):
-            raise NotImplementedError(
-                "Video and image rows reach vLLM in colocate mode with vllm_tensor_parallel_size=1. trl 1.16's vLLM "
-                "server protocol carries image features only: use vllm_mode='colocate', or use_vllm=False."
-            )
         before = Counter(self.media_counts)
         self._pending_media = self._load_media(inputs)
         self._original_rows = inputs
@@ -350,16 +314,37 @@ class VideoGRPOTrainer(GRPOTrainer):
         return prompt_ids, None, fields
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        # Adds: colocated vLLM receives each row's frames (with metadata) and images as multi_modal_data.
+        # Adds: vLLM receives each row's frames (with metadata) and images. The media travel as `VLLMMedia` through
+        # trl's `images` argument, so trl gathers them to the main process (server mode) or across the
+        # tensor-parallel group (colocate); the adapters of `videorft_hf.vllm_media` turn them into vLLM's inputs.
         media = self._generation_media
         if not self.use_vllm or media is None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        llm = self.vllm_generation.llm
-        self.vllm_generation.llm = _MultimodalLLM(llm, [vllm_multimodal_data(m) for m in media])
+        payloads = [
+            [VLLMMedia(m.videos, m.images, f"row {i} of the generation batch")]
+            if m.error is None and (m.videos or m.images)
+            else None
+            for i, m in enumerate(media)
+        ]
+        images = payloads if any(payloads) else None
+        generation = self.vllm_generation
+        if self.vllm_mode == "colocate":
+            llm = generation.llm
+            generation.llm = MultimodalLLM(llm)
+            try:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            finally:
+                generation.llm = llm
+        client = getattr(generation, "vllm_client", None)  # server mode: only the main process talks to the server
+        if client is not None:
+            generation.vllm_client = MultimodalClient(client)
+            generation._place_features = place_features  # trl's own places image runs only
         try:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         finally:
-            self.vllm_generation.llm = llm
+            if client is not None:
+                generation.vllm_client = client
+                del generation._place_features
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
         ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images)

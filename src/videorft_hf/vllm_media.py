@@ -1,0 +1,253 @@
+"""Video and image rows for vLLM rollouts, in both of trl's vLLM modes.
+
+trl 1.16 hands vLLM the images of a row (colocate: `multi_modal_data`; server: image features the server renders)
+and nothing for video. `VideoGRPOTrainer` passes each row's decoded media as a `VLLMMedia` through the same `images`
+argument of trl's `VLLMGeneration.generate`, so trl's own gathering carries it (to the main process in server mode,
+across the tensor-parallel group in colocate mode); two adapters turn it into what vLLM takes:
+
+- colocate: `MultimodalLLM` wraps `vllm.LLM` and replaces the payload trl put in `multi_modal_data` with the row's
+  real data: each video as `(frames, metadata)` with `do_sample_frames=False` (vLLM's processor computes
+  `second_per_grid_ts` and timestamps from the true fps and frame indices, as the trainer's processor did), images as
+  PIL images.
+- server: `MultimodalClient` wraps trl's `VLLMClient`: the server renders each row from its frames, sent lossless
+  through vLLM's frame-sequence video input (`data:video/jpeg;base64,<frame>,<frame>,...`, whose frames vLLM opens
+  with PIL whatever their format; PNG here) with the metadata in `media_io_kwargs`; `place_features` then points the
+  returned features at the trainer's own prompt ids by finding the exact token span the server expanded, and raises
+  `VLLMPromptMismatchError` when the trainer's prompt does not contain it (never generating from misplaced features).
+
+In both modes the token ids vLLM generates from are the ones the trainer's processor expanded, so generation and the
+log-prob passes see the same sequence. Nothing here imports vLLM.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MultimodalClient",
+    "MultimodalLLM",
+    "VLLMMedia",
+    "VLLMPromptMismatchError",
+    "VLLMServerError",
+    "frames_data_url",
+    "place_features",
+    "render_request",
+]
+
+RENDER_TOKEN_IDS = "_videorft_render_token_ids"  # carried from the render response to `place_features`
+ROW_NAME = "_videorft_row"
+_METADATA_KEYS = ("fps", "frames_indices", "total_num_frames", "duration")
+_DEFAULT_CONCURRENCY = 64
+
+
+class VLLMPromptMismatchError(ValueError):
+    """The vision tokens the vLLM server expanded for a row are not in the trainer's prompt ids."""
+
+
+class VLLMServerError(RuntimeError):
+    """The vLLM server refused to render a row's media."""
+
+
+@dataclass
+class VLLMMedia:
+    """Decoded media of one row for vLLM: videos as `(uint8 frames (T, H, W, 3), metadata)`, images as PIL.
+
+    `name` says which row this is in errors ("row 3 of the generation batch")."""
+
+    videos: list[tuple[np.ndarray, Any]] = field(default_factory=list)
+    images: list = field(default_factory=list)
+    name: str = "a row"
+
+    def video_metadata(self, metadata) -> dict:
+        """The metadata vLLM needs for one video, as plain JSON values."""
+        values = {key: _get(metadata, key) for key in _METADATA_KEYS}
+        missing = [key for key, value in values.items() if value is None]
+        if missing:
+            raise ValueError(f"The video of {self.name} has no {', '.join(missing)} in its metadata.")
+        return {
+            "fps": float(values["fps"]),
+            "frames_indices": [int(i) for i in values["frames_indices"]],
+            "total_num_frames": int(values["total_num_frames"]),
+            "duration": float(values["duration"]),
+        }
+
+    def multi_modal_data(self) -> dict:
+        """vLLM's `multi_modal_data` (colocate mode)."""
+        data: dict[str, Any] = {}
+        if self.videos:
+            data["video"] = [(frames, _metadata_dict(metadata)) for frames, metadata in self.videos]
+        if self.images:
+            data["image"] = self.images if len(self.images) > 1 else self.images[0]
+        return data
+
+
+def _get(metadata, key):
+    return metadata.get(key) if isinstance(metadata, dict) else getattr(metadata, key, None)
+
+
+def _metadata_dict(metadata) -> dict:
+    if isinstance(metadata, dict):
+        return {key: value for key, value in metadata.items() if value is not None}
+    return {key: metadata[key] for key in metadata if metadata[key] is not None}
+
+
+# ------------------------------------------------------------------------------------------------- colocate
+class MultimodalLLM:
+    """Wraps a colocated `vllm.LLM`: replaces the `VLLMMedia` trl placed in a prompt's `multi_modal_data["image"]`
+    with the row's real `multi_modal_data` (and `do_sample_frames=False` for video: the frames are already sampled)."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def generate(self, prompts, *args, **kwargs):
+        for prompt in prompts:
+            payload = (prompt.get("multi_modal_data") or {}).get("image")
+            if isinstance(payload, VLLMMedia):
+                prompt["multi_modal_data"] = payload.multi_modal_data()
+                if payload.videos:
+                    prompt["mm_processor_kwargs"] = {"do_sample_frames": False}
+        return self.llm.generate(prompts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+
+# --------------------------------------------------------------------------------------------------- server
+def _png_base64(image) -> str:
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # lossless; level 1: speed over size on loopback/LAN
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def frames_data_url(frames: np.ndarray) -> str:
+    """A video as vLLM's frame-sequence data URL, each frame a lossless PNG (vLLM opens frames with PIL)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"Frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}.")
+    return "data:video/jpeg;base64," + ",".join(_png_base64(frame) for frame in frames)
+
+
+def render_request(media: VLLMMedia, model: str) -> dict:
+    """The body of a `/v1/chat/completions/render` request that has the server process one row's media.
+
+    Raises:
+        ValueError: a row with more than one video (the server takes one set of video metadata per request).
+    """
+    if len(media.videos) > 1:
+        raise ValueError(
+            f"{media.name} has {len(media.videos)} videos; vLLM server mode takes one video per row (its metadata "
+            "travels in the request's media_io_kwargs). Use vllm_mode='colocate' for rows with several videos."
+        )
+    content = [{"type": "video_url", "video_url": {"url": frames_data_url(frames)}} for frames, _ in media.videos]
+    content += [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_png_base64(image)}"}}
+        for image in media.images
+    ]
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
+    if media.videos:
+        metadata = media.video_metadata(media.videos[0][1])
+        # num_frames=-1: every frame sent is used; do_sample_frames=False: they are already the sampled frames.
+        body["media_io_kwargs"] = {"video": {"num_frames": -1, **metadata, "do_sample_frames": False}}
+        body["mm_processor_kwargs"] = {"do_sample_frames": False}
+    return body
+
+
+class MultimodalClient:
+    """Wraps trl's `VLLMClient`: `image_features` renders `VLLMMedia` rows (video and images) on the server."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def image_features(self, rows: list, max_concurrent_requests: int = _DEFAULT_CONCURRENCY) -> list[dict | None]:
+        """Server-side features for each unique prompt's media (`[VLLMMedia]` or `None`), with the token ids the
+        server expanded them into, for `place_features`."""
+        client = self.client
+
+        def send(row):
+            if not row:
+                return None
+            if len(row) != 1 or not isinstance(row[0], VLLMMedia):
+                raise TypeError(f"Expected [VLLMMedia] per prompt, got {type(row[0]).__name__} items.")
+            media = row[0]
+            url = f"{client.base_url}/v1/chat/completions/render"
+            response = client.session.post(url, json=render_request(media, client.model))
+            if response.status_code == 404:
+                raise VLLMServerError(
+                    f"The vLLM server at {client.base_url} does not serve /v1/chat/completions/render, which video "
+                    "and image prompts use. Start it as trl's vLLM guide says (from vLLM 0.30.0 with --enable-scale-out)."
+                )
+            if response.status_code != 200:
+                raise VLLMServerError(
+                    f"The vLLM server could not render the media of {media.name}: {response.status_code} {response.text}"
+                )
+            data = response.json()
+            if "features" not in data or "token_ids" not in data:
+                raise VLLMServerError(
+                    f"The vLLM server's render response for {media.name} lacks 'features' or 'token_ids' "
+                    f"(keys: {sorted(data)}); this vLLM version does not return what server-mode video needs."
+                )
+            return {**data["features"], RENDER_TOKEN_IDS: data["token_ids"], ROW_NAME: media.name}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(max_concurrent_requests, len(rows)))) as executor:
+            return list(executor.map(send, rows))
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def _find(sequence: list[int], span: list[int], start: int) -> int:
+    first = span[0]
+    for position in range(start, len(sequence) - len(span) + 1):
+        if sequence[position] == first and sequence[position : position + len(span)] == span:
+            return position
+    return -1
+
+
+def place_features(features: dict | None, prompt_ids: list[int]) -> dict | None:
+    """Points server-rendered features at the trainer's prompt ids.
+
+    The server reports placeholders in the throwaway conversation it rendered; each placeholder's token span there
+    (the vision pads, and for Qwen3-VL the timestamps between them) is looked up in order in `prompt_ids`.
+
+    Raises:
+        VLLMPromptMismatchError: a span is not in the prompt (the trainer and the server expand the media
+            differently, e.g. other pixel limits), naming the row.
+    """
+    if features is None:
+        return None
+    features = dict(features)
+    render_ids = list(features.pop(RENDER_TOKEN_IDS))
+    name = features.pop(ROW_NAME, "a row")
+    prompt_ids = list(prompt_ids)
+    placed: dict[str, list[dict]] = {}
+    for modality, ranges in features["mm_placeholders"].items():
+        cursor, moved = 0, []
+        for number, placeholder in enumerate(ranges):
+            offset, length = int(placeholder["offset"]), int(placeholder["length"])
+            # The span with one token of context on each side (vision start/end): a shorter run of pads must not
+            # match inside a longer one.
+            low, high = max(offset - 1, 0), min(offset + length + 1, len(render_ids))
+            span = render_ids[low:high]
+            at = _find(prompt_ids, span, cursor) if length else -1
+            if at < 0:
+                raise VLLMPromptMismatchError(
+                    f"The vLLM server expanded {modality} {number} of {name} into {length} tokens that are not in the "
+                    f"trainer's prompt ({len(prompt_ids)} tokens): the server's processor resizes or samples this media "
+                    "differently from the trainer's. Start the server with the same processor settings (min/max "
+                    "pixels) as training."
+                )
+            at += offset - low
+            moved.append({**placeholder, "offset": at})
+            cursor = at + length
+        placed[modality] = moved
+    return {**features, "mm_placeholders": placed}
