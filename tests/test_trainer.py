@@ -559,6 +559,38 @@ def test_vllm_server_mode_raises_when_the_server_expands_video_differently(tmp_p
     assert server.generations == []  # nothing generated from misplaced features
 
 
+def test_vllm_server_mode_two_processes(tmp_path, media, model_dirs):
+    """`accelerate launch --num_processes 2` on CPU: trl gathers both ranks' media (video on one, image and text on
+    the other) to the main process, which renders and generates on the server; each rank gets its own slice."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    here = Path(__file__).parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(here.parent / "recipes" / "accelerate_configs" / "ddp.yaml"), "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(port), str(here / "vllm_server_ranks.py"),
+        model_dirs["qwen2_5_vl"], media["videos"][0], media["videos"][1], media["image"], str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["completions"] == rank1["completions"] == 4
+    assert rank0["renders"] == 3  # two videos from rank 0, one image from rank 1
+    placed = sorted(repr(g["placed"]) for g in rank0["server"])
+    assert placed == sorted([repr({}), repr({"image": [True]}), repr({"video": [True]}), repr({"video": [True]})])
+    sent = sorted(g["token_ids"] for g in rank0["server"])
+    assert sent == sorted(rank0["prompt_ids"][::2] + rank1["prompt_ids"][::2])
+
+
 def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, model_dirs):
     from types import SimpleNamespace
 
