@@ -12,11 +12,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from datasets import Dataset  # noqa: E402
-
 from test_trainer import SAMPLING, _server_generation, length_reward, user  # noqa: E402
+from vllm_server import FakeVLLMServer  # noqa: E402
+
 from videorft_hf.configs import VideoGRPOConfig  # noqa: E402
 from videorft_hf.trainer import VideoGRPOTrainer  # noqa: E402
-from vllm_server import FakeVLLMServer  # noqa: E402
 
 
 def main(model_dir, video0, video1, image, out_dir):
