@@ -10,8 +10,9 @@ no optional dependency (no vLLM). Use it in this package's tests, in your own te
 - `build_tiny_siglip()` / `save_tiny_siglip(path)`: a tiny `SiglipModel` with a real `SiglipProcessor`.
 - `write_test_video(path, ...)` writes a real H.264 mp4 whose frames carry their own index in large solid blocks;
   `decode_frame_index(frame)` reads it back (after any resize), so a test can tell exactly which frames a loader
-  sampled and whether they are upright. `write_test_image`, `write_truncated_video` and `write_non_video_file`
-  make the inputs of error-path tests.
+  sampled and whether they are upright (`pattern="footage"` adds a panning texture and sensor noise so that
+  decoding costs about what real footage costs, for benchmarks). `write_test_image`, `write_truncated_video` and
+  `write_non_video_file` make the inputs of error-path tests.
 
 Example:
     ```python
@@ -773,6 +774,48 @@ def _noise_texture(index: int, height: int, width: int) -> np.ndarray:
     return rng.integers(-40, 41, size=(height, width, 3), dtype=np.int16)
 
 
+# pattern="footage": index blocks at reduced contrast (black -> 40, white -> 216, so the texture is not clipped away),
+# a fixed texture panning across the frame and a little per-frame sensor noise. Calibrated on the 60 s 640x360 clip
+# (30 fps, keyframe every 240 frames) to about 0.9 Mbit/s and about 1.2 CPU seconds for a full sequential PyAV
+# decode, the cost of the realistic clip measured in the project's issue (the "noise" pattern costs about six times
+# that, the "index" pattern an eighth).
+_FOOTAGE_LEVELS = (40, 216)  # what black and white index cells become; decode_frame_index thresholds at 128
+_FOOTAGE_TEXTURE_STD = 20.0  # grey levels
+_FOOTAGE_TEXTURE_LIMIT = 64  # texture clipped to +-64: any cell mean stays > 24 levels on its side of 128
+_FOOTAGE_SPECTRUM_SLOPE = 1.5  # amplitude ~ 1 / frequency ** slope (natural images: about 1, softer above)
+_FOOTAGE_PAN = (1, 2)  # pixels per frame (down, right): a slow diagonal camera pan, 60 px/s across at 30 fps
+_FOOTAGE_SENSOR_NOISE = 1  # per-frame luma noise, uniform in [-1, 1] levels
+_FOOTAGE_SEED = 20240
+
+
+def _footage_texture(height: int, width: int) -> np.ndarray:
+    """A seeded `(height, width, 3)` int16 texture, periodic in both directions (so it pans without a seam): filtered
+    Gaussian noise with amplitude spectrum `1 / f ** _FOOTAGE_SPECTRUM_SLOPE`, mostly luma (80%) with some chroma."""
+    rng = np.random.default_rng(_FOOTAGE_SEED)
+    white = rng.standard_normal((height, width, 3))
+    radius = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
+    radius[0, 0] = 1.0
+    spectrum = np.fft.rfft2(white, axes=(0, 1)) / radius[..., None] ** _FOOTAGE_SPECTRUM_SLOPE
+    spectrum[0, 0] = 0.0
+    texture = np.fft.irfft2(spectrum, s=(height, width), axes=(0, 1))
+    luma = texture.mean(axis=2, keepdims=True)
+    texture = 0.8 * luma / luma.std() + 0.2 * texture / texture.std()
+    texture *= _FOOTAGE_TEXTURE_STD / texture.std()
+    limit = _FOOTAGE_TEXTURE_LIMIT
+    return np.clip(np.round(texture), -limit, limit).astype(np.int16)
+
+
+def _footage_frame(index: int, height: int, width: int, texture: np.ndarray) -> np.ndarray:
+    low, high = _FOOTAGE_LEVELS
+    blocks = encode_frame_index(index, height, width).astype(np.int32) * (high - low) // 255 + low
+    dy, dx = _FOOTAGE_PAN
+    panned = np.roll(texture, (index * dy % height, index * dx % width), axis=(0, 1))
+    noise = np.random.default_rng((_FOOTAGE_SEED, index)).integers(
+        -_FOOTAGE_SENSOR_NOISE, _FOOTAGE_SENSOR_NOISE + 1, size=(height, width, 1), dtype=np.int16
+    )
+    return np.clip(blocks + panned + noise, 0, 255).astype(np.uint8)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------------------------
@@ -809,8 +852,15 @@ def write_test_video(
             the other way (and are `height x width` for 90/270), so a reader that applies the display matrix gets
             upright `width x height` frames: `np.rot90(stored, k=rotation // 90)`. A phone's portrait video
             (`rotate=90` tag) has `rotation=-90`.
-        pattern: `"index"` (solid index blocks, see `encode_frame_index`) or `"noise"` (the same blocks plus seeded
-            per-frame noise of +-40 levels, so decoding costs what real footage costs; indices stay decodable).
+        pattern: What the frames show besides their index; every pattern decodes with `decode_frame_index`.
+            `"index"`: the solid index blocks of `encode_frame_index` only; nearly free to decode (60 s at 640x360:
+            about 0.15 s), far cheaper than real video. `"footage"`: the same blocks at reduced contrast (levels 40
+            and 216) under a fixed seeded texture with a natural-image-like spectrum that pans 2 px right and 1 px
+            down per frame (camera motion, so motion compensation works as on real video), plus +-1 level of
+            per-frame sensor noise; bitrate and decode cost resemble real camera footage (60 s 640x360 30 fps,
+            `gop=240`: about 7 MB, 0.9 Mbit/s, about 1.2 CPU seconds for a full PyAV decode). `"noise"`: the
+            solid blocks plus independent per-frame noise of +-40 levels, a worst case that costs several times real
+            footage to decode (same clip: 92 MB, 12 Mbit/s, about 7 CPU seconds).
         faststart: Put the mp4 index (moov atom) before the media data. Then a truncated copy still opens and
             fails, or stops early, in the middle of the stream instead of failing to open.
 
@@ -819,8 +869,8 @@ def write_test_video(
     """
     import av
 
-    if pattern not in ("index", "noise"):
-        raise ValueError(f"pattern must be 'index' or 'noise', got {pattern!r}.")
+    if pattern not in ("index", "footage", "noise"):
+        raise ValueError(f"pattern must be 'index', 'footage' or 'noise', got {pattern!r}.")
     if not 1 <= num_frames <= MAX_FRAME_INDEX + 1:
         raise ValueError(f"num_frames must be in [1, {MAX_FRAME_INDEX + 1}], got {num_frames}.")
     if width % 2 or height % 2:
@@ -856,8 +906,12 @@ def write_test_video(
         stream.codec_context.options = options
         if quarter_turns:
             stream.set_display_rotation(quarter_turns * 90)
+        texture = _footage_texture(height, width) if pattern == "footage" else None
         for i in range(num_frames):
-            image = encode_frame_index(i, height, width)
+            if pattern == "footage":
+                image = _footage_frame(i, height, width, texture)
+            else:
+                image = encode_frame_index(i, height, width)
             if pattern == "noise":
                 image = np.clip(image.astype(np.int16) + _noise_texture(i, height, width), 0, 255).astype(np.uint8)
             stored = np.ascontiguousarray(np.rot90(image, k=-quarter_turns))
