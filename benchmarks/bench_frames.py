@@ -2,21 +2,35 @@
 transformers' `load_video` (PyAV), on the same real H.264 clips at the training preset (16 frames at 128*28*28);
 then reading the same frames back from a frame store (lossless PNG and lossy JPEG) instead of decoding.
 
-Clips: per-pixel noise over index blocks (`write_test_video(pattern="noise")`, so decoding costs what real footage
-costs and every frame still carries its index): 60 s 640x360 at 30 fps with 8-second keyframe intervals, 20 s 480x270
-with 2-second intervals, and an 8 s 320x240 clip with the encoder's default keyframes. They are written once into
-`--cache_dir` (the 60 s clip takes about 40 s to encode here) and reused.
+Clips (the set): `write_test_video(pattern="footage")`, index blocks under a seeded texture that a camera pans across
+(2 s moving, 2 s still) plus +-1 level of sensor noise, so that every frame carries its index and decoding costs
+about what real camera footage costs. The pattern is calibrated on the 60 s clip against the costs measured on a real
+60 s 640x360 clip (a sequential PyAV pass of every frame about 0.66 s, `fetch_video` about 0.9 s for 16 frames): the
+60 s footage clip is 6.3 MB (0.84 Mbit/s) and a sequential PyAV pass takes about 0.75-0.85 s wall (1.1-1.3 CPU
+seconds) on this 2-core machine. Geometries: 60 s 640x360 at 30 fps with 8-second keyframe intervals, 20 s 480x270
+with 2-second intervals, and an 8 s 320x240 clip with the encoder's default keyframes. Set throughput, its ratios
+and `targets_met` come from these three only.
 
-Checks, before timing: every path returns the same frame indices (the indices drawn in the frames are read back
-with `decode_frame_index`, so this is what was decoded, not what was reported), the same frame size, and pixels that
-agree within codec noise (PyAV's and decord's RGB conversions differ by a few levels).
+Worst case, reported apart: `60s-noise`, the 60 s geometry with `pattern="noise"` (independent +-40 levels of noise in
+every pixel of every frame: 92 MB, 12 Mbit/s, about 4.2 s wall / 7 CPU seconds for a sequential PyAV pass, some six
+times real footage). It is timed for `ours_auto` and `fetch_video_decord` only, and its ratio is
+`speedup_vs_fetch_video_noise` (never part of the set's figures). The solid-block "index" pattern is not used: it
+decodes almost for free (60 s: `fetch_video` 0.3 s), which would measure per-call overheads instead of decoding.
+
+Clips are written once into `--cache_dir` (file names carry the geometry and the pattern; the 60 s footage clip
+takes about 20 s to encode here, the 60 s noise clip about 40 s) and reused.
+
+Checks, before timing, on every clip (the worst case too): every path returns the same frame indices (the indices
+drawn in the frames are read back with `decode_frame_index`, so this is what was decoded, not what was reported),
+the same frame size, and pixels that agree within codec noise (PyAV's and decord's RGB conversions differ by a few
+levels).
 
 Timing: "first decode" of a video, i.e. nothing cached by the loader (each call opens the file afresh; the file's
 bytes are in the OS page cache for every path alike). Calls are interleaved across paths and repeated; the median
 wall time of each is reported, and process CPU time next to it (the machine may be shared). Throughput over the clip
 set = clips / sum of median seconds; ratios are against `fetch_video`.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_frames.py [--repeats 3] [--clips 60s,20s,8s] [--cache_dir DIR]
+    HF_HUB_OFFLINE=1 python benchmarks/bench_frames.py [--repeats 3] [--clips 60s,20s,8s,60s-noise] [--cache_dir DIR]
 
 `main(argv)` returns the figures as a dict.
 """
@@ -43,23 +57,33 @@ from videorft_hf.frame_store import prepare_frames  # noqa: E402
 from videorft_hf.testing import decode_frame_index, write_test_video  # noqa: E402
 from videorft_hf.video import VideoSamplingConfig, available_backends, load_video_frames, resize_frames  # noqa: E402
 
-# name -> write_test_video arguments
-CLIPS: dict[str, dict[str, Any]] = {
+# geometry name -> write_test_video arguments
+GEOMETRIES: dict[str, dict[str, Any]] = {
     "60s": dict(num_frames=1800, fps=30, width=640, height=360, gop=240),
     "20s": dict(num_frames=600, fps=30, width=480, height=270, gop=60),
     "8s": dict(num_frames=240, fps=30, width=320, height=240),
 }
+# clip name -> (geometry, pattern). CLIPS: the set behind the throughput figures; WORST_CASE_CLIPS: reported apart.
+CLIPS: dict[str, tuple[str, str]] = {name: (name, "footage") for name in GEOMETRIES}
+WORST_CASE_CLIPS: dict[str, tuple[str, str]] = {"60s-noise": ("60s", "noise")}
+WORST_CASE_PATHS = ("ours_auto", "fetch_video_decord")  # the paths timed on the worst-case clips
 PRESET = "videorft-train"
 
 
+def clip_spec(name: str) -> dict[str, Any]:
+    """write_test_video arguments of a clip of CLIPS or WORST_CASE_CLIPS, `pattern` included."""
+    geometry, pattern = {**CLIPS, **WORST_CASE_CLIPS}[name]
+    return {**GEOMETRIES[geometry], "pattern": pattern}
+
+
 def clip_path(cache_dir: str, name: str) -> str:
-    """Writes the clip once (deterministic bytes) and returns its path."""
-    spec = CLIPS[name]
-    label = "_".join(f"{k}{v}" for k, v in spec.items())
-    path = os.path.join(cache_dir, f"bench_frames_{name}_{label}_noise.mp4")
+    """Writes the clip once (deterministic bytes) and returns its path; the file name carries geometry and pattern."""
+    geometry, pattern = {**CLIPS, **WORST_CASE_CLIPS}[name]
+    label = "_".join(f"{k}{v}" for k, v in GEOMETRIES[geometry].items())
+    path = os.path.join(cache_dir, f"bench_frames_{geometry}_{label}_{pattern}.mp4")
     if not os.path.isfile(path):
         tmp = f"{path}.{os.getpid()}.tmp.mp4"
-        write_test_video(tmp, pattern="noise", **spec)
+        write_test_video(tmp, **clip_spec(name))
         os.replace(tmp, path)
     return path
 
@@ -165,20 +189,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per path and clip (median reported)")
     parser.add_argument("--store_repeats", type=int, default=10, help="timed reads per clip from the frame store")
-    parser.add_argument("--clips", default=",".join(CLIPS), help=f"comma-separated subset of {list(CLIPS)}")
+    parser.add_argument(
+        "--clips",
+        default=",".join([*CLIPS, *WORST_CASE_CLIPS]),
+        help=f"comma-separated: one or more of {list(CLIPS)}, optionally the worst case {list(WORST_CASE_CLIPS)}",
+    )
     parser.add_argument(
         "--cache_dir",
         default=os.environ.get("VIDEORFT_BENCH_CACHE", os.path.join(tempfile.gettempdir(), "videorft_bench_clips")),
         help="folder keeping the written clips between runs",
     )
     args = parser.parse_args(argv)
+    wanted = [name for name in args.clips.split(",") if name]
+    unknown = [name for name in wanted if name not in CLIPS and name not in WORST_CASE_CLIPS]
+    if unknown or not any(name in CLIPS for name in wanted):
+        parser.error(f"--clips takes one or more of {list(CLIPS)} and optionally {list(WORST_CASE_CLIPS)}: {wanted}")
     os.makedirs(args.cache_dir, exist_ok=True)
     config = VideoSamplingConfig.from_preset(PRESET)
     written = time.perf_counter()
-    clips = {name: clip_path(args.cache_dir, name) for name in args.clips.split(",")}
+    clips = {name: clip_path(args.cache_dir, name) for name in wanted if name in CLIPS}
+    worst_clips = {name: clip_path(args.cache_dir, name) for name in wanted if name in WORST_CASE_CLIPS}
     figures: dict[str, Any] = {
         "preset": PRESET,
-        "clips": {name: {k: v for k, v in CLIPS[name].items()} for name in clips},
+        "clips": {name: clip_spec(name) for name in clips},
+        "worst_case_clips": {name: clip_spec(name) for name in worst_clips},
+        "clip_bytes": {name: os.path.getsize(path) for name, path in {**clips, **worst_clips}.items()},
         "clip_write_s": round(time.perf_counter() - written, 1),
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
@@ -197,15 +232,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             paths["ours_torchcodec"] = ours(config, "torchcodec")
         except Exception:  # noqa: BLE001 - an optional backend that cannot load is left out of the table
             pass
-    smallest = min(clips, key=lambda name: CLIPS[name]["num_frames"])
+    smallest = min(clips, key=lambda name: clip_spec(name)["num_frames"])
     for run in paths.values():  # one-time import and initialisation costs are not a video's decode
         run(clips[smallest])
     figures["agreement"] = {
         clip: check_agreement({name: run(path) for name, run in paths.items()}, "fetch_video_decord")
-        for clip, path in clips.items()
+        for clip, path in {**clips, **worst_clips}.items()
     }
     timings = time_paths(paths, clips, args.repeats)
     figures["seconds"] = timings
+    if worst_clips:
+        worst = time_paths({name: paths[name] for name in WORST_CASE_PATHS}, worst_clips, args.repeats)
+        figures["worst_case_seconds"] = worst
+
+        def worst_ratio(kind: str) -> float:
+            reference_s = sum(worst["fetch_video_decord"][clip][kind] for clip in worst_clips)
+            return round(reference_s / sum(worst["ours_auto"][clip][kind] for clip in worst_clips), 2)
+
+        # Apart from the set's figures: this clip costs some six times real footage to decode.
+        figures["speedup_vs_fetch_video_noise"] = {"ours_auto": worst_ratio("wall_s")}
+        figures["cpu_speedup_vs_fetch_video_noise"] = {"ours_auto": worst_ratio("cpu_s")}
 
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("lossless", "lossy"):
@@ -249,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     figures["store_lossy_speedup"] = figures["speedup_vs_fetch_video"]["store_lossy"]
     figures["targets_met"] = {
         "first_decode_2x": figures["first_decode_speedup"] >= 2.0,
-        "store_20x": min(figures["store_lossless_speedup"], figures["store_lossy_speedup"]) >= 20.0,
+        # The issue states this target for JPEG frames (16 JPEG decodes at 224x420 in about 14 ms): the lossy store.
+        # The lossless (PNG) store is reported next to it; it trades speed for exact pixels.
+        "store_20x": figures["store_lossy_speedup"] >= 20.0,
     }
     return figures
 
@@ -261,7 +309,17 @@ def _print(figures: dict[str, Any]) -> None:
     for name, per_clip in figures["seconds"].items():
         cells = " | ".join(f"{per_clip[c]['wall_s']:.3f} ({per_clip[c]['cpu_s']:.3f})" for c in clips)
         print(f"| {name} | {cells} | {figures['videos_per_s'][name]} | {figures['speedup_vs_fetch_video'][name]}x |")
-    print(json.dumps({k: v for k, v in figures.items() if k not in ("seconds",)}, indent=2))
+    worst = figures.get("worst_case_seconds")
+    if worst:
+        worst_clips = list(figures["worst_case_clips"])
+        print("\nWorst case, not part of the set's figures:\n")
+        print(f"| path | {' | '.join(f'{c} wall s (cpu s)' for c in worst_clips)} |")
+        print("|---|" + "---|" * len(worst_clips))
+        for name, per_clip in worst.items():
+            cells = " | ".join(f"{per_clip[c]['wall_s']:.3f} ({per_clip[c]['cpu_s']:.3f})" for c in worst_clips)
+            print(f"| {name} | {cells} |")
+        print(f"speedup_vs_fetch_video_noise: {figures['speedup_vs_fetch_video_noise']}\n")
+    print(json.dumps({k: v for k, v in figures.items() if k not in ("seconds", "worst_case_seconds")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -396,6 +396,21 @@ def test_written_video_is_deterministic(tmp_path):
     assert [decode_frame_index(f.to_ndarray(format="rgb24")) for f in _decode_all(a)] == list(range(12))
 
 
+def test_footage_video_carries_its_index_and_is_deterministic(tmp_path):
+    kwargs = dict(num_frames=24, fps=8.0, width=160, height=96, gop=12, pattern="footage")
+    a = write_test_video(tmp_path / "a.mp4", **kwargs)
+    b = write_test_video(tmp_path / "b.mp4", **kwargs)
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+    frames = [f.to_ndarray(format="rgb24") for f in _decode_all(a)]
+    assert [decode_frame_index(f) for f in frames] == list(range(24))
+    # Not solid blocks: the red marker cell (never changes in the index pattern) is textured, and the texture moves.
+    marker = [f[6:18, 10:30].astype(np.int16) for f in frames]
+    assert marker[0].std(axis=(0, 1)).min() > 3
+    assert np.abs(marker[1] - marker[0]).mean() > 2
+    plain = write_test_video(tmp_path / "plain.mp4", **{**kwargs, "pattern": "index"})
+    assert a.stat().st_size > 3 * plain.stat().st_size
+
+
 def test_gop_places_keyframes(tmp_path):
     path = write_test_video(tmp_path / "gop.mp4", num_frames=32, fps=8.0, width=64, height=64, gop=8)
     frames = _decode_all(path)

@@ -775,15 +775,18 @@ def _noise_texture(index: int, height: int, width: int) -> np.ndarray:
 
 
 # pattern="footage": index blocks at reduced contrast (black -> 40, white -> 216, so the texture is not clipped away),
-# a fixed texture panning across the frame and a little per-frame sensor noise. Calibrated on the 60 s 640x360 clip
-# (30 fps, keyframe every 240 frames) to about 0.9 Mbit/s and about 1.2 CPU seconds for a full sequential PyAV
-# decode, the cost of the realistic clip measured in the project's issue (the "noise" pattern costs about six times
-# that, the "index" pattern an eighth).
+# a fixed texture that a camera pans across for 2 s, then holds still for 2 s, and so on, and a little per-frame
+# sensor noise. Calibrated on a 60 s 640x360 clip (30 fps, keyframe every 240 frames, libx264 veryfast crf 18) to the
+# decode cost measured on a real 60 s 640x360 camera clip (a sequential PyAV pass about 0.66 s, qwen-vl-utils'
+# fetch_video 0.9 s): 6.3 MB (0.84 Mbit/s), a full sequential PyAV decode about 0.75-0.85 s wall / 1.1-1.3 CPU
+# seconds on 2 cores.
+# The "noise" pattern costs about six times that (92 MB, 4.2 s / 7 CPU seconds), the "index" pattern a fifth.
 _FOOTAGE_LEVELS = (40, 216)  # what black and white index cells become; decode_frame_index thresholds at 128
 _FOOTAGE_TEXTURE_STD = 20.0  # grey levels
-_FOOTAGE_TEXTURE_LIMIT = 64  # texture clipped to +-64: any cell mean stays > 24 levels on its side of 128
+_FOOTAGE_TEXTURE_LIMIT = 64  # texture clipped to +-64: every cell mean stays >= 23 levels on its side of 128
 _FOOTAGE_SPECTRUM_SLOPE = 1.5  # amplitude ~ 1 / frequency ** slope (natural images: about 1, softer above)
-_FOOTAGE_PAN = (1, 2)  # pixels per frame (down, right): a slow diagonal camera pan, 60 px/s across at 30 fps
+_FOOTAGE_PAN = (1, 2)  # pixels per frame (down, right) while the camera moves: a slow diagonal pan
+_FOOTAGE_PAN_CYCLE = (60, 60)  # frames moving, then frames held still, repeated (2 s each at 30 fps)
 _FOOTAGE_SENSOR_NOISE = 1  # per-frame luma noise, uniform in [-1, 1] levels
 _FOOTAGE_SEED = 20240
 
@@ -808,8 +811,10 @@ def _footage_texture(height: int, width: int) -> np.ndarray:
 def _footage_frame(index: int, height: int, width: int, texture: np.ndarray) -> np.ndarray:
     low, high = _FOOTAGE_LEVELS
     blocks = encode_frame_index(index, height, width).astype(np.int32) * (high - low) // 255 + low
+    moving, held = _FOOTAGE_PAN_CYCLE
+    steps = index // (moving + held) * moving + min(index % (moving + held), moving)
     dy, dx = _FOOTAGE_PAN
-    panned = np.roll(texture, (index * dy % height, index * dx % width), axis=(0, 1))
+    panned = np.roll(texture, (steps * dy % height, steps * dx % width), axis=(0, 1))
     noise = np.random.default_rng((_FOOTAGE_SEED, index)).integers(
         -_FOOTAGE_SENSOR_NOISE, _FOOTAGE_SENSOR_NOISE + 1, size=(height, width, 1), dtype=np.int16
     )
@@ -854,13 +859,14 @@ def write_test_video(
             (`rotate=90` tag) has `rotation=-90`.
         pattern: What the frames show besides their index; every pattern decodes with `decode_frame_index`.
             `"index"`: the solid index blocks of `encode_frame_index` only; nearly free to decode (60 s at 640x360:
-            about 0.15 s), far cheaper than real video. `"footage"`: the same blocks at reduced contrast (levels 40
-            and 216) under a fixed seeded texture with a natural-image-like spectrum that pans 2 px right and 1 px
-            down per frame (camera motion, so motion compensation works as on real video), plus +-1 level of
-            per-frame sensor noise; bitrate and decode cost resemble real camera footage (60 s 640x360 30 fps,
-            `gop=240`: about 7 MB, 0.9 Mbit/s, about 1.2 CPU seconds for a full PyAV decode). `"noise"`: the
-            solid blocks plus independent per-frame noise of +-40 levels, a worst case that costs several times real
-            footage to decode (same clip: 92 MB, 12 Mbit/s, about 7 CPU seconds).
+            about 0.15 s wall), far cheaper than real video. `"footage"`: the same blocks at reduced contrast
+            (levels 40 and 216) under a fixed seeded texture with a natural-image-like spectrum, which a camera pans
+            across (2 px right and 1 px down per frame for 2 s, then still for 2 s, repeated: motion compensation
+            works as on real video) plus +-1 level of per-frame sensor noise; bitrate and decode cost resemble real
+            camera footage (60 s 640x360 at 30 fps, `gop=240`: 6.3 MB, 0.84 Mbit/s, a full sequential PyAV decode
+            about 0.75 s wall / 1.1 CPU seconds on 2 cores). `"noise"`: the solid blocks plus independent per-frame
+            noise of +-40 levels, a worst case costing about six times real footage to decode (same clip: 92 MB,
+            12 Mbit/s, about 4.2 s wall / 7 CPU seconds).
         faststart: Put the mp4 index (moov atom) before the media data. Then a truncated copy still opens and
             fails, or stops early, in the middle of the stream instead of failing to open.
 
