@@ -263,7 +263,7 @@ def available_backends() -> list[str]:
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         # PyAV first, by measurement (benchmarks/bench_frames.py): its planned decode skips what the sampled frames do
-        # not need and beats decord by 1.5x on long-GOP clips, ties on short ones.
+        # not need: 2x qwen-vl-utils' fetch_video (decord) over footage-cost clips, 1.5x on a short single-keyframe clip.
         return "pyav" if importlib.util.find_spec("av") is not None else "decord"
     if backend not in VIDEO_BACKENDS:
         raise ValueError(f"Unknown video backend {backend!r}; choose 'auto' or one of {list(VIDEO_BACKENDS)}.")
