@@ -400,16 +400,7 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
     )
     fake = _FakeLLM(trainer.eos_token_ids[0])
-    generation = object.__new__(vllm_generation.VLLMGeneration)
-    generation.__dict__.update(
-        accelerator=trainer.accelerator, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
-        max_completion_length=6, mode="colocate", enable_sleep_mode=False, _llm_weights_sleeping=False,
-        generation_kwargs={}, structured_outputs_regex=None, tensor_parallel_size=1, logprobs=0,
-        model=trainer.model, llm=fake,
-    )
-    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, "colocate", generation
-    trainer.vllm_importance_sampling_correction = False
-    trainer._last_loaded_step = trainer.state.global_step
+    _attach_vllm(trainer, "colocate", llm=fake)
     trainer.model.train()
     rows = [r for r in mixed_rows(media) for _ in range(2)]
     output = trainer._generate_and_score_completions(rows)
@@ -450,16 +441,7 @@ def test_vllm_colocate_tensor_parallel_gathers_media(tmp_path, media, model_dirs
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
     )
     fake = _FakeLLM(trainer.eos_token_ids[0])
-    generation = object.__new__(vllm_generation.VLLMGeneration)
-    generation.__dict__.update(
-        accelerator=trainer.accelerator, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
-        max_completion_length=6, mode="colocate", enable_sleep_mode=False, _llm_weights_sleeping=False,
-        generation_kwargs={}, structured_outputs_regex=None, tensor_parallel_size=2, tp_group=None, logprobs=0,
-        model=trainer.model, llm=fake,
-    )
-    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, "colocate", generation
-    trainer.vllm_importance_sampling_correction = False
-    trainer._last_loaded_step = trainer.state.global_step
+    _attach_vllm(trainer, "colocate", llm=fake, tensor_parallel_size=2, tp_group=None)
     trainer.model.train()
     rows = [r for r in mixed_rows(media) for _ in range(2)]
     output = trainer._generate_and_score_completions(rows)
@@ -484,21 +466,27 @@ def _client(url, monkeypatch):
     return vllm_client.VLLMClient(base_url=url, connection_timeout=10)
 
 
-def _server_generation(trainer, client):
-    """trl's real VLLMGeneration in server mode, without the weight-sync set-up (NCCL) its constructor does."""
+def _attach_vllm(trainer, mode, **fields):
+    """trl's real VLLMGeneration in `mode`, without the engine (colocate) or weight-sync (server, NCCL) set-up its
+    constructor does: `fields` gives the engine (`llm=`) or the client (`vllm_client=`)."""
     import trl.generation.vllm_generation as vllm_generation
 
     generation = object.__new__(vllm_generation.VLLMGeneration)
     generation.__dict__.update(
         accelerator=trainer.accelerator, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
-        max_completion_length=6, mode="server", enable_sleep_mode=False, _llm_weights_sleeping=False,
-        generation_kwargs={}, structured_outputs_regex=None, logprobs=0, model=trainer.model,
-        processing_class=trainer.processing_class, vllm_client=client,
+        max_completion_length=6, mode=mode, enable_sleep_mode=False, _llm_weights_sleeping=False,
+        generation_kwargs={}, structured_outputs_regex=None, tensor_parallel_size=1, logprobs=0, model=trainer.model,
+        processing_class=trainer.processing_class,
     )
-    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, "server", generation
+    generation.__dict__.update(fields)
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation = True, mode, generation
     trainer.vllm_importance_sampling_correction = False
     trainer._last_loaded_step = trainer.state.global_step
     return generation
+
+
+def _server_generation(trainer, client):
+    return _attach_vllm(trainer, "server", vllm_client=client)
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
