@@ -18,3 +18,4 @@ from .video import (
     load_image,
     load_video_frames,
 )
+from .vllm_media import VLLMPromptMismatchError
