@@ -21,13 +21,13 @@ log-prob passes see the same sequence. Nothing here imports vLLM.
 
 from __future__ import annotations
 
-import base64
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .curation.backends import encode_image_data_url
 
 __all__ = [
     "MultimodalClient",
@@ -60,21 +60,20 @@ class VLLMMedia:
 
     `name` says which row this is in errors ("row 3 of the generation batch")."""
 
-    videos: list[tuple[np.ndarray, Any]] = field(default_factory=list)
+    videos: list[tuple[np.ndarray, Any]] = field(default_factory=list)  # (frames, transformers VideoMetadata)
     images: list = field(default_factory=list)
     name: str = "a row"
 
     def video_metadata(self, metadata) -> dict:
-        """The metadata vLLM needs for one video, as plain JSON values."""
-        values = {key: _get(metadata, key) for key in _METADATA_KEYS}
-        missing = [key for key, value in values.items() if value is None]
+        """The metadata vLLM needs for one video (a `VideoMetadata`), as plain JSON values."""
+        missing = [key for key in _METADATA_KEYS if getattr(metadata, key, None) is None]
         if missing:
             raise ValueError(f"The video of {self.name} has no {', '.join(missing)} in its metadata.")
         return {
-            "fps": float(values["fps"]),
-            "frames_indices": [int(i) for i in values["frames_indices"]],
-            "total_num_frames": int(values["total_num_frames"]),
-            "duration": float(values["duration"]),
+            "fps": float(metadata.fps),
+            "frames_indices": [int(i) for i in metadata.frames_indices],
+            "total_num_frames": int(metadata.total_num_frames),
+            "duration": float(metadata.duration),
         }
 
     def multi_modal_data(self) -> dict:
@@ -87,13 +86,7 @@ class VLLMMedia:
         return data
 
 
-def _get(metadata, key):
-    return metadata.get(key) if isinstance(metadata, dict) else getattr(metadata, key, None)
-
-
 def _metadata_dict(metadata) -> dict:
-    if isinstance(metadata, dict):
-        return {key: value for key, value in metadata.items() if value is not None}
     return {key: metadata[key] for key in metadata if metadata[key] is not None}
 
 
@@ -119,22 +112,12 @@ class MultimodalLLM:
 
 
 # --------------------------------------------------------------------------------------------------- server
-def _png_base64(image) -> str:
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # lossless; level 1: speed over size on loopback/LAN
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def frames_data_url(frames: np.ndarray) -> str:
     """A video as vLLM's frame-sequence data URL, each frame a lossless PNG (vLLM opens frames with PIL)."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"Frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}.")
-    return "data:video/jpeg;base64," + ",".join(_png_base64(frame) for frame in frames)
+    return "data:video/jpeg;base64," + ",".join(encode_image_data_url(f, "png").split(",", 1)[1] for f in frames)
 
 
 def render_request(media: VLLMMedia, model: str) -> dict:
@@ -149,10 +132,7 @@ def render_request(media: VLLMMedia, model: str) -> dict:
             "travels in the request's media_io_kwargs). Use vllm_mode='colocate' for rows with several videos."
         )
     content = [{"type": "video_url", "video_url": {"url": frames_data_url(frames)}} for frames, _ in media.videos]
-    content += [
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_png_base64(image)}"}}
-        for image in media.images
-    ]
+    content += [{"type": "image_url", "image_url": {"url": encode_image_data_url(image, "png")}} for image in media.images]
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
     if media.videos:
         metadata = media.video_metadata(media.videos[0][1])
