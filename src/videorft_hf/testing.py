@@ -774,13 +774,7 @@ def _noise_texture(index: int, height: int, width: int) -> np.ndarray:
     return rng.integers(-40, 41, size=(height, width, 3), dtype=np.int16)
 
 
-# pattern="footage": index blocks at reduced contrast (black -> 40, white -> 216, so the texture is not clipped away),
-# a fixed texture that a camera pans across for 2 s, then holds still for 2 s, and so on, and a little per-frame
-# sensor noise. Calibrated on a 60 s 640x360 clip (30 fps, keyframe every 240 frames, libx264 veryfast crf 18) to the
-# decode cost measured on a real 60 s 640x360 camera clip (a sequential PyAV pass about 0.66 s, qwen-vl-utils'
-# fetch_video 0.9 s): 6.3 MB (0.84 Mbit/s), a full sequential PyAV decode about 0.75-0.85 s wall / 1.1-1.3 CPU
-# seconds on 2 cores.
-# The "noise" pattern costs about six times that (92 MB, 4.2 s / 7 CPU seconds), the "index" pattern a fifth.
+# pattern="footage" (what it shows and what it costs to decode: write_test_video's docstring).
 _FOOTAGE_LEVELS = (40, 216)  # what black and white index cells become; decode_frame_index thresholds at 128
 _FOOTAGE_TEXTURE_STD = 20.0  # grey levels
 _FOOTAGE_TEXTURE_LIMIT = 64  # texture clipped to +-64: every cell mean stays >= 23 levels on its side of 128
