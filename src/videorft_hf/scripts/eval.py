@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from trl import TrlParser
-
 from videorft_hf.evaluation import EvalArguments, format_results_markdown, run_evaluation
+from videorft_hf.scripts.arguments import VideoRFTParser
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft eval"):
-    """Returns trl's `TrlParser` for `EvalArguments` (`--config file.yaml` sets them, flags override).
+    """Returns the `VideoRFTParser` (a trl `TrlParser`) for `EvalArguments` (`--config file.yaml` sets them, flags override).
 
     Args:
         subparsers: an `argparse` subparsers action to register an `eval` command on.
@@ -41,7 +40,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft eval"):
     """
     if subparsers is not None:
         return subparsers.add_parser("eval", help="VideoRFT evaluation", dataclass_types=(EvalArguments,))
-    return TrlParser((EvalArguments,), prog=prog)
+    return VideoRFTParser((EvalArguments,), prog=prog, doc=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,11 +27,12 @@ DEFAULT_REWARDS = ["format_reward", "accuracy_reward", "semantic_consistency_rew
 
 
 def make_parser():
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
     from videorft_hf.configs import VideoGRPOConfig, VideoRFTScriptArguments
+    from videorft_hf.scripts.arguments import VideoRFTParser
 
-    return TrlParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo")
+    return VideoRFTParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo", doc=__doc__)
 
 
 def build_reward_funcs(script_args) -> list:
@@ -53,6 +54,7 @@ def train(script_args, training_args, model_args):
     from trl import get_peft_config, get_quantization_config
 
     from videorft_hf.data import load_videorft_dataset
+    from videorft_hf.run_record import record_run
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
@@ -90,6 +92,7 @@ def train(script_args, training_args, model_args):
         "Process %d of %d (%s): %d training rows.",
         state.process_index, state.num_processes, state.distributed_type.value, len(dataset),
     )
+    run_record = record_run(trainer, "grpo", script_args, training_args, model_args)
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint in ("true", "True", "latest"):
         checkpoint = True
@@ -103,6 +106,7 @@ def train(script_args, training_args, model_args):
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         logger.info("Model and processor saved to %s", training_args.output_dir)
+    run_record.write(training_args.output_dir)  # what ran, for the model card (`videorft push`)
     return trainer
 
 

@@ -23,9 +23,8 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
 from videorft_hf.configs import VideoSamplingArguments
+from videorft_hf.scripts.arguments import VideoRFTParser
 
 
 @dataclass
@@ -68,7 +67,7 @@ class PrepareFramesArguments(VideoSamplingArguments):
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft prepare-frames"):
-    """Returns trl's `TrlParser` for `PrepareFramesArguments` (`--config file.yaml` sets them, flags override).
+    """Returns the `VideoRFTParser` (a trl `TrlParser`) for `PrepareFramesArguments` (`--config file.yaml` sets them, flags override).
 
     Example:
         >>> (args,) = make_parser().parse_args_and_config(["--store", "frames", "--videos", "a.mp4"])
@@ -79,7 +78,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft prepare-frames"):
         return subparsers.add_parser(
             "prepare-frames", help="Prepare a frame store", dataclass_types=(PrepareFramesArguments,)
         )
-    return TrlParser((PrepareFramesArguments,), prog=prog)
+    return VideoRFTParser((PrepareFramesArguments,), prog=prog, doc=__doc__)
 
 
 def dataset_videos(args: PrepareFramesArguments) -> list[str]:

@@ -1,9 +1,13 @@
 """Publishes a trained checkpoint or a built dataset to the Hugging Face Hub, with its card, in one commit.
 
     # a checkpoint: full model, LoRA adapter (auto-detected), or the adapter merged into its base (--kind merged)
-    videorft push model out/grpo --repo-id you/VideoRFT-7B --recipe recipes/grpo.yaml \\
-        --base-model Qwen/Qwen2.5-VL-7B-Instruct --dataset you/VideoRFT-RL-310K --eval-results eval/aggregate.json \\
-        --license apache-2.0 --hardware "8x H100 80GB" [--dry-run --output-dir hub/VideoRFT-7B] [--private] [--revision v1]
+    videorft push model out/grpo --repo-id you/VideoRFT-7B --eval-results eval/results.json \\
+        --license apache-2.0 [--dry-run --output-dir hub/VideoRFT-7B] [--private] [--revision v1]
+
+The card is written from what ran: the run record `videorft sft` / `videorft grpo` save with the checkpoint
+(`videorft_run.json`: stage, base model, rewards, sampling, training arguments, steps, hardware) and the adapter's
+config. `--recipe` is only for a checkpoint trained without those scripts (no run record); the card then labels its
+values as the recipe's.
 
     # a dataset folder built by dataset_scripts/<name>/build.py
     videorft push dataset out/VideoRFT-RL-310K --repo-id you/VideoRFT-RL-310K [--dry-run] [--private]
@@ -50,12 +54,12 @@ def make_parser() -> argparse.ArgumentParser:
     model.add_argument("checkpoint", help="checkpoint folder (save_pretrained / trainer output)")
     add_common(model)
     model.add_argument("--kind", choices=CHECKPOINT_KINDS, default="auto", help="what to publish (default auto)")
-    model.add_argument("--stage", choices=STAGES, help="training stage (default: inferred from --recipe)")
-    model.add_argument("--base-model", help="Hub id of the model trained from, for the card")
+    model.add_argument("--stage", choices=STAGES, help="training stage (default: the run record's)")
+    model.add_argument("--base-model", help="model trained from, for the card (default: the run record's or the adapter's)")
     model.add_argument("--merge-base", help="model to merge the adapter into (--kind merged; default the adapter's)")
     model.add_argument("--processor", help="processor path or Hub id, when the checkpoint folder has none")
     model.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a training dataset (repeat)")
-    model.add_argument("--recipe", help="the training recipe YAML, shown in the card")
+    model.add_argument("--recipe", help="recipe YAML, only for a checkpoint without a run record")
     model.add_argument("--eval-results", help="`videorft eval` results JSON, as model-index entries")
     model.add_argument("--license", help="license id for the card, e.g. apache-2.0")
     model.add_argument("--hardware", help="hardware of the run, for the card, e.g. '8x H100 80GB'")

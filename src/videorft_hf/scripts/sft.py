@@ -28,10 +28,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
 from videorft_hf.hub import apply_videorft_tags
+from videorft_hf.run_record import record_run
+from videorft_hf.scripts.arguments import VideoRFTParser
 
 logger = logging.getLogger("videorft_hf.scripts.sft")
 
@@ -53,7 +55,7 @@ class SFTScriptArguments(VideoRFTScriptArguments):
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft sft"):
-    """Returns trl's `TrlParser` for (`SFTScriptArguments`, `VideoSFTConfig`, `ModelConfig`).
+    """Returns the `VideoRFTParser` (a trl `TrlParser`) for (`SFTScriptArguments`, `VideoSFTConfig`, `ModelConfig`).
 
     Args:
         subparsers: an `argparse` subparsers action to register an `sft` command on, as trl's CLI does.
@@ -69,7 +71,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft sft"):
     dataclass_types = (SFTScriptArguments, VideoSFTConfig, ModelConfig)
     if subparsers is not None:
         return subparsers.add_parser("sft", help="VideoRFT supervised fine-tuning", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog)
+    return VideoRFTParser(dataclass_types, prog=prog, doc=__doc__)
 
 
 def vision_tower_name(model) -> str | None:
@@ -279,6 +281,7 @@ def train(script_args, training_args, model_args):
         state.distributed_type.value,
         len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else "streaming",
     )
+    run_record = record_run(trainer, "sft", script_args, training_args, model_args)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
     skipped = trainer.data_collator.skipped_samples
@@ -290,6 +293,7 @@ def train(script_args, training_args, model_args):
             ", ".join(f"{reason}={count}" for reason, count in skipped.items()),
         )
     trainer.save_model(training_args.output_dir)  # the processor too (it is the trainer's processing_class)
+    run_record.write(training_args.output_dir)  # what ran, for the model card (`videorft push`)
     trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

@@ -1,0 +1,194 @@
+"""The run record: what a training run actually did, saved with its checkpoint as `videorft_run.json`.
+
+`videorft sft` and `videorft grpo` write it next to the model when training ends; `videorft push` renders the model
+card from it (with the adapter's `adapter_config.json` and the trainer's step count), so a card states the training
+that happened, not the values of a YAML file read later. The record is plain JSON, readable without this package:
+
+    {"stage": "grpo", "model_name_or_path": "out/sft", "base_model": "Qwen/Qwen2.5-VL-7B-Instruct",
+     "checkpoint": "adapter", "quantization": "4-bit nf4", "dataset_name": "you/VideoRFT-RL-310K", "train_rows": 310000,
+     "system_prompt": null, "reward_funcs": ["format_reward", ...], "training_args": {"learning_rate": 1e-06, ...},
+     "sampling": {"preset": "videorft-train", "fps": 2.0, ...}, "global_step": 1000, "epoch": 0.03,
+     "hardware": "8x NVIDIA H100 80GB HBM3"}
+
+A field whose value the run did not have is absent, never a placeholder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RUN_RECORD_NAME = "videorft_run.json"
+
+# Training arguments recorded (when the run's config has them), in the order a card shows them.
+RECORDED_TRAINING_ARGS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "beta",
+    "loss_type",
+    "num_generations",
+    "num_iterations",
+    "scale_rewards",
+    "temperature",
+    "top_p",
+    "max_completion_length",
+    "max_length",
+    "bf16",
+    "gradient_checkpointing",
+    "seed",
+)
+# GRPO reward-shaping settings recorded when the config has them.
+SHAPING_ARGS = (
+    "length_bonus",
+    "length_bonus_min_tokens",
+    "length_bonus_max_tokens",
+    "length_bonus_value",
+    "length_bonus_accuracy_threshold",
+    "temporal_grpo",
+    "temporal_bonus",
+    "temporal_ratio",
+)
+_PEFT_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules")
+
+
+def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: Any, model_args: Any) -> dict:
+    """The record of a finished run, from the objects that ran it.
+
+    Args:
+        stage: `"sft"` or `"grpo"`.
+        trainer: The trainer after `train()` (its `state`, `reward_funcs` and `train_dataset` are read).
+        script_args: The run's `VideoRFTScriptArguments`.
+        training_args: The run's `VideoSFTConfig` / `VideoGRPOConfig`.
+        model_args: trl's `ModelConfig`.
+
+    Returns:
+        The record as a JSON-serialisable dict.
+
+    Example:
+        >>> record = build_run_record("grpo", trainer, script_args, training_args, model_args)  # doctest: +SKIP
+        >>> record["training_args"]["learning_rate"]  # doctest: +SKIP
+        0.0002
+    """
+    model = model_args.model_name_or_path
+    record: dict[str, Any] = {"stage": stage, "model_name_or_path": model, "base_model": _root_base_model(model)}
+    peft_config = getattr(trainer.model, "peft_config", None)
+    if peft_config:
+        config = next(iter(peft_config.values()))
+        record["checkpoint"] = "adapter"
+        record["adapter"] = {
+            "peft_type": str(getattr(config.peft_type, "value", config.peft_type)),
+            **{name: _plain(getattr(config, name)) for name in _PEFT_FIELDS if getattr(config, name, None) is not None},
+        }
+    else:
+        record["checkpoint"] = "full"
+    if getattr(model_args, "load_in_4bit", False):
+        record["quantization"] = f"4-bit {model_args.bnb_4bit_quant_type}"
+    elif getattr(model_args, "load_in_8bit", False):
+        record["quantization"] = "8-bit"
+    record["dataset_name"] = script_args.dataset_name
+    if script_args.dataset_config:
+        record["dataset_config"] = script_args.dataset_config
+    if hasattr(trainer.train_dataset, "__len__"):
+        record["train_rows"] = len(trainer.train_dataset)
+    record["system_prompt"] = script_args.system_prompt
+    if stage == "grpo":
+        record["reward_funcs"] = [getattr(func, "__name__", str(func)) for func in trainer.reward_funcs]
+        if training_args.reward_weights is not None:
+            record["reward_weights"] = [float(w) for w in training_args.reward_weights]
+        if "semantic_consistency_reward" in record["reward_funcs"]:
+            record["semantic_model_name_or_path"] = script_args.semantic_model_name_or_path
+        record["shaping"] = {name: getattr(training_args, name) for name in SHAPING_ARGS if hasattr(training_args, name)}
+    record["training_args"] = {
+        name: _plain(getattr(training_args, name)) for name in RECORDED_TRAINING_ARGS if hasattr(training_args, name)
+    }
+    sampling = training_args.sampling_config()
+    record["sampling"] = {"preset": training_args.video_sampling_preset, **dataclasses.asdict(sampling)}
+    record["global_step"] = trainer.state.global_step
+    if trainer.state.epoch is not None:
+        record["epoch"] = round(float(trainer.state.epoch), 4)
+    record["hardware"] = _hardware(trainer.accelerator.state)
+    return {key: value for key, value in record.items() if value is not None or key == "system_prompt"}
+
+
+def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, model_args: Any) -> Any:
+    """Makes `trainer` save the run record in every checkpoint folder it writes; returns the callback.
+
+    Call `callback.write(output_dir)` after the final `save_model` to record the finished run next to the model.
+
+    Example:
+        >>> callback = record_run(trainer, "sft", script_args, training_args, model_args)  # doctest: +SKIP
+        >>> trainer.train(); trainer.save_model(out); callback.write(out)  # doctest: +SKIP
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class RunRecordCallback(TrainerCallback):
+        def record(self) -> dict:
+            return build_run_record(stage, trainer, script_args, training_args, model_args)
+
+        def write(self, folder: str | os.PathLike) -> Path | None:
+            if not trainer.accelerator.is_main_process:
+                return None
+            return write_run_record(folder, self.record())
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_run_record(folder, self.record())
+
+    callback = RunRecordCallback()
+    trainer.add_callback(callback)
+    return callback
+
+
+def write_run_record(output_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Writes `record` to `<output_dir>/videorft_run.json` and returns the path."""
+    path = Path(output_dir) / RUN_RECORD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_run_record(checkpoint: str | os.PathLike) -> dict | None:
+    """The run record saved with a checkpoint folder, or None when it has none."""
+    path = Path(checkpoint) / RUN_RECORD_NAME
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def _root_base_model(model_name_or_path: str | None) -> str | None:
+    """The model a chain of runs started from: a checkpoint folder with a run record inherits its base model."""
+    if model_name_or_path and os.path.isdir(model_name_or_path):
+        previous = read_run_record(model_name_or_path)
+        if previous and previous.get("base_model"):
+            return previous["base_model"]
+    return model_name_or_path
+
+
+def _hardware(state: Any) -> str:
+    import torch
+
+    count = state.num_processes
+    if state.device.type == "cuda":
+        return f"{count}x {torch.cuda.get_device_name(state.device)}"
+    return f"{count}x {state.device.type.upper()} process{'es' if count > 1 else ''}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):  # enums (lr_scheduler_type)
+        return value.value
+    return value

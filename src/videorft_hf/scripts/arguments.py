@@ -1,0 +1,148 @@
+"""The argument parser of every `videorft` command that reads dataclasses: trl's `TrlParser`, made to help.
+
+`VideoRFTParser` is a `trl.TrlParser` (so `--config recipe.yaml` sets values and flags override them) that
+
+- shows the command's description and examples (its module docstring) and a one-line usage naming `--config`;
+- lists the package's own options first, then trl's and transformers' (grouped by the dataclass that defines them);
+- describes each `--no_<flag>` as turning `--<flag>` off;
+- rejects abbreviated flags (`--max_step` is not `--max_steps`);
+- answers an unknown flag or recipe key with the nearest known name, in two lines, not the whole usage.
+
+    parser = VideoRFTParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo", doc=__doc__)
+    script_args, training_args, model_args = parser.parse_args_and_config()
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+from collections.abc import Iterable
+
+from trl import TrlParser
+
+OWN_MODULE_PREFIX = "videorft_hf."
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's examples as written and shows each option's default."""
+
+
+def nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelled one, or None when nothing is close.
+
+    Example:
+        >>> nearest("num_generation", ["num_generations", "max_steps"])
+        'num_generations'
+    """
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+class VideoRFTParser(TrlParser):
+    """`trl.TrlParser` with the command's description, its own options first and helpful errors (see module doc).
+
+    Args:
+        dataclass_types: The argument dataclasses, as for `TrlParser`.
+        prog: The command, such as `"videorft grpo"`.
+        doc: The command module's docstring: its first line is the summary, the rest (examples) follows.
+        **kwargs: Passed to `TrlParser`.
+    """
+
+    def __init__(self, dataclass_types, prog: str, doc: str | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("usage", f"{prog} [--config RECIPE.yaml] [--<option> VALUE ...]")
+        kwargs.setdefault("epilog", (
+            "--config RECIPE.yaml sets any option below from a YAML file (keys are the option names without --); "
+            "flags given on the command line override it. Abbreviated flags are rejected."
+        ))
+        super().__init__(dataclass_types, prog=prog, description=(doc or "").strip() or None, allow_abbrev=False, **kwargs)
+        self._group_by_origin()
+        for action in self._actions:
+            if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+                action.help = f"Turn off --{action.dest}."
+                action.default = argparse.SUPPRESS  # not shown as "(default: False)"; --<flag> holds the default
+
+    # ------------------------------------------------------------------------------------------------ help
+    def _group_by_origin(self) -> None:
+        """Moves each option into a group named after where its field is defined: this package first."""
+        origin: dict[str, str] = {}
+        for dtype in self.dataclass_types:
+            for cls in reversed(dtype.__mro__):  # the most derived class that declares a field wins
+                if dataclasses.is_dataclass(cls):
+                    for name in cls.__dict__.get("__annotations__", {}):
+                        origin[name] = "videorft" if cls.__module__.startswith(OWN_MODULE_PREFIX) else cls.__module__
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        titles = {
+            "videorft": "VideoRFT options",
+            "trl": "trl options",
+            "transformers": "transformers training options",
+        }
+        for action in list(self._optionals._group_actions):
+            where = origin.get(action.dest)
+            if where is None:
+                continue  # -h
+            key = "videorft" if where == "videorft" else where.split(".")[0]
+            title = titles.get(key, f"{key} options")
+            if title not in groups:
+                groups[title] = self.add_argument_group(title)
+            self._optionals._group_actions.remove(action)
+            groups[title]._group_actions.append(action)
+        order = [titles["videorft"], titles["trl"], titles["transformers"]]
+        self._action_groups.sort(key=lambda group: order.index(group.title) + 2 if group.title in order else (
+            0 if group in (self._positionals, self._optionals) else len(order) + 2
+        ))
+
+    # ------------------------------------------------------------------------------------------------ errors
+    def error(self, message: str):
+        """Two lines (usage and the error with a suggestion), not the usage of every option."""
+        self.exit(2, f"usage: {self.format_usage().split(': ', 1)[-1].strip()}\n{self.prog}: error: {message}\n"
+                     f"Run `{self.prog} --help` for the options.\n")
+
+    def _known_options(self) -> list[str]:
+        return [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+
+    def parse_args_and_config(
+        self,
+        args: Iterable[str] | None = None,
+        return_remaining_strings: bool = False,
+        fail_with_unknown_args: bool = True,
+        separate_remaining_strings: bool = False,
+    ):
+        """As `TrlParser.parse_args_and_config`; an unknown flag or recipe key is an error naming the nearest known
+        one, raised before any value is checked."""
+        args = list(sys.argv[1:] if args is None else args)
+        known = self._known_options()
+        if not return_remaining_strings:
+            for word in args:
+                flag = word.split("=", 1)[0]
+                if flag.startswith("--") and flag != "--config" and flag not in known:
+                    suggestion = nearest(flag, known)
+                    self.error(f"unknown flag {flag}" + (f"; did you mean {suggestion}?" if suggestion else ""))
+        if "--config" in args:
+            index = args.index("--config")
+            if index + 1 >= len(args):
+                self.error("--config needs a recipe file: --config RECIPE.yaml")
+            path = args[index + 1]
+            if not os.path.isfile(path):
+                what = "is a directory" if os.path.isdir(path) else "does not exist"
+                self.error(f"the recipe file {path} {what} (relative paths start at {os.getcwd()})")
+            if fail_with_unknown_args and not return_remaining_strings:
+                self._check_recipe_keys(path, [option[2:] for option in known])
+        return super().parse_args_and_config(
+            args, return_remaining_strings, fail_with_unknown_args, separate_remaining_strings
+        )
+
+    def _check_recipe_keys(self, path: str, known: list[str]) -> None:
+        import yaml
+
+        with open(path, encoding="utf-8") as stream:
+            recipe = yaml.safe_load(stream)
+        if not isinstance(recipe, dict):
+            self.error(f"the recipe file {path} must hold a YAML mapping of option names to values")
+        unknown = [str(key) for key in recipe if key != "env" and str(key) not in known]
+        if unknown:
+            hints = [f"{key!r}" + (f" (did you mean {s!r}?)" if (s := nearest(key, known)) else "") for key in unknown]
+            self.error(f"unknown key{'s' if len(unknown) > 1 else ''} in the recipe file {path}: {', '.join(hints)}")
