@@ -629,8 +629,20 @@ class TestSemanticConsistency:
         value = reward(COMPLETIONS[:1], frames=[make_index_frames(2, 32, 32)])
         assert reward.encoder.loaded and reward.encoder.model.dtype == torch.float32
         assert 0.0 <= value[0] <= 1.0
-        never = get_semantic_consistency_reward("/nonexistent/model")  # constructing touches nothing
-        assert not never.encoder.loaded
+
+    def test_a_misspelled_model_fails_when_built_not_at_the_first_correct_answer(self, tmp_path):
+        from videorft_hf.rewards import RewardModelError
+
+        with pytest.raises(RewardModelError, match=r"'tiny-siglp' cannot be loaded: .*--semantic_model_name_or_path"):
+            get_semantic_consistency_reward("tiny-siglp")  # offline (conftest): neither cached nor reachable
+        with pytest.raises(RewardModelError, match=r"'/nonexistent/model' cannot be loaded: no such folder"):
+            get_semantic_consistency_reward("/nonexistent/model")
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(RewardModelError, match="has no config.json"):
+            get_semantic_consistency_reward(str(tmp_path / "empty"))
+        unresolved = get_semantic_consistency_reward("tiny-siglp", resolve=False)  # as the registry builds it
+        with pytest.raises(RewardModelError, match="'tiny-siglp' cannot be loaded"):
+            unresolved.encoder.load()  # what VideoGRPOTrainer calls before the first step
 
 
 # --------------------------------------------------------------------------------------------- registry

@@ -590,3 +590,30 @@ def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, mo
     VideoGRPOTrainer._suppress_vision_placeholders(trainer)
     bias = trainer.vllm_generation.generation_kwargs["logit_bias"]
     assert bias == {trainer._image_token_id: -100.0, trainer._video_token_id: -100.0}
+
+
+def test_a_plain_grpo_config_user_is_told_the_config_that_can_skip(tmp_path, media, model_dirs):
+    rows = video_rows(media)
+    rows[1]["video"] = str(tmp_path / "missing.mp4")
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[length_reward],
+        args=grpo_args(tmp_path, GRPOConfig, max_steps=1),
+        train_dataset=Dataset.from_list(rows),
+    )
+    with pytest.raises(VideoNotFoundError, match=r"missing.mp4.*VideoGRPOConfig\(\.\.\., on_bad_sample='skip'\)"):
+        trainer.train()
+
+
+def test_reward_models_load_before_the_first_step(tmp_path, media, model_dirs):
+    from videorft_hf.rewards import RewardModelError, get_semantic_consistency_reward
+    from videorft_hf.testing import save_tiny_siglip
+
+    siglip = get_semantic_consistency_reward(str(save_tiny_siglip(tmp_path / "siglip")), resolve=False)
+    args = grpo_args(tmp_path, max_steps=1)
+    dataset = Dataset.from_list(video_rows(media))
+    VideoGRPOTrainer(model_dirs["qwen2_5_vl"], reward_funcs=[siglip], args=args, train_dataset=dataset)
+    assert siglip.encoder.loaded  # loaded by the trainer, not at the first correct answer
+    typo = get_semantic_consistency_reward("tiny-siglp", resolve=False)  # as REWARD_FUNCS builds its entry
+    with pytest.raises(RewardModelError, match="'tiny-siglp' cannot be loaded"):
+        VideoGRPOTrainer(model_dirs["qwen2_5_vl"], reward_funcs=[typo], args=args, train_dataset=dataset)

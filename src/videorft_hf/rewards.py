@@ -43,6 +43,7 @@ __all__ = [
     "ACCURACY_METRIC_PREFIX",
     "DEFAULT_SEMANTIC_MODEL",
     "REWARD_FUNCS",
+    "RewardModelError",
     "accuracy_reward",
     "completion_text",
     "extract_answer",
@@ -58,6 +59,54 @@ __all__ = [
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 DEFAULT_SEMANTIC_MODEL = "google/siglip-so400m-patch14-384"
+
+
+class RewardModelError(OSError):
+    """A model a reward function needs cannot be found or loaded; raised when the reward is built or its trainer
+    starts, never partway through training. The message names the model and says what to pass instead."""
+
+
+def _reward_model_error(model_name_or_path: str, cause: object) -> RewardModelError:
+    return RewardModelError(
+        f"The semantic-consistency reward model {model_name_or_path!r} cannot be loaded: {cause}. Pass a local "
+        f"folder or the Hub id of a text-image encoder (--semantic_model_name_or_path; default "
+        f"{DEFAULT_SEMANTIC_MODEL}); without network access, download it first (`hf download <id>`)."
+    )
+
+
+def resolve_reward_model(model_name_or_path: str) -> str:
+    """Checks that a reward model exists, without loading it: a local folder with a `config.json`, or a Hub id
+    whose `config.json` is in the local cache or on the Hub (one small download at most; offline, the cache only).
+
+    Args:
+        model_name_or_path: A local folder or a Hub model id.
+
+    Returns:
+        The path of the model's `config.json`.
+
+    Raises:
+        RewardModelError: the folder or id does not exist, has no config, or is not cached while offline.
+
+    Example:
+        >>> resolve_reward_model("/no/such/model")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        RewardModelError: The semantic-consistency reward model '/no/such/model' cannot be loaded: ...
+    """
+    path = os.path.expanduser(os.fspath(model_name_or_path))
+    if os.path.isdir(path):
+        config = os.path.join(path, "config.json")
+        if not os.path.isfile(config):
+            raise _reward_model_error(model_name_or_path, f"the folder {path} has no config.json")
+        return config
+    if path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path):  # a path, not a Hub id
+        raise _reward_model_error(model_name_or_path, f"no such folder ({os.path.abspath(path)})")
+    from huggingface_hub.utils import HFValidationError
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(path, "config.json")
+    except (OSError, HFValidationError, ValueError) as error:
+        raise _reward_model_error(model_name_or_path, " ".join(str(error).split())) from error
 # Per-type accuracy goes to trl's `log_metric` under `rewards/accuracy_reward/<type>/mean` (spaces become "_"), next
 # to trl's own `rewards/accuracy_reward/mean`; the share of rows with an unknown problem type under
 # `rewards/accuracy_reward/unknown_problem_type_frac`.
@@ -551,7 +600,10 @@ class _SemanticEncoder:
                 device = self.device
                 if device is None:
                     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-                self.model = AutoModel.from_pretrained(self.model_name_or_path, dtype=dtype or torch.float32)
+                try:
+                    self.model = AutoModel.from_pretrained(self.model_name_or_path, dtype=dtype or torch.float32)
+                except OSError as error:
+                    raise _reward_model_error(self.model_name_or_path, " ".join(str(error).split())) from error
                 self.model.to(device)
             elif self.device is not None or dtype is not None:
                 self.model.to(device=self.device, dtype=dtype)
@@ -628,6 +680,7 @@ def get_semantic_consistency_reward(
     text_batch_size: int = 64,
     frame_batch_size: int = 64,
     max_text_tokens: int | None = None,
+    resolve: bool = True,
 ) -> RewardFunc:
     """Returns VideoRFT's `semantic_consistency_reward`: how well the reasoning agrees with the frames.
 
@@ -643,8 +696,11 @@ def get_semantic_consistency_reward(
     with `videorft_hf.video` and `sampling_config`. Frame embeddings are computed once per distinct video per call:
     keyed by `id(frames[i])` for passed frames and by path for decoded ones. Rows with no media get None.
 
-    The model loads on the first call, never at construction, so building this (or importing `REWARD_FUNCS`) does
-    not touch the network.
+    Building it checks that the model exists (`resolve_reward_model`: a local folder, or a Hub id cached or on the
+    Hub), so a misspelled id fails here and not at the first correct answer of a training run. The weights load at
+    `reward.encoder.load()`, which `VideoGRPOTrainer` calls before the first step, or else at the first call.
+    `REWARD_FUNCS["semantic_consistency_reward"]` is built with `resolve=False`, so importing the registry touches
+    nothing; the trainer resolves and loads it.
 
     Args:
         model_name_or_path: text-image encoder with `get_text_features` / `get_image_features` (SigLIP in the paper).
@@ -666,19 +722,25 @@ def get_semantic_consistency_reward(
         text_batch_size: texts per text-encoder pass.
         frame_batch_size: frames per image-encoder pass.
         max_text_tokens: token limit of the text; default the encoder's `max_position_embeddings` (64 for SigLIP).
+        resolve: check now that `model_name_or_path` exists (ignored when `model` is given).
 
     Returns:
         A reward function named `semantic_consistency_reward` with one float in [0, 1] or None per completion. Its
-        `encoder` attribute holds the lazily loaded model (`encoder.loaded`, `encoder.model`).
+        `encoder` attribute holds the model (`encoder.load()`, `encoder.loaded`, `encoder.model`).
+
+    Raises:
+        RewardModelError: `model_name_or_path` names no model (with `resolve`).
 
     Example:
-        >>> reward = get_semantic_consistency_reward()  # nothing is loaded yet
+        >>> reward = get_semantic_consistency_reward()  # found, not loaded yet  # doctest: +SKIP
         >>> reward(completions, frames=[frames] * len(completions), solution=solutions,
         ...        problem_type=problem_types)  # doctest: +SKIP
         [0.43, 0.0, ...]
     """
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
         raise ValueError(f"weight must be a finite number >= 0, got {weight!r}.")
+    if resolve and model is None:
+        resolve_reward_model(model_name_or_path)
     encoder = _SemanticEncoder(
         model_name_or_path, model, processor, device, torch_dtype, text_batch_size, frame_batch_size, max_text_tokens
     )
@@ -760,8 +822,8 @@ def get_semantic_consistency_reward(
 REWARD_FUNCS: dict[str, RewardFunc] = {
     "format_reward": format_reward,
     "accuracy_reward": accuracy_reward,
-    # Built here but loads SigLIP only when first called.
-    "semantic_consistency_reward": get_semantic_consistency_reward(),
+    # Built without resolving its model, so that importing this touches nothing; VideoGRPOTrainer loads it.
+    "semantic_consistency_reward": get_semantic_consistency_reward(resolve=False),
 }
 
 

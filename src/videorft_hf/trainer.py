@@ -144,6 +144,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
         self._generation_media: list[_RowMedia] | None = None  # media of the prompts being generated now
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
+        for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
+            if callable(getattr(getattr(func, "encoder", None), "load", None)):
+                func.encoder.load()
 
         config = self.model.config
         self._image_token_id = getattr(config, "image_token_id", None)
@@ -242,13 +245,18 @@ class VideoGRPOTrainer(GRPOTrainer):
         except MediaDecodeError as error:
             return error
 
+    @property
+    def _skip_hint(self) -> str:
+        if isinstance(self.args, VideoSamplingArguments):
+            return "set on_bad_sample='skip' to skip such samples"
+        return "to skip such samples, train with videorft_hf.VideoGRPOConfig(..., on_bad_sample='skip')"
+
     def _handle_bad_sample(self, index: int, row: dict, error: Exception) -> None:
         name = f"row {index} (problem_id={row.get('problem_id')!r})" if "problem_id" in row else f"row {index}"
         if self.video_args.on_bad_sample == "raise":
             raise type(error)(
                 getattr(error, "path", "?"),
-                f"{getattr(error, 'cause', error)} [{name} of the generation batch; set on_bad_sample='skip' to "
-                "skip such samples]",
+                f"{getattr(error, 'cause', error)} [{name} of the generation batch; {self._skip_hint}]",
             ) from error
         self.media_counts["skipped_samples"] += 1
         logger.warning("Skipping %s: %s (%d skipped so far)", name, error, self.media_counts["skipped_samples"])

@@ -59,6 +59,7 @@ def train(script_args, training_args, model_args):
 
     if not script_args.dataset_name:
         raise ValueError("Pass --dataset_name (a dataset folder, a JSON/JSONL file or a Hub dataset id).")
+    reward_funcs = build_reward_funcs(script_args)  # a misspelled reward model fails here, before anything loads
     dataset = load_videorft_dataset(
         script_args.dataset_name,
         subset=script_args.dataset_config,
@@ -81,7 +82,7 @@ def train(script_args, training_args, model_args):
 
     trainer = VideoGRPOTrainer(
         model=model_args.model_name_or_path,
-        reward_funcs=build_reward_funcs(script_args),
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
         quantization_config=quantization_config,
