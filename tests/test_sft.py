@@ -252,3 +252,45 @@ def test_recipes_parse_with_the_paper_values():
         assert config.distributed_type == kind
     zero2 = load_config_from_file(str(REPO / "recipes" / "accelerate_configs" / "zero2.yaml"))
     assert zero2.deepspeed_config["zero_stage"] == 2
+
+
+def test_qlora_run_card_states_what_ran(tmp_path, data, model_dir):
+    """`videorft sft` with 4-bit QLoRA records the run; the card names the adapter's base and the values that ran."""
+    pytest.importorskip("bitsandbytes")
+    from huggingface_hub import ModelCard
+
+    from videorft_hf.hub import CheckpointError, push_model
+
+    out = tmp_path / "qlora"
+    argv = ["--config", str(TINY_RECIPE), "--model_name_or_path", model_dir, "--dataset_name", data["jsonl"]]
+    argv += ["--media_root", data["root"], "--output_dir", str(out), "--max_steps", "1", "--learning_rate", "2e-5"]
+    argv += ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--save_strategy", "no"]
+    argv += ["--load_in_4bit", "--use_peft", "--lora_r", "4", "--freeze_vision_tower"]
+    assert sft.main(argv) == 0
+    run = json.loads((out / "videorft_run.json").read_text())
+    assert (run["stage"], run["checkpoint"], run["quantization"]) == ("sft", "adapter", "4-bit nf4")
+    assert run["training_args"]["learning_rate"] == 2e-5 and run["global_step"] == 1 and run["train_rows"] == 4
+    trl_card = (out / "README.md").read_text()  # the trainer's own card: the VideoRFT card, not trl's generic one
+    assert "Trained from" not in trl_card and f"`{model_dir}`" in trl_card and "base model None" not in trl_card
+
+    with pytest.raises(CheckpointError, match="run record .* Drop recipe"):
+        push_model(out, "you/x", recipe={"model_name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct"}, dry_run=True)
+    repo = push_model(out, "you/VideoRFT-qlora", dry_run=True, output_dir=tmp_path / "repo").folder
+    card = ModelCard.load(repo / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model is None  # a local base: named, not linked
+    text = card.text
+    for expected in (
+        f"A LoRA adapter for `{model_dir}` (a local model folder)",
+        f"| Base model | `{model_dir}` |",
+        "| Base weights in training | 4-bit nf4 (QLoRA) |",
+        "learning_rate 2e-05",
+        "max_steps 1",
+        "| Optimizer steps | 1 (epoch",
+        "| Training rows | 4 |",
+        "preset `video-r1-train` as run: 4 frames at 2 fps, 3136 pixels per frame",
+        "| System prompt | none |",
+        "1x CPU process",
+    ):
+        assert expected in text, expected
+    for placeholder in ("not recorded", "not given", "(#)", "<base model id>"):
+        assert placeholder not in text

@@ -144,6 +144,76 @@ def apply_videorft_tags(trainer: Any, stage: str) -> None:
         model.add_model_tags(tags)
 
 
+def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, model_args: Any) -> Any:
+    """Makes a trl trainer record what ran and write the VideoRFT card, in place of trl's generic one.
+
+    The trainer then saves the run record (`videorft_run.json`, see `videorft_hf.run_record`) in every checkpoint
+    folder, and its `create_model_card` (which trl calls at each checkpoint and in `push_to_hub`) writes the card
+    `push_model` would, rendered from the run record. Call `callback.write(output_dir)` after the final `save_model`.
+
+    Args:
+        trainer: A trl trainer (after `__init__`).
+        stage: `"sft"` or `"grpo"`.
+        script_args, training_args, model_args: The run's script arguments, config and trl `ModelConfig`.
+
+    Returns:
+        The callback (a `transformers.TrainerCallback`), with `write(folder)` and `record()`.
+
+    Example:
+        >>> callback = record_run(trainer, "sft", script_args, training_args, model_args)  # doctest: +SKIP
+        >>> trainer.train(); trainer.save_model(out); callback.write(out)  # doctest: +SKIP
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from .run_record import build_run_record, write_run_record
+
+    def record() -> dict:
+        return build_run_record(stage, trainer, script_args, training_args, model_args)
+
+    def create_model_card(model_name=None, dataset_name=None, tags=None) -> None:
+        if not trainer.is_world_process_zero():
+            return
+        run = record()
+        peft_config = getattr(trainer.model, "peft_config", None)
+        adapter_config = next(iter(peft_config.values())).to_dict() if peft_config else {}
+        adapter_config = {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in adapter_config.items()}
+        kind = "adapter" if adapter_config else "full"
+        repo_id = training_args.hub_model_id or model_name or Path(training_args.output_dir).name
+        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+        card = render_model_card(
+            repo_id,
+            stage,
+            kind=kind,
+            base_model=_card_base_model(kind, adapter_config, run, {}),
+            datasets=[dataset_name] if _is_hub_id(dataset_name) else None,
+            run=run,
+            tags=extra_tags,
+            adapter_config=adapter_config,
+        )
+        card.save(os.path.join(training_args.output_dir, "README.md"))
+
+    class RunRecordCallback(TrainerCallback):
+        def record(self) -> dict:
+            return record()
+
+        def write(self, folder: str | os.PathLike) -> Path | None:
+            if not trainer.is_world_process_zero():
+                return None
+            create_model_card()
+            return write_run_record(folder, record())
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_run_record(folder, record())
+
+    trainer.create_model_card = create_model_card  # trl's own card names no base model and no training values
+    callback = RunRecordCallback()
+    trainer.add_callback(callback)
+    return callback
+
+
 # ---------------------------------------------------------------------------------------------------------- plans
 @dataclasses.dataclass
 class RepoPlan:
@@ -398,7 +468,7 @@ def _intro(kind: str, stage: str, adapter_type: str, base_model: str | None) -> 
             f"{start} {adapter_type} adapter trained with the VideoRFT recipe ({stage_title}) merged into its weights. "
             "It loads like any transformers checkpoint."
         )
-    start = f"A fine-tuned version of {base}" if base else "A model fine-tuned"
+    start = f"A fine-tuned version of {base}" if base else "A fine-tuned model"
     return f"{start}, trained with the VideoRFT recipe ({stage_title})."
 
 
@@ -685,10 +755,7 @@ def plan_model_repo(
         logger.info("Not published (training state or unknown files): %s", ", ".join(left_out))
 
     if base_model is None:
-        # An adapter applies to the model in its own config; a full checkpoint descends from the run's base model.
-        candidates = [adapter_config.get("base_model_name_or_path")] if kind != "full" else []
-        candidates += [(run or {}).get("base_model"), recipe.get("model_name_or_path")]
-        base_model = next((c for c in candidates if c), None)
+        base_model = _card_base_model(kind, adapter_config, run or {}, recipe)
         if base_model is not None:
             logger.info("Card base model: %s (pass base_model / --base-model to change it)", base_model)
     dataset_name = (run or recipe).get("dataset_name")
@@ -729,6 +796,13 @@ def _load_recipe(recipe) -> dict[str, Any]:
     if not isinstance(recipe, Mapping):
         raise CheckpointError(f"A recipe must be a mapping of config values, got {type(recipe).__name__}.")
     return dict(recipe)
+
+
+def _card_base_model(kind: str, adapter_config: Mapping, run: Mapping, recipe: Mapping) -> str | None:
+    """An adapter applies to the model its config names; a full checkpoint descends from the run's base model."""
+    candidates = [adapter_config.get("base_model_name_or_path")] if kind != "full" else []
+    candidates += [run.get("base_model"), recipe.get("model_name_or_path")]
+    return next((candidate for candidate in candidates if candidate), None)
 
 
 def _eval_results_file(eval_results):

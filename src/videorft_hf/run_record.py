@@ -1,7 +1,7 @@
 """The run record: what a training run actually did, saved with its checkpoint as `videorft_run.json`.
 
-`videorft sft` and `videorft grpo` write it next to the model when training ends; `videorft push` renders the model
-card from it (with the adapter's `adapter_config.json` and the trainer's step count), so a card states the training
+`videorft sft` and `videorft grpo` write it next to the model and in every checkpoint folder
+(`videorft_hf.hub.record_run`); `videorft push` renders the model card from it (with the adapter's `adapter_config.json` and the trainer's step count), so a card states the training
 that happened, not the values of a YAML file read later. The record is plain JSON, readable without this package:
 
     {"stage": "grpo", "model_name_or_path": "out/sft", "base_model": "Qwen/Qwen2.5-VL-7B-Instruct",
@@ -16,6 +16,7 @@ A field whose value the run did not have is absent, never a placeholder.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 from collections.abc import Mapping
@@ -120,37 +121,6 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
     return {key: value for key, value in record.items() if value is not None or key == "system_prompt"}
 
 
-def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, model_args: Any) -> Any:
-    """Makes `trainer` save the run record in every checkpoint folder it writes; returns the callback.
-
-    Call `callback.write(output_dir)` after the final `save_model` to record the finished run next to the model.
-
-    Example:
-        >>> callback = record_run(trainer, "sft", script_args, training_args, model_args)  # doctest: +SKIP
-        >>> trainer.train(); trainer.save_model(out); callback.write(out)  # doctest: +SKIP
-    """
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    class RunRecordCallback(TrainerCallback):
-        def record(self) -> dict:
-            return build_run_record(stage, trainer, script_args, training_args, model_args)
-
-        def write(self, folder: str | os.PathLike) -> Path | None:
-            if not trainer.accelerator.is_main_process:
-                return None
-            return write_run_record(folder, self.record())
-
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                write_run_record(folder, self.record())
-
-    callback = RunRecordCallback()
-    trainer.add_callback(callback)
-    return callback
-
-
 def write_run_record(output_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Writes `record` to `<output_dir>/videorft_run.json` and returns the path."""
     path = Path(output_dir) / RUN_RECORD_NAME
@@ -187,8 +157,9 @@ def _hardware(state: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, set | frozenset | tuple):
-        return sorted(value) if isinstance(value, set | frozenset) else list(value)
-    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):  # enums (lr_scheduler_type)
+    """A JSON value: enums (`lr_scheduler_type`) by their value, sets sorted, tuples as lists."""
+    if isinstance(value, enum.Enum):
         return value.value
-    return value
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return list(value) if isinstance(value, tuple) else value

@@ -54,7 +54,7 @@ def train(script_args, training_args, model_args):
     from trl import get_peft_config, get_quantization_config
 
     from videorft_hf.data import load_videorft_dataset
-    from videorft_hf.run_record import record_run
+    from videorft_hf.hub import record_run
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
@@ -107,7 +107,7 @@ def train(script_args, training_args, model_args):
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         logger.info("Model and processor saved to %s", training_args.output_dir)
-    run_record.write(training_args.output_dir)  # what ran, for the model card (`videorft push`)
+    run_record.write(training_args.output_dir)  # what ran, and its card (also for `videorft push`)
     return trainer
 
 

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig
 
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
-from videorft_hf.hub import apply_videorft_tags
-from videorft_hf.run_record import record_run
+from videorft_hf.hub import apply_videorft_tags, record_run
 from videorft_hf.scripts.arguments import VideoRFTParser
 
 logger = logging.getLogger("videorft_hf.scripts.sft")
@@ -293,7 +292,7 @@ def train(script_args, training_args, model_args):
             ", ".join(f"{reason}={count}" for reason, count in skipped.items()),
         )
     trainer.save_model(training_args.output_dir)  # the processor too (it is the trainer's processing_class)
-    run_record.write(training_args.output_dir)  # what ran, for the model card (`videorft push`)
+    run_record.write(training_args.output_dir)  # what ran, and its card (also for `videorft push`)
     trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
