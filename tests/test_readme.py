@@ -4,6 +4,7 @@ The commands that need a GPU and the real checkpoints (the paper's recipes) are 
 the recipe files, the flags and the script entry points a user would type.
 """
 
+import json
 import re
 import shlex
 import subprocess
@@ -86,3 +87,73 @@ def test_install_lines_name_real_extras():
         match = re.match(r'pip install -e "\.\[(\w+)\]"', command)
         if match:
             assert f"\n{match.group(1)} = [" in pyproject, match.group(1)
+
+
+def _release_rows(root: Path) -> Path:
+    """Two RL records in the release schema with their (real) videos; returns the JSONL."""
+    from videorft_hf.testing import write_test_video
+
+    records = []
+    for i in range(2):
+        write_test_video(root / "videos" / f"clip{i}.mp4", num_frames=8, fps=4.0, width=56, height=56)
+        records.append(
+            {"problem_id": i, "problem": f"Which shape moves first in clip {i}?", "data_type": "video",
+             "problem_type": "multiple choice", "options": ["A. circle", "B. square"],
+             "solution": "<answer>A</answer>", "path": f"./videos/clip{i}.mp4", "data_source": "test"}
+        )
+    path = root / "rl.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_the_publishing_command_runs_as_written_on_what_videorft_grpo_wrote(tmp_path, monkeypatch):
+    """The README's dry-run push, word for word, on the folder `videorft grpo` writes and `videorft eval`'s results."""
+    from huggingface_hub import ModelCard
+
+    from videorft_hf.cli import main
+    from videorft_hf.testing import save_tiny_vlm
+
+    (command,) = [c for c in COMMANDS_IN_README if c.startswith("videorft push model") and "--dry-run" in c]
+    monkeypatch.chdir(tmp_path)
+    data = _release_rows(tmp_path)
+    model = save_tiny_vlm("qwen2_5_vl", tmp_path / "tiny")
+    assert main(["grpo", "--config", str(REPO / "recipes" / "tiny" / "grpo.yaml"), "--model_name_or_path", str(model),
+                 "--dataset_name", str(data), "--media_root", str(tmp_path), "--output_dir", "out/grpo",
+                 "--max_steps", "1", "--num_generations", "2", "--per_device_train_batch_size", "2",
+                 "--max_completion_length", "4", "--learning_rate", "3e-6", "--save_strategy", "no"]) == 0
+    sampling = ["--video_sampling_preset", "video-r1-train", "--video_min_frames", "4", "--video_max_frames", "4",
+                "--video_min_pixels", "3136", "--video_max_pixels", "3136"]
+    assert main(["eval", "--model_name_or_path", "out/grpo", "--benchmarks", f"Mini={data}", "--media_root",
+                 str(tmp_path), "--output_dir", "eval", "--max_new_tokens", "4", "--progress", "false", *sampling]) == 0
+
+    assert main(shlex.split(command)[1:]) == 0  # exactly as the README writes it
+    card = ModelCard.load(tmp_path / "hub-dry-run" / "VideoRFT-7B" / "README.md")
+    assert card.data.eval_results and card.data.tags == ["trl", "grpo", "videorft"]
+    for expected in ("learning_rate 3e-06", "max_steps 1", "num_generations 2", "| Optimizer steps | 1 (epoch",
+                     "length bonus +0.2 for correct completions of 8-48 tokens", "`format_reward`, `accuracy_reward`"):
+        assert expected in card.text, expected
+
+
+def test_the_readme_quotes_how_stock_grpo_trainer_fails_on_video(tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from videorft_hf.testing import save_tiny_vlm, write_test_video
+
+    quoted = re.search(r"`ValueError: (Found N <\|video_pad\|> tokens in the text but no videos were passed\.)`",
+                       (REPO / "README.md").read_text().replace("\n", " "))
+    assert quoted, "the README no longer states how stock trl fails on video"
+    video = write_test_video(tmp_path / "clip.mp4", num_frames=8, fps=4.0, width=56, height=56)
+    prompt = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, num_generations=2,
+                      max_completion_length=4, max_steps=1, report_to=[], use_cpu=True, bf16=False)
+
+    def zero_reward(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer = GRPOTrainer(str(save_tiny_vlm("qwen2_5_vl", tmp_path / "tiny")), reward_funcs=[zero_reward], args=args,
+                          train_dataset=Dataset.from_list([{"prompt": prompt, "video": str(video)}] * 2))
+    pattern = re.escape(quoted.group(1)).replace("N", r"\d+")
+    with pytest.raises(ValueError, match=pattern):
+        trainer.train()
+    assert trainer.state.global_step == 0

@@ -72,8 +72,8 @@ _PROCESSOR_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-# Recipe keys never shown in a card, whatever their value.
-_SENSITIVE_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+# Recipe keys never shown in a card, whatever their value (`hub_token`, `api_key`, ...; not `length_bonus_max_tokens`).
+_SENSITIVE_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_?key|credentials?)($|_)", re.IGNORECASE)
 # Keys summarised in the card's training table, in this order.
 _HYPERPARAMETERS = RECORDED_TRAINING_ARGS
 # Aggregate keys that summarise other scores: shown in the card's table but not model-index entries (no dataset).

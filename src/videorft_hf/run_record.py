@@ -103,7 +103,11 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         record["train_rows"] = len(trainer.train_dataset)
     record["system_prompt"] = script_args.system_prompt
     if stage == "grpo":
-        record["reward_funcs"] = [getattr(func, "__name__", str(func)) for func in trainer.reward_funcs]
+        record["reward_funcs"] = [
+            getattr(func, "__name__", str(func))
+            for func in trainer.reward_funcs
+            if getattr(func, "__module__", None) != "videorft_hf.trainer"  # the shaping columns, recorded below
+        ]
         if training_args.reward_weights is not None:
             record["reward_weights"] = [float(w) for w in training_args.reward_weights]
         if "semantic_consistency_reward" in record["reward_funcs"]:
