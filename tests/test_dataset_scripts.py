@@ -218,3 +218,18 @@ def test_push_to_hub_uploads_the_folder(tmp_path, monkeypatch):
     assert exit_info.value.code == 0
     assert calls == [(str(tmp_path / "out"), "user/rl", {"private": None})]
     assert 'load_videorft_dataset("user/rl"' in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_cot_build_that_rejects_every_row_fails_and_writes_no_shard(tmp_path, capsys):
+    """RL records (no `process`) given to the CoT builder: exit 1 with the reason, the report, no empty shard."""
+    script = load_build_script("videorft_cot_102k")
+    source = tmp_path / "rl.jsonl"
+    write_jsonl(source, make_records(3, with_process=False))
+    out = tmp_path / "cot"
+    assert script.main(script.SPEC, ["--input", str(source), "--output", str(out), "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert "none of the 3 rows read from" in error and "process: " in error and "(3 rows)" in error
+    assert str(out / "validation_report.json") in error
+    report = json.loads((out / "validation_report.json").read_text())
+    assert (report["rows_read"], report["rows_written"], report["rows_rejected"], report["shards"]) == (3, 0, 3, [])
+    assert list((out / "data").iterdir()) == [] and not (out / "README.md").exists()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import string
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,6 +205,10 @@ def _render_card(
     return "---\n" + card_data.to_yaml() + "\n---\n\n" + body.lstrip("\n")
 
 
+class EmptyDatasetError(ValueError):
+    """Every record of a build was rejected: no shard and no card are written, only the validation report."""
+
+
 def build_dataset(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
@@ -232,6 +237,7 @@ def build_dataset(
 
     Raises:
         RecordValidationError: an input file is unreadable as a whole (for example a truncated JSON array).
+        EmptyDatasetError: every record was rejected (the report is written; the message gives the main reasons).
         ValueError: `shard_rows` is not positive.
 
     Example:
@@ -289,6 +295,11 @@ def build_dataset(
     rows_written = sum(writer.shard_sizes)
     if rows_read != rows_written + len(rejections):  # the report's promise; a failure here is a bug in this module
         raise AssertionError(f"rows read {rows_read} != written {rows_written} + rejected {len(rejections)}")
+    shard_sizes = writer.shard_sizes
+    if rows_written == 0:  # no empty shard and no card: only the report, which says why each row was rejected
+        for path in shard_files:
+            os.remove(path)
+        shard_files, shard_sizes = [], []
     report: dict[str, Any] = {
         "dataset": spec.name,
         "config_name": spec.config_name,
@@ -307,12 +318,20 @@ def build_dataset(
         "num_bytes": writer.num_bytes,
         "shards": [
             {"file": f"data/{os.path.basename(path)}", "rows": size, "sha256": _sha256(path)}
-            for path, size in zip(shard_files, writer.shard_sizes, strict=True)
+            for path, size in zip(shard_files, shard_sizes, strict=True)
         ],
     }
-    with open(os.path.join(output_dir, REPORT_NAME), "w", encoding="utf-8") as stream:
+    report_path = os.path.join(output_dir, REPORT_NAME)
+    with open(report_path, "w", encoding="utf-8") as stream:
         json.dump(report, stream, indent=2, ensure_ascii=False)
         stream.write("\n")
+    if rows_written == 0:
+        reasons = collections.Counter(f"{r['field']}: {r['reason']}" for r in rejections).most_common(3)
+        raise EmptyDatasetError(
+            f"{spec.name}: none of the {rows_read} rows read from {', '.join(inputs)} is valid, so nothing was "
+            f"written. Most common reasons: {'; '.join(f'{reason} ({n} rows)' for reason, n in reasons) or 'none'}. "
+            f"Every rejected row is listed in {report_path}."
+        )
     with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as stream:
         stream.write(_render_card(spec, features, report, shard_files, repo_id))
     return BuildResult(output_dir, shard_files, rows_read, rows_written, len(rejections), report)
@@ -342,17 +361,21 @@ def main(spec: DatasetSpec, argv: Sequence[str] | None = None) -> int:
         argv: arguments (default `sys.argv[1:]`).
 
     Returns:
-        The exit status (0).
+        The exit status: 0, or 1 when every record was rejected (the reasons are printed).
     """
     args = make_parser(spec).parse_args(argv)
-    result = build_dataset(
-        args.input,
-        args.output,
-        spec,
-        shard_rows=args.shard_rows,
-        progress=not args.no_progress,
-        repo_id=args.push_to_hub,
-    )
+    try:
+        result = build_dataset(
+            args.input,
+            args.output,
+            spec,
+            shard_rows=args.shard_rows,
+            progress=not args.no_progress,
+            repo_id=args.push_to_hub,
+        )
+    except EmptyDatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(
         f"{spec.name}: read {result.rows_read} rows, wrote {result.rows_written} in {len(result.shards)} shard(s), "
         f"rejected {result.rows_rejected} (see {os.path.join(result.output_dir, REPORT_NAME)})"
