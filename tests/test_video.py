@@ -168,6 +168,14 @@ class TestErrors:
         with pytest.raises(VideoNotFoundError, match="missing.mp4: file not found"):
             load_video_frames(tmp_path / "missing.mp4")
 
+    def test_a_directory_is_not_a_video_nor_missing(self, tmp_path):
+        (tmp_path / "clips").mkdir()
+        with pytest.raises(NotAVideoError, match="clips: is a directory, not a video file") as raised:
+            load_video_frames(tmp_path / "clips")
+        assert not isinstance(raised.value, FileNotFoundError)
+        with pytest.raises(ImageDecodeError, match="clips: is a directory, not an image file"):
+            load_image(tmp_path / "clips")
+
     @pytest.mark.parametrize("backend", BACKENDS)
     def test_not_a_video(self, tmp_path, backend):
         path = tmp_path / "notes.mp4"

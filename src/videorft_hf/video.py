@@ -632,6 +632,8 @@ def load_video_frames(
     config = config or VideoSamplingConfig()
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise NotAVideoError(path, "is a directory, not a video file", "A record's `path` must name a file.")
         raise VideoNotFoundError(path, "file not found", "Check the media root and the record's `path`.")
     key = None
     if cache is not None:
@@ -700,6 +702,8 @@ def load_image(path: str | os.PathLike, config: VideoSamplingConfig | None = Non
     config = config or VideoSamplingConfig()
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise ImageDecodeError(path, "is a directory, not an image file", "A record's `path` must name a file.")
         raise ImageDecodeError(path, "file not found", "Check the media root and the record's `path`.")
     try:
         with Image.open(path) as opened:
