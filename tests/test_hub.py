@@ -250,7 +250,7 @@ def test_full_model_dry_run_loads_back_with_a_parsing_card(tiny_checkpoint, tmp_
     text = card.text
     for expected in (
         "`format_reward`",
-        "length bonus +0.2",
+        "| Reward shaping | length bonus |",  # the recipe does not state its values, so neither does the card
         "preset `videorft-train`: 16 frames at 2 fps",
         "beta 0.04",
         "Optimizer steps | 10 (epoch 0.5)",
@@ -647,3 +647,43 @@ def test_push_without_a_token_says_how_to_log_in(tiny_dataset, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(hub.HubAuthError, match="hf auth login"):
         push_dataset(tiny_dataset, "you/d")
+
+
+# ------------------------------------------------------------------------------------------------ cards from what ran
+def test_a_card_without_a_run_record_states_no_placeholders(tiny_checkpoint, tmp_path):
+    out = push_model(tiny_checkpoint, "you/x", stage="grpo", dry_run=True, output_dir=tmp_path / "repo").folder
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model is None
+    text = card.text
+    assert "A fine-tuned model, trained with the VideoRFT recipe (GRPO)." in text
+    for placeholder in ("not recorded", "not given", "(#)", "<base model id>", "| Rewards |", "| Hardware |"):
+        assert placeholder not in text, placeholder
+    assert "| Optimizer steps | 10 (epoch 0.5) |" in text  # what the checkpoint's trainer_state.json shows
+
+
+def test_recipe_values_are_labelled_as_the_recipes_and_keep_the_shaping_token_counts(tiny_checkpoint, tmp_path):
+    recipe = {**RECIPE, "length_bonus_min_tokens": 8, "length_bonus_max_tokens": 48, "length_bonus_value": 0.2}
+    out = push_model(tiny_checkpoint, "you/x", recipe=recipe, dry_run=True, output_dir=tmp_path / "repo").folder
+    text = (out / "README.md").read_text()
+    assert "these values are the recipe's, not recorded from the run" in text
+    assert "length bonus +0.2 for correct completions of 8-48 tokens" in text  # not the 320-512 defaults
+    assert SENTINEL_TOKEN not in text
+
+
+def test_the_run_record_decides_the_stage_and_a_missing_eval_file_is_a_typed_error(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    checkpoint = tmp_path / "grpo"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    (checkpoint / "videorft_run.json").write_text(json.dumps({"stage": "grpo", "base_model": BASE_ID}))
+    plan = plan_model_repo(checkpoint, "you/x")  # no --stage: the run record's
+    assert "trl, grpo" in ", ".join(ModelCard(plan.files["README.md"].decode()).data.tags)
+    with pytest.raises(CheckpointError, match="trained by the grpo stage .* not sft"):
+        plan_model_repo(checkpoint, "you/x", stage="sft")
+    argv = ["model", str(checkpoint), "--repo-id", "you/x", "--eval-results", "eval/results.json", "--dry-run"]
+    assert push_script.main(argv + ["--output-dir", str(tmp_path / "out")]) == 1
+    assert "Evaluation results eval/results.json does not exist: pass the results.json that `videorft eval`" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(CheckpointError, match=r"has no videorft_run.json .*\(--stage\)"):
+        plan_model_repo(tiny_checkpoint, "you/x")

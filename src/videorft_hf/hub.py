@@ -542,11 +542,11 @@ def _training_rows(stage, kind, base_model, datasets, values, run, adapter_confi
         rows.append(("Rewards", text))
     shaping = []
     if values.get("length_bonus"):
-        length = [values.get(f"length_bonus_{key}") for key in ("value", "min_tokens", "max_tokens")]
-        if None in length:
-            shaping.append("length bonus")
-        else:
-            shaping.append(f"length bonus +{length[0]} for correct completions of {length[1]}-{length[2]} tokens")
+        value, low, high = (values.get(f"length_bonus_{key}") for key in ("value", "min_tokens", "max_tokens"))
+        text = "length bonus" + (f" +{value}" if value is not None else "")
+        if low is not None and high is not None:
+            text += f" for correct completions of {low}-{high} tokens"
+        shaping.append(text)
     if values.get("temporal_grpo"):
         bonus = values.get("temporal_bonus")
         shaping.append("T-GRPO bonus" + (f" +{bonus}" if bonus is not None else ""))
