@@ -40,3 +40,53 @@ def test_console_script_is_installed():
     if result.returncode != 0 and "No such file" in result.stderr:
         pytest.fail("the `videorft` console script is not installed: pip install -e .")
     assert result.returncode == 0 and "trl version" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------ help and flags
+@pytest.mark.parametrize("command", ["sft", "grpo", "eval", "curate", "prepare-frames"])
+def test_help_has_a_description_an_example_and_the_package_options_first(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: videorft {command} [--config RECIPE.yaml]")
+    assert f"\n`videorft {command}`" in out or "\nStage two of VideoRFT" in out  # the module's description
+    assert f"    videorft {command} --" in out  # an example
+    assert "--config RECIPE.yaml sets any option" in out
+    groups = [line for line in out.splitlines() if line.endswith(" options:")]
+    assert groups[0] == "VideoRFT options:", groups
+    assert "Show a progress bar" not in "\n".join(  # `--no_<flag>` turns the flag off
+        line for line in out.splitlines() if line.strip().startswith("--no_")
+    )
+
+
+def test_a_misspelled_or_abbreviated_flag_names_the_nearest_in_two_lines(capsys):
+    for typo, nearest in (("--num_generation", "--num_generations"), ("--max_step", "--max_steps")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["grpo", typo, "4"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"videorft grpo: error: unknown flag {typo}; did you mean {nearest}?" in err
+        assert len(err.splitlines()) == 3  # usage, error, where to look: not the usage of every option
+
+
+def test_a_misspelled_recipe_key_names_the_nearest_key(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("num_generation: 4\nlearning_rate: 1.0e-6\n")
+    with pytest.raises(SystemExit):
+        main(["grpo", "--config", str(recipe)])
+    err = capsys.readouterr().err
+    assert f"unknown key in the recipe file {recipe}: 'num_generation' (did you mean 'num_generations'?)" in err
+    assert "fail_with_unknown_args" not in err
+    with pytest.raises(SystemExit):
+        main(["grpo", "--config", str(tmp_path / "nope.yaml")])
+    assert f"the recipe file {tmp_path / 'nope.yaml'} does not exist" in capsys.readouterr().err
+
+
+def test_no_command_prints_the_bitsandbytes_kernel_note():
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "videorft_hf.cli", "grpo", "--help"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0 and "VideoRFT options:" in result.stdout
+    assert "gemm_4bit" not in result.stderr + result.stdout and "kernels-community" not in result.stderr

@@ -12,7 +12,13 @@ Eight GPUs with DeepSpeed ZeRO-3 (the paper's recipe):
         --config recipes/Qwen2.5-VL-7B-Instruct/grpo/config_videorft.yaml \\
         --dataset_name path/to/VideoRFT-RL-310K --media_root path/to/media
 
-Also `videorft grpo ...`. Flags override the values of `--config`.
+On a laptop CPU with a tiny model (what the demo runs):
+
+    videorft grpo --config recipes/tiny/grpo.yaml --model_name_or_path tiny-model \\
+        --dataset_name data/rl.jsonl --media_root data --output_dir outputs/tiny-grpo
+
+Flags override the values of `--config`. The model, its processor and the run record (`videorft_run.json`, from
+which `videorft push` writes the model card) are saved to `output_dir`.
 """
 
 from __future__ import annotations
