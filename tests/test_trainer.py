@@ -617,3 +617,26 @@ def test_reward_models_load_before_the_first_step(tmp_path, media, model_dirs):
     typo = get_semantic_consistency_reward("tiny-siglp", resolve=False)  # as REWARD_FUNCS builds its entry
     with pytest.raises(RewardModelError, match="'tiny-siglp' cannot be loaded"):
         VideoGRPOTrainer(model_dirs["qwen2_5_vl"], reward_funcs=[typo], args=args, train_dataset=dataset)
+
+
+def test_the_trainer_writes_the_videorft_card_not_trls_generic_one(tmp_path, media, model_dirs):
+    from huggingface_hub import ModelCard
+
+    args = grpo_args(tmp_path, max_steps=1, length_bonus=True, length_bonus_min_tokens=2, length_bonus_max_tokens=6,
+                     accuracy_reward_name="accuracy_like")
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[accuracy_like], args=args, train_dataset=Dataset.from_list(video_rows(media))
+    )
+    trainer.create_model_card(model_name="tiny-grpo")  # what trl calls at each checkpoint and in push_to_hub
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.tags[:3] == ["trl", "grpo", "videorft"]
+    for expected in (
+        f"A fine-tuned version of `{model_dirs['qwen2_5_vl']}`", "`accuracy_like` (summed with equal weights)",
+        "length bonus +0.2 for correct completions of 2-6 tokens", "learning_rate 0.05", "num_generations 2",
+    ):
+        assert expected in card.text, expected
+    assert "None" not in card.text.split("## Training")[0]  # trl's card said "base model None"
+
+
+def accuracy_like(completions, **kwargs):
+    return [1.0] * len(completions)

@@ -172,26 +172,7 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
         return build_run_record(stage, trainer, script_args, training_args, model_args)
 
     def create_model_card(model_name=None, dataset_name=None, tags=None) -> None:
-        if not trainer.is_world_process_zero():
-            return
-        run = record()
-        peft_config = getattr(trainer.model, "peft_config", None)
-        adapter_config = next(iter(peft_config.values())).to_dict() if peft_config else {}
-        adapter_config = {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in adapter_config.items()}
-        kind = "adapter" if adapter_config else "full"
-        repo_id = training_args.hub_model_id or model_name or Path(training_args.output_dir).name
-        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-        card = render_model_card(
-            repo_id,
-            stage,
-            kind=kind,
-            base_model=_card_base_model(kind, adapter_config, run, {}),
-            datasets=[dataset_name] if _is_hub_id(dataset_name) else None,
-            run=run,
-            tags=extra_tags,
-            adapter_config=adapter_config,
-        )
-        card.save(os.path.join(training_args.output_dir, "README.md"))
+        write_trainer_card(trainer, stage, model_name, dataset_name, tags, script_args=script_args, model_args=model_args)
 
     class RunRecordCallback(TrainerCallback):
         def record(self) -> dict:
@@ -212,6 +193,52 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
     callback = RunRecordCallback()
     trainer.add_callback(callback)
     return callback
+
+
+def write_trainer_card(
+    trainer: Any,
+    stage: str,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    tags: str | Sequence[str] | None = None,
+    *,
+    script_args: Any = None,
+    model_args: Any = None,
+) -> None:
+    """Writes the VideoRFT card of a trainer's run to `<output_dir>/README.md` (trl's `create_model_card` seam).
+
+    The card is rendered from the trainer's run record (`build_run_record`); with no script or model arguments (a
+    trainer built in Python) it states what the trainer itself holds: model, adapter, rewards, shaping, sampling,
+    arguments, steps and hardware.
+
+    Args:
+        trainer: The trl trainer.
+        stage: `"sft"` or `"grpo"`.
+        model_name, dataset_name, tags: As trl's `create_model_card` (the repository name, a Hub dataset id, tags).
+        script_args, model_args: The script's `VideoRFTScriptArguments` and trl `ModelConfig`, when a script ran.
+    """
+    from .run_record import build_run_record
+
+    if not trainer.is_world_process_zero():
+        return
+    args = trainer.args
+    run = build_run_record(stage, trainer, script_args, args, model_args)
+    peft_config = getattr(trainer.model, "peft_config", None)
+    adapter_config = next(iter(peft_config.values())).to_dict() if peft_config else {}
+    adapter_config = {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in adapter_config.items()}
+    kind = "adapter" if adapter_config else "full"
+    card = render_model_card(
+        args.hub_model_id or model_name or Path(args.output_dir).name,
+        stage,
+        kind=kind,
+        base_model=_card_base_model(kind, adapter_config, run, {}),
+        datasets=[dataset_name] if _is_hub_id(dataset_name) else None,
+        run=run,
+        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        adapter_config=adapter_config,
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    card.save(os.path.join(args.output_dir, "README.md"))
 
 
 # ---------------------------------------------------------------------------------------------------------- plans

@@ -68,9 +68,10 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
     Args:
         stage: `"sft"` or `"grpo"`.
         trainer: The trainer after `train()` (its `state`, `reward_funcs` and `train_dataset` are read).
-        script_args: The run's `VideoRFTScriptArguments`.
-        training_args: The run's `VideoSFTConfig` / `VideoGRPOConfig`.
-        model_args: trl's `ModelConfig`.
+        script_args: The run's `VideoRFTScriptArguments`, or None (a trainer built in Python: no dataset name or
+            system prompt is recorded).
+        training_args: The run's `VideoSFTConfig` / `VideoGRPOConfig` (or a plain trl config).
+        model_args: trl's `ModelConfig`, or None (the model id is then the model config's `_name_or_path`).
 
     Returns:
         The record as a JSON-serialisable dict.
@@ -80,7 +81,7 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         >>> record["training_args"]["learning_rate"]  # doctest: +SKIP
         0.0002
     """
-    model = model_args.model_name_or_path
+    model = model_args.model_name_or_path if model_args is not None else _model_id(trainer.model)
     record: dict[str, Any] = {"stage": stage, "model_name_or_path": model, "base_model": _root_base_model(model)}
     peft_config = getattr(trainer.model, "peft_config", None)
     if peft_config:
@@ -92,16 +93,14 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         }
     else:
         record["checkpoint"] = "full"
-    if getattr(model_args, "load_in_4bit", False):
-        record["quantization"] = f"4-bit {model_args.bnb_4bit_quant_type}"
-    elif getattr(model_args, "load_in_8bit", False):
-        record["quantization"] = "8-bit"
-    record["dataset_name"] = script_args.dataset_name
-    if script_args.dataset_config:
+    record["quantization"] = _quantization(trainer.model)
+    if script_args is not None:
+        record["dataset_name"] = script_args.dataset_name
         record["dataset_config"] = script_args.dataset_config
     if hasattr(trainer.train_dataset, "__len__"):
         record["train_rows"] = len(trainer.train_dataset)
-    record["system_prompt"] = script_args.system_prompt
+    if script_args is not None:
+        record["system_prompt"] = script_args.system_prompt
     if stage == "grpo":
         record["reward_funcs"] = [
             getattr(func, "__name__", str(func))
@@ -110,14 +109,15 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         ]
         if training_args.reward_weights is not None:
             record["reward_weights"] = [float(w) for w in training_args.reward_weights]
-        if "semantic_consistency_reward" in record["reward_funcs"]:
+        if script_args is not None and "semantic_consistency_reward" in record["reward_funcs"]:
             record["semantic_model_name_or_path"] = script_args.semantic_model_name_or_path
         record["shaping"] = {name: getattr(training_args, name) for name in SHAPING_ARGS if hasattr(training_args, name)}
     record["training_args"] = {
         name: _plain(getattr(training_args, name)) for name in RECORDED_TRAINING_ARGS if hasattr(training_args, name)
     }
-    sampling = training_args.sampling_config()
-    record["sampling"] = {"preset": training_args.video_sampling_preset, **dataclasses.asdict(sampling)}
+    if hasattr(training_args, "sampling_config"):  # a plain trl config has no video sampling of its own
+        sampling = training_args.sampling_config()
+        record["sampling"] = {"preset": training_args.video_sampling_preset, **dataclasses.asdict(sampling)}
     record["global_step"] = trainer.state.global_step
     if trainer.state.epoch is not None:
         record["epoch"] = round(float(trainer.state.epoch), 4)
@@ -149,6 +149,24 @@ def _root_base_model(model_name_or_path: str | None) -> str | None:
         if previous and previous.get("base_model"):
             return previous["base_model"]
     return model_name_or_path
+
+
+def _model_id(model: Any) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", None) or None
+
+
+def _quantization(model: Any) -> str | None:
+    """"4-bit nf4" / "8-bit" from the model's own `quantization_config`, None for unquantized weights."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if config is None:
+        return None
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if values.get("load_in_4bit"):
+        return f"4-bit {values.get('bnb_4bit_quant_type', 'fp4')}"
+    if values.get("load_in_8bit"):
+        return "8-bit"
+    return str(values.get("quant_method", "quantized"))
 
 
 def _hardware(state: Any) -> str:

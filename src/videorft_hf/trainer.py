@@ -46,7 +46,7 @@ import torch
 from trl import GRPOTrainer
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
-from .hub import videorft_tags
+from .hub import videorft_tags, write_trainer_card
 from .processing import (
     RowMedia,
     UnsupportedVideoModelError,
@@ -174,6 +174,10 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """The VideoRFT card of what ran (model, rewards, shaping, sampling, arguments), not trl's generic one."""
+        write_trainer_card(self, "grpo", model_name, dataset_name, tags)
 
     def _suppress_vision_placeholders(self) -> None:
         # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
