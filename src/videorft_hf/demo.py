@@ -265,7 +265,9 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="videorft demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="videorft demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--quick", action="store_true", help="a shortened run (minutes less; no learning targets)")
     parser.add_argument("--recipes_dir", default=None, help="the recipes/ folder (default: this checkout's)")

@@ -65,7 +65,9 @@ def collect() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="videorft env", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="videorft env", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.parse_args(argv)
     print("\nCopy-paste the following information when you file an issue:\n")
     for key, value in collect().items():

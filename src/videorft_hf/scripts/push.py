@@ -39,7 +39,9 @@ from videorft_hf.hub import (
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videorft push", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="videorft push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="what", required=True, metavar="{model,dataset}")
 
     def add_common(sub: argparse.ArgumentParser) -> None:
@@ -50,7 +52,14 @@ def make_parser() -> argparse.ArgumentParser:
         sub.add_argument("--revision", help="branch to commit to, created if missing (default main)")
         sub.add_argument("--commit-message", help="commit title")
 
-    model = commands.add_parser("model", help="a trained checkpoint with its processor and a model card")
+    model = commands.add_parser(
+        "model",
+        help="a trained checkpoint with its processor and a model card",
+        description="Publish a checkpoint; the card states what ran (its videorft_run.json). Example:\n\n"
+        "    videorft push model out/grpo --repo-id you/VideoRFT-7B --eval-results eval/results.json --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     model.add_argument("checkpoint", help="checkpoint folder (save_pretrained / trainer output)")
     add_common(model)
     model.add_argument("--kind", choices=CHECKPOINT_KINDS, default="auto", help="what to publish (default auto)")
@@ -66,7 +75,14 @@ def make_parser() -> argparse.ArgumentParser:
     model.add_argument("--tag", action="append", dest="tags", default=[], help="extra card tag (repeat)")
     model.add_argument("--pipeline-tag", default=DEFAULT_PIPELINE_TAG, help="the card's pipeline tag")
 
-    dataset = commands.add_parser("dataset", help="a dataset folder built by dataset_scripts/ with its card")
+    dataset = commands.add_parser(
+        "dataset",
+        help="a dataset folder built by dataset_scripts/ with its card",
+        description="Publish a built dataset folder. Example:\n\n"
+        "    videorft push dataset build/VideoRFT-RL-310K --repo-id you/VideoRFT-RL-310K --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     dataset.add_argument("folder", help="built dataset folder (parquet shards + README with configs)")
     add_common(dataset)
     return parser
