@@ -301,3 +301,29 @@ def test_grpo_recipes_train_without_dropout_and_both_qlora_recipes_treat_the_vis
         script_args, _, model_args = module.make_parser().parse_args_and_config(args=["--config", str(recipe), *base])
         qlora[stage] = (script_args.freeze_vision_tower, model_args.lora_target_modules, model_args.lora_r)
     assert qlora["sft"] == qlora["grpo"]
+
+
+def test_videorft_sft_under_ddp_with_bf16_mixed_precision_keeps_every_update(media, tmp_path):
+    # Two CPU processes through the recipe's DDP config, as `accelerate launch` runs them (gloo, bf16 autocast).
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(RECIPES / "accelerate_configs" / "ddp.yaml"), "--num_processes", "2",
+        "--mixed_precision", "bf16", "--main_process_port", str(port), "-m", "videorft_hf.scripts.sft",
+        *sft_argv(media, tmp_path, out, "--learning_rate", str(FULL_LR), "--max_steps", "1",
+                  "--per_device_train_batch_size", "1")[1:],
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "Process 1 of 2 (MULTI_CPU)" in result.stdout + result.stderr
+    after = load_file(out / "model.safetensors")
+    assert_updates_landed(moved(load_file(media / "bf16" / "model.safetensors"), after))
