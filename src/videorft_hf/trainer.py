@@ -47,6 +47,7 @@ from trl import GRPOTrainer
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
 from .hub import videorft_tags, write_trainer_card
+from .modeling import keep_updates
 from .processing import (
     RowMedia,
     UnsupportedVideoModelError,
@@ -174,6 +175,8 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+        # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
+        keep_updates(self.model, self.args)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """The VideoRFT card of what ran (model, rewards, shaping, sampling, arguments), not trl's generic one."""
