@@ -407,6 +407,36 @@ def test_skipped_rows_are_counted_and_logged(tmp_path, caplog, streaming):
             break
 
 
+@pytest.mark.parametrize(
+    "bad, kept",
+    [((0,), [1, 2]), ((2,), [0, 1]), ((0, 2), [1]), ((), [0, 1, 2])],
+    ids=["first", "last", "first-and-last", "none"],
+)
+def test_skip_keeps_the_valid_rows_wherever_the_bad_ones_are(tmp_path, caplog, bad, kept):
+    records = make_records(3)
+    for row in bad:
+        records[row]["problem_type"] = "mcq"
+    path = write_jsonl(tmp_path / "rl.jsonl", records)
+    with caplog.at_level(logging.WARNING, logger="videorft_hf.data"):
+        dataset = load_videorft_dataset(path, media_root=tmp_path, cache_dir=str(tmp_path / "cache"), on_invalid="skip")
+    assert [row["problem_id"] for row in dataset] == kept
+    assert dataset[len(kept) - 1]["video"].startswith(str(tmp_path))
+    totals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert totals == ([f"Skipped {len(bad)} invalid of 3 records (on_invalid='skip'); {len(kept)} rows loaded."] if bad else [])
+
+
+def test_skip_with_every_row_invalid_is_a_typed_error(tmp_path):
+    records = make_records(3)
+    for record in records:
+        record["problem_type"] = "mcq"
+    path = write_jsonl(tmp_path / "rl.jsonl", records)
+    with pytest.raises(data.NoValidRecordsError) as info:
+        load_videorft_dataset(path, cache_dir=str(tmp_path / "cache"), on_invalid="skip")
+    message = str(info.value)
+    assert message.startswith(f"{path}: all 3 records are invalid, so no rows are left (the first: Row 0 (rl.jsonl line 1)")
+    assert "field 'problem_type'" in message and isinstance(info.value, RecordValidationError)
+
+
 def test_load_rejects_bad_arguments(tmp_path):
     path = write_jsonl(tmp_path / "rl.jsonl", make_records(2))
     with pytest.raises(ValueError, match="on_invalid"):

@@ -132,6 +132,10 @@ class RecordValidationError(ValueError):
         return error_cls(data["reason"], data.get("row"), data.get("field"), data.get("location"))
 
 
+class NoValidRecordsError(RecordValidationError):
+    """Every record of the input is invalid (with `on_invalid="skip"`): nothing is left to train or evaluate on."""
+
+
 class MediaPathError(RecordValidationError):
     """A media path is absolute, escapes the media root (`..`, or a symlink when confined), or lacks the `./` prefix."""
 
@@ -812,23 +816,35 @@ def load_videorft_dataset(
         return source.map(_convert_batch, **map_kwargs)
     dataset = source.map(_convert_batch, num_proc=num_proc, desc="Building conversations", **map_kwargs)
     if keep_invalid:
-        dataset = _drop_invalid(dataset, len(source))
+        dataset = _drop_invalid(dataset, len(source), path)
     return dataset
 
 
-def _drop_invalid(dataset: datasets.Dataset, total: int) -> datasets.Dataset:
-    """Logs every invalid placeholder row with its reason and the total, then removes them (map-style, skip)."""
+def _drop_invalid(dataset: datasets.Dataset, total: int, source: str) -> datasets.Dataset:
+    """Logs every invalid placeholder row with its reason and the total, then removes them (map-style, skip).
+
+    Raises:
+        NoValidRecordsError: when every record is invalid (an empty dataset would only fail later, less clearly).
+    """
     invalid = dataset.data.column(_INVALID)
     skipped = len(invalid) - invalid.null_count
     if skipped:
+        first = None
         for position in pc.indices_nonzero(pc.is_valid(invalid)).to_pylist():
-            logger.warning(
-                "Skipping invalid record: %s", RecordValidationError.from_dict(json.loads(invalid[position].as_py()))
-            )
+            error = RecordValidationError.from_dict(json.loads(invalid[position].as_py()))
+            first = first or error
+            logger.warning("Skipping invalid record: %s", error)
         logger.warning(
             "Skipped %d invalid of %d records (on_invalid='skip'); %d rows loaded.", skipped, total, total - skipped
         )
-        dataset = dataset.select(pc.indices_nonzero(pc.is_null(invalid)).to_numpy())
+        if skipped == total:
+            raise NoValidRecordsError(
+                f"all {total} records are invalid, so no rows are left (the first: {first}). Fix the records, or "
+                "check that this is the file you meant to load.",
+                location=source,
+            )
+        # Plain Python ints: `datasets` mis-indexes a contiguous selection given as numpy unsigned integers.
+        dataset = dataset.select(pc.indices_nonzero(pc.is_null(invalid)).to_pylist())
     return dataset.remove_columns(_INVALID)
 
 
