@@ -570,3 +570,32 @@ def test_fetch_media_downloads_extracts_and_resumes(tmp_path, monkeypatch):
     fetch_media("org/VideoRFT-Data", root, delete_archives=True)
     assert calls[1]["ignore"] == ["media/clevrer.zip", "media/llava.tar.gz"]  # not downloaded again
     assert (root / "CLEVRER" / "a.mp4").read_bytes() == b"edited"
+
+
+# --------------------------------------------------------------------------------------------- local paths that do not exist
+@pytest.mark.parametrize(
+    "path", ["does_not_exist.jsonl", "Video-R1-eval/eval_vsibench.json", "./data", "../data", "a/b/c", "rl.parquet"]
+)
+def test_a_missing_local_path_is_file_not_found_not_a_hub_error(tmp_path, monkeypatch, path):
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    with pytest.raises(data.DataFileNotFoundError) as info:
+        load_videorft_dataset(path)
+    assert str(info.value).startswith(f"{path}: dataset file not found (resolved to {os.path.abspath(path)}).")
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_hub_ids_do_not_look_local():
+    for repo_id in ("Video-R1/Video-R1-eval", "QiWang98/VideoRFT-Data", "squad"):
+        assert not data.looks_like_local_path(repo_id)
+
+
+def test_a_missing_media_root_is_found_at_load_time(tmp_path):
+    path = write_jsonl(tmp_path / "rl.jsonl", make_records(2))
+    with pytest.raises(data.MediaRootError, match=r"^no/such/dir: the media root does not exist"):
+        load_videorft_dataset(path, media_root="no/such/dir")
+    with pytest.raises(data.MediaRootError, match="is not a folder"):
+        load_videorft_dataset(path, media_root=path)

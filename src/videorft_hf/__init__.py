@@ -5,7 +5,9 @@ __version__ = "0.1.0.dev0"
 from .collators import DataCollatorForVideoLanguageModeling, SampleTooLongError
 from .configs import VideoGRPOConfig, VideoRFTScriptArguments, VideoSFTConfig
 from .data import (
+    DataFileNotFoundError,
     MediaPathError,
+    MediaRootError,
     NoValidRecordsError,
     RecordValidationError,
     fetch_media,

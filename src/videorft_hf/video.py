@@ -83,6 +83,10 @@ class ImageDecodeError(MediaDecodeError):
     """An image could not be loaded."""
 
 
+class ImageNotFoundError(ImageDecodeError, FileNotFoundError):
+    """The image file does not exist."""
+
+
 # --------------------------------------------------------------------------------------------- config
 _PRESETS: dict[str, dict] = {
     # VideoRFT training: exactly 16 frames at 128*28*28 pixels per frame.
@@ -693,14 +697,14 @@ def load_image(path: str | os.PathLike, config: VideoSamplingConfig | None = Non
         A `PIL.Image.Image` in RGB whose sides are multiples of `config.patch_factor`.
 
     Raises:
-        ImageDecodeError: for a missing or unreadable file, or an aspect ratio above 200.
+        ImageDecodeError: for a missing (`ImageNotFoundError`) or unreadable file, or an aspect ratio above 200.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     config = config or VideoSamplingConfig()
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ImageDecodeError(path, "file not found", "Check the media root and the record's `path`.")
+        raise ImageNotFoundError(path, "file not found", "Check the media root and the record's `path`.")
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
