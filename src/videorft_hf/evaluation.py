@@ -1,7 +1,9 @@
 """`videorft eval`: a model on the paper's video benchmarks, resumable, scored by the `videorft_accuracy` metric.
 
 Benchmarks are files in the Video-R1-eval record schema (REFERENCE section 2: a JSON array or JSON lines, or a Hub
-dataset), with media under `media_root`. Rows are built by `videorft_hf.data` (the package's prompts, the same code as
+dataset), with media under `media_root`. A relative benchmark path is looked up in the current folder, then under
+`media_root` (`resolve_benchmark_spec`); a local path found in neither place, a missing `media_root`, or a benchmark
+none of whose media files exist stops the run before the model loads. Rows are built by `videorft_hf.data` (the package's prompts, the same code as
 training), media is decoded by `videorft_hf.video` with the evaluation preset (32 frames at 256*28*28) and encoded by
 `videorft_hf.processing` (the code path of `VideoGRPOTrainer`), and outputs are scored by the metric module shipped
 in `videorft_hf/metrics/videorft_accuracy`, which `evaluate.load(metric_path())` also loads offline.
@@ -19,8 +21,8 @@ Output folder:
 - `results.json` and `results.md`: one score per benchmark (percent, as the paper), per problem type, and for
   VSI-Bench the multiple-choice accuracy, the MRA and the combined score (the mean of per-sample scores over all its
   samples: exact match for multiple-choice questions, MRA for numeric ones; this is how the paper's VSI-Bench column is
-  formed). A sample whose media fails to decode is recorded with its error, counted under `num_errors` and left out
-  of the scores.
+  formed). A sample whose media is missing or fails to decode is recorded with its error (`VideoNotFoundError`,
+  `CorruptVideoError`, ...), counted under `num_errors` and left out of the scores.
 - `run_config.json`: what the predictions depend on (model, adapter, sampling, decoding, system prompt); resuming
   with different values is refused (use a new `output_dir` or `overwrite_output_dir`).
 
