@@ -303,6 +303,7 @@ def test_load_raw_formats(tmp_path, fmt):
         path = str(tmp_path / "rl.json")
         with open(path, "w") as stream:
             json.dump(records, stream)
+    (tmp_path / "media").mkdir()  # the media root must exist; its files are only checked when decoded
     dataset = load_videorft_dataset(path, media_root=tmp_path / "media", cache_dir=str(tmp_path / "cache"))
     assert isinstance(dataset, datasets.Dataset) and len(dataset) == 25
     assert dataset.features == conversation_features(with_completion=False)

@@ -34,6 +34,17 @@ def _video_stream(container, codec: str, rate, options: dict, pix_fmt: str = "yu
     return stream
 
 
+def _encode_frames(container, stream, num_frames: int, pix_fmt: str = "yuv420p") -> None:
+    """Encodes and muxes index frames 0..num_frames-1 with timestamps 0, 1, ... in the stream's rate, then flushes."""
+    for i in range(num_frames):
+        frame = _index_frame(i, pix_fmt=pix_fmt)
+        frame.pts = i
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def write_duplicate_timestamps(path: Path, num_frames: int = 48) -> None:
     """H.264 in Matroska with variable frame timing where some consecutive frames share one timestamp (as screen
     recorders and some phone muxers write them): frames 4, 11, 18, ... have the timestamp of the frame before."""
@@ -77,14 +88,7 @@ def write_open_gop(path: Path, num_frames: int = 48) -> None:
     them) and pyramid B-frames, so decode timestamps start negative. Broadcast and camera encoders do this."""
     params = "open-gop=1:bframes=3:b-pyramid=normal:keyint=12:min-keyint=12:scenecut=0"
     with av.open(str(path), "w") as container:
-        stream = _video_stream(container, "libx264", 24, {**_X264, "x264-params": params})
-        for i in range(num_frames):
-            frame = _index_frame(i)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _encode_frames(container, _video_stream(container, "libx264", 24, {**_X264, "x264-params": params}), num_frames)
 
 
 def write_audio_first(path: Path, num_frames: int = 32) -> None:
@@ -99,13 +103,7 @@ def write_audio_first(path: Path, num_frames: int = 32) -> None:
         samples.sample_rate, samples.pts = 16000, 0
         for packet in [*audio.encode(samples), *audio.encode()]:
             container.mux(packet)
-        for i in range(num_frames):
-            frame = _index_frame(i)
-            frame.pts = i
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+        _encode_frames(container, video, num_frames)
 
 
 def write_resolution_change(path: Path, num_frames: int = 32) -> None:
@@ -133,14 +131,7 @@ def write_resolution_change(path: Path, num_frames: int = 32) -> None:
 
 def _write_codec(path: Path, codec: str, pix_fmt: str, options: dict, num_frames: int = 24) -> None:
     with av.open(str(path), "w") as container:
-        stream = _video_stream(container, codec, 12, options, pix_fmt=pix_fmt)
-        for i in range(num_frames):
-            frame = _index_frame(i, pix_fmt=pix_fmt)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _encode_frames(container, _video_stream(container, codec, 12, options, pix_fmt=pix_fmt), num_frames, pix_fmt)
 
 
 def write_hevc_10bit(path: Path) -> None:
