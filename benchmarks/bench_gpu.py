@@ -445,6 +445,7 @@ def _trainer_callback(recorder: Recorder, report: dict):
         def on_train_end(self, args, state, control, model=None, **kwargs):
             _synchronize()
             report["memory_training"] = _memory()
+            report["logs"] = [entry for entry in state.log_history if "loss" in entry]  # loss, grad norm, rewards
             report["trainable"] = moved_shares(self.snapshot, model)
             self.snapshot = None
 
@@ -589,6 +590,9 @@ def run_command(spec: dict) -> dict:
     generation = recorder.seconds.get("generation", 0.0)
     report["generation_s"] = round(generation, 3)
     report["tokens_per_s"] = round(recorder.tokens / generation, 1) if generation else None
+    if spec["command"] == "eval":
+        samples = spec["argv"][spec["argv"].index("--max_samples") + 1]
+        report["seconds_per_sample"] = round(generation / int(samples), 3)
     return summarise(report)
 
 
@@ -794,8 +798,8 @@ def _row(name: str, run: dict) -> str:
     memory = run.get("memory_run", {})
     peak = f"{_fmt(memory.get('allocated_gib'))} / {_fmt(memory.get('reserved_gib'))}"
     if run["command"] == "eval":
-        return (f"| {name} | 8 samples | {_fmt(run['wall_s'])} (whole run) | | {_fmt(run['generation_s'])} | | | "
-                f"| {peak} | {_fmt(run['tokens_per_s'])} | |")
+        return (f"| {name} | 8 samples | {_fmt(run['seconds_per_sample'], 2)} per sample | "
+                f"| {_fmt(run['generation_s'])} | | | | {peak} | {_fmt(run['tokens_per_s'])} | |")
     step, share, trainable = run.get("step", {}), run.get("share", {}), run.get("trainable", {})
     groups = " / ".join(_fmt(trainable.get(group, {}).get("min_share"), 3) for group in ("vision", "language"))
     shape = f"{run['prompts_per_step']} x 8" if run["command"] == "grpo" else f"{run['prompts_per_step']} sample"

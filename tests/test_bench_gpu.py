@@ -27,7 +27,7 @@ def check_figures(figures: dict, names: list[str]) -> None:
         if run["command"] != "sft":
             assert run["generated_tokens"] > 0 and run["tokens_per_s"] > 0, name
         if run["command"] == "eval":
-            assert run["generation_s"] > 0
+            assert run["generation_s"] > 0 and run["seconds_per_sample"] == pytest.approx(run["generation_s"] / 8, 0.01)
             continue
         assert len(run["per_step"]) == run["steps"]
         step = run["step"]
@@ -36,6 +36,7 @@ def check_figures(figures: dict, names: list[str]) -> None:
         assert trainable["tensors"] == len(trainable["shares"]) > 0
         assert all(0.0 <= share <= 1.0 for share in trainable["shares"].values())
         assert run["save_model_skipped"] and run["load_s"] > 0
+        assert [entry["step"] for entry in run["logs"]] == list(range(1, run["steps"] + 1))
         if run["command"] == "grpo":
             # Every stage ran and took time; the rest of the step (backward, optimiser) is what is left of it.
             assert all(step[stage] > 0 for stage in STAGES), step
