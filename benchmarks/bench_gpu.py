@@ -181,7 +181,7 @@ class Run:
 
 
 def default_runs(tiny: bool = False) -> list[Run]:
-    """The benchmark's runs, most important first. At tiny sizes the completion lengths are 8 and 16 tokens."""
+    """The benchmark's runs, most important first; at tiny sizes the completion lengths are `TINY_LENGTHS`."""
     short, long = TINY_LENGTHS if tiny else LENGTHS
     return [
         # The QLoRA recipe as it ships: 8 completions per micro-batch, 2 micro-batches = 2 prompts x 8.
@@ -576,6 +576,7 @@ def run_command(spec: dict) -> dict:
     if torch.cuda.is_available() and not spec["tiny"]:
         torch.cuda.init()
         _reset_peak()
+        report["device"] = torch.cuda.get_device_name()
     patches = _instrument(recorder, report)
     try:
         module = __import__(f"videorft_hf.scripts.{spec['command']}", fromlist=["main"])
@@ -683,6 +684,7 @@ def _prepare_model(kind: str, name: str, path: Path, tiny: bool, isolation: str,
     if marker.is_file():
         return {**json.loads(marker.read_text()), "reused": True}
     spec = {"kind": kind, "name": name, "path": str(path), "tiny": tiny, "family": family}
+    path.parent.mkdir(parents=True, exist_ok=True)
     figures = _child(spec, path.parent / f"{name}.json", isolation, timeout=1800)
     marker.write_text(json.dumps(figures))
     return figures
@@ -725,7 +727,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     figures: dict[str, Any] = {
-        "machine": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.tiny else "cpu",
+        "machine": "cpu",  # the GPU's name comes from the first run (this process never initialises CUDA)
         "date": time.strftime("%Y-%m-%d"),
         "tiny": args.tiny,
         "versions": _versions(),
@@ -762,6 +764,7 @@ def main(argv: list[str] | None = None) -> dict:
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             result = {"error": str(error)}
         figures["runs"][run.name] = {**asdict(run), **result}
+        figures["machine"] = result.get("device", figures["machine"])
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(table(figures))
     if args.json:
