@@ -585,7 +585,11 @@ def run_command(spec: dict) -> dict:
         for owner, name, original in reversed(patches):
             setattr(owner, name, original)
     report["wall_s"] = round(time.perf_counter() - report.pop("_started"), 2)
-    report["memory_run"] = _memory()
+    # The run's peak: loading, then training (the comparison of the trainable tensors afterwards is not counted).
+    phases = [report[key] for key in ("memory_at_train_begin", "memory_training") if key in report] or [_memory()]
+    report["memory_run"] = {
+        key: None if phases[0][key] is None else max(phase[key] for phase in phases) for key in phases[0]
+    }
     report["max_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
     report["generated_tokens"] = recorder.tokens
     generation = recorder.seconds.get("generation", 0.0)
@@ -795,6 +799,17 @@ def _part(step: dict, share: dict, *keys: str) -> str:
     return f"{seconds:.1f} ({100 * sum(share.get(key, 0.0) for key in keys):.0f}%)"
 
 
+def _moved(trainable: dict) -> str:
+    """`kept / tensors` overall (vision / language): tensors of which at least 90% of the elements changed."""
+    def kept(group: dict) -> str:
+        return f"{group['tensors'] - group['below_0.9']}/{group['tensors']}" if group else "-"
+
+    if not trainable:
+        return "-"
+    groups = " / ".join(kept(trainable.get(group, {})) for group in ("vision", "language"))
+    return f"{kept(trainable)} ({groups})"
+
+
 def _row(name: str, run: dict) -> str:
     if "error" in run:
         return f"| {name} | FAILED: {run['error'][-300:].replace('|', '/')} |" + " |" * 9
@@ -803,15 +818,14 @@ def _row(name: str, run: dict) -> str:
     if run["command"] == "eval":
         return (f"| {name} | 8 samples | {_fmt(run['seconds_per_sample'], 2)} per sample | "
                 f"| {_fmt(run['generation_s'])} | | | | {peak} | {_fmt(run['tokens_per_s'])} | |")
-    step, share, trainable = run.get("step", {}), run.get("share", {}), run.get("trainable", {})
-    groups = " / ".join(_fmt(trainable.get(group, {}).get("min_share"), 3) for group in ("vision", "language"))
+    step, share = run.get("step", {}), run.get("share", {})
     shape = f"{run['prompts_per_step']} x 8" if run["command"] == "grpo" else f"{run['prompts_per_step']} sample"
     logprob = f"{_fmt(step.get('logprob_nograd'))} / {_fmt(step.get('logprob_policy'))}" if step else "-"
     return (
         f"| {name} | {shape} | {_fmt(step.get('step_s'))} | {_part(step, share, 'data', 'decode')} "
         f"| {_part(step, share, 'generation')} | {_part(step, share, 'rewards')} | {logprob} "
         f"| {_part(step, share, 'backward_optimizer')} | {peak} | {_fmt(run.get('tokens_per_s'))} "
-        f"| {_fmt(trainable.get('min_share'), 3)} ({groups}) |"
+        f"| {_moved(run.get('trainable', {}))} |"
     )
 
 
@@ -821,7 +835,7 @@ def table(figures: dict) -> str:
         f"{figures['machine']}, {figures['date']}, " + ", ".join(f"{k} {v}" for k, v in figures["versions"].items()),
         "",
         "| run | batch per step | step s | data + decode | generation | rewards | log-prob s (no grad / policy) "
-        "| backward + optimiser | peak GiB (allocated / reserved) | tokens/s | moved, min (vision / language) |",
+        "| backward + optimiser | peak GiB (allocated / reserved) | tokens/s | tensors >= 90% moved (vision / language) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name, run) for name, run in figures["runs"].items()]
