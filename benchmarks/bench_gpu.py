@@ -16,8 +16,8 @@ and completion length, in a process of its own (peak memory is the run's own), a
   passes (no-grad reference/old passes, and the policy's own forward with grad), and the rest of the step
   (backward, optimiser, loss);
 - generated tokens per second (tokens that generation returned, over generation time);
-- the share of the elements of each trainable tensor that changed between the start and the end of training
-  (smallest per tensor, and per vision / language group).
+- the share of the elements of each trainable tensor that changed between the start and the end of training (the
+  table counts the tensors of which at least 90% changed, overall and per vision / language group).
 
 The final `save_model` of each command is skipped (writing a 7B checkpoint measures the disk, not the recipe), and
 checkpoints are off (`--save_strategy no`). The paper's GRPO recipe runs without vLLM and without DeepSpeed
@@ -27,11 +27,11 @@ GRPO runs add `ungated_semantic_reward` (the semantic-consistency reward without
 rewards. It varies between completions, so every step trains, and SigLIP encodes every rollout's frames and texts,
 as the gated reward does in a real run once answers are correct.
 
-    make bench-gpu                                           # GPU only; about 8 minutes on one H200
+    make bench-gpu                                           # GPU only; planned for 8 minutes (--budget_s 480)
     HF_HUB_OFFLINE=1 python benchmarks/bench_gpu.py --runs grpo-paper-1024 eval --json gpu.json
     HF_HUB_OFFLINE=1 python benchmarks/bench_gpu.py --tiny   # the whole pipeline on CPU at tiny sizes (the tests)
 
-Runs go in the order of `DEFAULT_RUNS`; with `--budget_s`, a run whose estimate no longer fits is skipped and listed
+Runs go in the order of `default_runs()`; with `--budget_s`, a run whose estimate no longer fits is skipped and listed
 (run it with `--runs NAME`). Models and videos are kept in `--work_dir` and reused by later invocations.
 `main(argv)` returns the figures as a dict.
 """
@@ -321,7 +321,8 @@ _SEMANTIC_REWARD = None
 
 def ungated_semantic_reward(completions, **kwargs):
     """VideoRFT's semantic-consistency reward without the accuracy gate, with the benchmark's SigLIP (the path in
-    the `BENCH_GPU_SIGLIP` environment variable); passed to `videorft grpo` as `benchmarks.bench_gpu.ungated_...`."""
+    the `BENCH_GPU_SIGLIP` environment variable). `videorft grpo` gets it as
+    `--reward_funcs ... benchmarks.bench_gpu.ungated_semantic_reward` (a dotted path, imported from the repository)."""
     global _SEMANTIC_REWARD
     if _SEMANTIC_REWARD is None:
         from videorft_hf.rewards import get_semantic_consistency_reward
