@@ -191,7 +191,7 @@ def default_runs(tiny: bool = False) -> list[Run]:
         Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=70),
         Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=140),
         Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170),
-        Run("sft-qlora", "sft", str(SFT_QLORA), steps=3, estimate_s=45),
+        Run("sft-qlora", "sft", str(SFT_QLORA), steps=2 if tiny else 3, estimate_s=45),
         Run("eval", "eval", str(EVAL_RECIPE), estimate_s=40),
         Run("qwen3-grpo-qlora-256", "grpo", str(GRPO_QLORA), family="qwen3_vl", completion_length=short,
             estimate_s=90),

@@ -64,6 +64,7 @@ def test_tiny_pipeline_runs_every_kind_of_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # seven runs and three model builds, each importing the stack afresh
 def test_tiny_pipeline_every_run_in_its_own_process(tmp_path):
     out = tmp_path / "figures.json"
     subprocess.run(
