@@ -617,8 +617,9 @@ def summarise(report: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------------------
 # The runs
 # ------------------------------------------------------------------------------------------------------------------
-def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path) -> list[str]:
-    """The command line of a run: the recipe, then flags for the model, data and sizes (flags override)."""
+def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, extra_reward: bool = True) -> list[str]:
+    """The command line of a run: the recipe, then flags for the model, data and sizes (flags override).
+    `extra_reward` adds `ungated_semantic_reward` to a GRPO run's rewards (see the module docstring)."""
     model = paths[run.family]
     out = str(workdir / "outputs" / run.name)
     if run.command == "eval":
@@ -633,7 +634,7 @@ def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path) -> 
             "--logging_steps", "1"]
     if run.command == "grpo":
         rewards = recipe_values(run.recipe).get("reward_funcs") or []
-        argv += ["--reward_funcs", *rewards, "benchmarks.bench_gpu.ungated_semantic_reward"]
+        argv += ["--reward_funcs", *rewards] + (["benchmarks.bench_gpu.ungated_semantic_reward"] if extra_reward else [])
         argv += ["--dataset_name", paths["rl"], "--semantic_model_name_or_path", paths["siglip"],
                  "--max_completion_length", str(run.completion_length), "--use_vllm", "false",
                  "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", str(run.prompts_per_step),
@@ -705,6 +706,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work_dir", help="models, videos and outputs (kept for later invocations)")
     parser.add_argument("--isolation", choices=("process", "none"), help="a process per run (default on GPU) "
                         "or all in this one (default with --tiny)")
+    parser.add_argument("--recipe_rewards_only", action="store_true", help="GRPO without ungated_semantic_reward: "
+                        "nothing trains (all rewards 0) and SigLIP (3.3 GiB) is never loaded, as in a measurement "
+                        "made without it")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -735,6 +739,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": "cpu",  # the GPU's name comes from the first run (this process never initialises CUDA)
         "date": time.strftime("%Y-%m-%d"),
         "tiny": args.tiny,
+        "recipe_rewards_only": args.recipe_rewards_only,
         "versions": _versions(),
         "setup": {},
         "runs": {},
@@ -763,7 +768,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         print(f"running {run.name} ...", file=sys.stderr, flush=True)
         spec = {"kind": "command", "name": run.name, "command": run.command, "tiny": args.tiny,
-                "siglip": paths["siglip"], "argv": command_argv(run, paths, args.tiny, workdir)}
+                "siglip": paths["siglip"], "argv": command_argv(run, paths, args.tiny, workdir, not args.recipe_rewards_only)}
         try:
             result = _child(spec, workdir / f"{run.name}.json", isolation, timeout=max(600, 4 * run.estimate_s))
         except (RuntimeError, subprocess.TimeoutExpired) as error:

@@ -111,3 +111,36 @@ def test_the_cpu_runner_leaves_the_gpu_benchmark_out():
     from benchmarks.__main__ import discover
 
     assert "bench_gpu" not in discover() and "bench_frames" in discover()
+
+
+def test_gpu_command_lines_parse_with_the_recipes_and_the_run_sizes(tmp_path):
+    """The GPU runs' flags (not exercised by --tiny, which adds CPU flags) parse with the commands' own parsers."""
+    from videorft_hf.scripts import eval as eval_script
+    from videorft_hf.scripts import grpo, sft
+
+    paths = {key: str(tmp_path / key) for key in ("root", "rl", "cot", "eval", "siglip", "qwen2_5_vl", "qwen3_vl")}
+    parsers = {"grpo": grpo.make_parser, "sft": sft.make_parser, "eval": eval_script.make_parser}
+    for run in bench_gpu.default_runs():
+        for extra_reward in (True, False):
+            argv = bench_gpu.command_argv(run, paths, tiny=False, workdir=tmp_path, extra_reward=extra_reward)
+            parsed = parsers[run.command]().parse_args_and_config(argv + (["--use_cpu", "true"] * (run.command != "eval")))
+            if run.command == "eval":
+                (args,) = parsed
+                assert args.max_samples == 8 and args.max_new_tokens == 64 and args.model_name_or_path == paths["qwen2_5_vl"]
+                assert args.video_sampling_preset == "videorft-eval"
+                continue
+            script_args, training_args, model_args = parsed
+            assert training_args.max_steps == run.steps and training_args.save_strategy == "no"
+            assert model_args.model_name_or_path == paths[run.family] and model_args.dtype == "bfloat16"
+            assert training_args.gradient_accumulation_steps == run.prompts_per_step
+            if run.command == "grpo":
+                assert training_args.max_completion_length == run.completion_length in bench_gpu.LENGTHS
+                assert not training_args.use_vllm and training_args.num_generations == 8
+                assert training_args.per_device_train_batch_size == 8
+                assert script_args.reward_funcs[:3] == ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
+                assert ("benchmarks.bench_gpu.ungated_semantic_reward" in script_args.reward_funcs) == extra_reward
+                assert model_args.load_in_4bit == ("qlora" in run.name)
+            else:
+                assert model_args.load_in_4bit and model_args.use_peft
+    lengths = {run.completion_length for run in bench_gpu.default_runs() if run.command == "grpo"}
+    assert lengths == set(bench_gpu.LENGTHS)
