@@ -2,7 +2,8 @@
 
 Every run here is `accelerate launch` of the real commands on CPU processes (gloo), a tiny Qwen2.5-VL and real mp4
 files of 4 frames at 56x56. The FSDP runs load the model in bfloat16 with `bf16: true` at the paper's learning rate
-(1e-6), as users train it.
+(1e-6), as users train it. `make test` runs the FSDP and two-machine tests; `make test-distributed` runs these and
+the DeepSpeed ones (`pip install -e ".[deepspeed]"`).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def test_fsdp2_on_two_cpu_processes_trains_bf16_saves_and_resumes(command, data,
     _check_runs(data, run, resumed, _fsdp_weights)
 
 
+@pytest.mark.slow  # and DeepSpeed's first CPU run compiles its shared-memory op (minutes, cached afterwards)
 @pytest.mark.distributed
 @pytest.mark.parametrize(("config", "command"), [("zero2", "sft"), ("zero3", "grpo")])
 def test_deepspeed_on_two_cpu_processes_trains_bf16_saves_and_resumes(config, command, data, tmp_path):
@@ -202,3 +204,35 @@ def test_two_machines_on_loopback_train_two_grpo_steps(data, tmp_path):
         both = scored[0][step]["rewards"] + scored[1][step]["rewards"]
         assert logged[step] == pytest.approx(sum(both) / len(both))
     assert (out / "model.safetensors").is_file()
+
+
+def test_slurm_launcher_starts_one_accelerate_launch_per_node(tmp_path):
+    """recipes/launch_slurm.sh under a 2-node allocation (srun, scontrol and accelerate stubbed): machine ranks from
+    SLURM_NODEID, the first node as the rendezvous address, process counts from the allocation."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in {
+        "srun": 'shift 2\nfor node in 0 1; do SLURM_NODEID=$node "$@"; done',  # runs the per-node command on each
+        "scontrol": "printf 'gpu-node-a\\ngpu-node-b\\n'",
+        "accelerate": 'echo "accelerate $*"',
+    }.items():
+        (stubs / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "SLURM_NNODES": "2",
+           "SLURM_JOB_NODELIST": "gpu-node-[a-b]", "GPUS_PER_NODE": "8"}
+    result = subprocess.run(
+        ["bash", str(REPO / "recipes" / "launch_slurm.sh"), "grpo", "--config", "recipe.yaml", "--seed", "1"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    for rank, line in enumerate(lines):
+        assert line == (
+            "accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_machines 2 --num_processes 16"
+            f" --machine_rank {rank} --main_process_ip gpu-node-a --main_process_port 29500 --rdzv_backend static"
+            " -m videorft_hf.scripts.grpo --config recipe.yaml --seed 1"
+        )
+    unknown = subprocess.run(["bash", str(REPO / "recipes" / "launch_slurm.sh"), "train"], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert unknown.returncode == 2 and "unknown command 'train'; use sft or grpo" in unknown.stderr
