@@ -74,16 +74,19 @@ def _run(command: list[str], cwd: Path, env: dict) -> str:
     return output
 
 
-def _launch(config: str, command: str, data: dict, output_dir: Path, *extra: str) -> str:
-    """`accelerate launch` with a recipe's accelerate config on two CPU processes, the model in bf16 with bf16 mixed
-    precision at lr 1e-6, two steps, a checkpoint after each."""
+def _launch(config: str, command: str, data: dict, output_dir: Path, *extra: str, processes: int = 2) -> str:
+    """`accelerate launch` with a recipe's accelerate config on two CPU processes (or GPUs), the model in bf16 with
+    bf16 mixed precision at lr 1e-6, two steps, a checkpoint after each."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml")]
-    launch += ["--num_processes", "2", "--main_process_port", str(_free_port()), str(HERE / "cpu_launch.py")]
+    launch += ["--num_processes", str(processes), "--main_process_port", str(_free_port())]
     args = _command_args(command, data, output_dir, "--dtype", "bfloat16", "--bf16", "true")
     args += ["--learning_rate", "1e-6", "--max_steps", "2", "--save_steps", "1", *extra]
-    if config.startswith("zero"):
-        args += ["--use_cpu", "false"]  # DeepSpeed's CPU accelerator (accelerate ignores DeepSpeed under use_cpu)
-    return _run([*launch, command, *args], output_dir.parent, _env(DS_ACCELERATOR="cpu"))
+    env = _env()
+    if config.startswith("zero") or torch.cuda.is_available():
+        args += ["--use_cpu", "false"]  # a GPU, or DeepSpeed's CPU accelerator (accelerate drops DeepSpeed under use_cpu)
+    if not torch.cuda.is_available():
+        env["DS_ACCELERATOR"] = "cpu"
+    return _run([*launch, str(HERE / "cpu_launch.py"), command, *args], output_dir.parent, env)
 
 
 def _fsdp_weights(checkpoint: Path) -> dict:
@@ -157,6 +160,20 @@ def test_deepspeed_on_two_cpu_processes_trains_bf16_saves_and_resumes(config, co
     output = _launch(config, command, data, run)
     assert "Process 0 of 2 (DEEPSPEED)" in output and "Process 1 of 2 (DEEPSPEED)" in output
     _launch(config, command, data, resumed, "--resume_from_checkpoint", str(run / "checkpoint-1"))
+    _check_runs(data, run, resumed, _deepspeed_weights)
+
+
+@pytest.mark.gpu
+def test_deepspeed_zero3_grpo_on_one_gpu_gathers_generates_saves_and_resumes(data, tmp_path):
+    """The recipe's ZeRO-3 config on one GPU: parameters gathered for generation, the reference model, the 16-bit
+    save and the resume, as in the CPU test."""
+    pytest.importorskip("deepspeed")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    output = _launch("zero3", "grpo", data, run, processes=1)
+    assert "Process 0 of 1 (DEEPSPEED)" in output
+    _launch("zero3", "grpo", data, resumed, "--resume_from_checkpoint", str(run / "checkpoint-1"), processes=1)
     _check_runs(data, run, resumed, _deepspeed_weights)
 
 
