@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from videorft_hf.testing import save_tiny_vlm, write_test_video
+from videorft_hf.testing import make_record, save_tiny_vlm, write_test_video
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -34,12 +34,8 @@ def data(tmp_path_factory):
     records = []
     for i in range(4):
         write_test_video(root / "media" / f"clip{i}.mp4", num_frames=4, fps=2.0, width=56, height=56)
-        records.append(
-            {"problem_id": i, "problem": f"Which shape moves first in clip {i}?", "data_type": "video",
-             "problem_type": "multiple choice", "options": ["A. circle", "B. square"],
-             "process": f"<think>Clip {i} starts with the circle.</think>", "solution": "<answer>A</answer>",
-             "path": f"./media/clip{i}.mp4", "data_source": "test"}
-        )
+        record = make_record(i, "multiple choice", "A", f"./media/clip{i}.mp4", options=["A. circle", "B. square"])
+        records.append({**record, "process": f"<think>Clip {i} starts with the circle.</think>"})
     (root / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return {"jsonl": str(root / "rows.jsonl"), "root": str(root), "model": str(save_tiny_vlm("qwen2_5_vl", root / "model"))}
 
