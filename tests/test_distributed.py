@@ -70,11 +70,13 @@ def _run(command: list[str], cwd: Path, env: dict) -> str:
     return output
 
 
-def _launch(config: str, command: str, data: dict, output_dir: Path, *extra: str, processes: int = 2) -> str:
+def _launch(
+    config: str, command: str, data: dict, output_dir: Path, *extra: str, processes: int = 2, launch_flags=()
+) -> str:
     """`accelerate launch` with a recipe's accelerate config on two CPU processes (or GPUs), the model in bf16 with
     bf16 mixed precision at lr 1e-6, two steps, a checkpoint after each."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml")]
-    launch += ["--num_processes", str(processes), "--main_process_port", str(_free_port())]
+    launch += ["--num_processes", str(processes), "--main_process_port", str(_free_port()), *launch_flags]
     args = _command_args(command, data, output_dir, "--dtype", "bfloat16", "--bf16", "true")
     args += ["--learning_rate", "1e-6", "--max_steps", "2", "--save_steps", "1", *extra]
     env = _env()
@@ -145,6 +147,25 @@ def test_fsdp2_on_two_cpu_processes_trains_bf16_saves_and_resumes(command, data,
     assert "Process 0 of 2 (FSDP)" in output and "Process 1 of 2 (FSDP)" in output
     _launch("fsdp", command, data, resumed, "--resume_from_checkpoint", str(run / "checkpoint-1"))
     _check_runs(data, run, resumed, _fsdp_weights)
+
+
+@pytest.mark.distributed
+def test_fsdp2_sharded_checkpoints_resume_and_the_final_model_is_saved_whole(data, tmp_path):
+    """With `fsdp_state_dict_type: SHARDED_STATE_DICT` each process writes its own shards into the checkpoints; the
+    run resumes from them, and the model of output_dir is still saved whole (transformers saves none otherwise)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    sharded = ("--fsdp_state_dict_type", "SHARDED_STATE_DICT")
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    _launch("fsdp", "sft", data, run, launch_flags=sharded)
+    assert (run / "checkpoint-1" / "pytorch_model_fsdp_0").is_dir()
+    assert not (run / "checkpoint-1" / "model.safetensors").exists()
+    _launch("fsdp", "sft", data, resumed, "--resume_from_checkpoint", str(run / "checkpoint-1"), launch_flags=sharded)
+    assert not (resumed / "checkpoint-1").exists()
+    expected, got = load_file(run / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    AutoModelForImageTextToText.from_pretrained(resumed)
+    AutoProcessor.from_pretrained(resumed)
 
 
 @pytest.mark.slow  # and DeepSpeed's first CPU run compiles its shared-memory op (minutes, cached afterwards)
