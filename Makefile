@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv test test-all test-distributed lint bench demo clean
+.PHONY: venv test test-all test-distributed lint bench bench-gpu demo clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+
+# GPU only (about 8 minutes on one H200); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
+bench-gpu: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_gpu.py $(ARGS)

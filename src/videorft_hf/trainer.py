@@ -47,6 +47,7 @@ from trl import GRPOTrainer
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
 from .hub import videorft_tags
+from .modeling import keep_updates
 from .processing import (
     RowMedia,
     UnsupportedVideoModelError,
@@ -171,6 +172,8 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+        # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
+        keep_updates(self.model, self.args)
 
     def _suppress_vision_placeholders(self) -> None:
         # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
