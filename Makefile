@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv test test-all lint bench bench-gpu demo clean
+.PHONY: venv test test-all test-distributed lint bench bench-gpu demo clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ venv: $(BIN)/activate
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# FSDP2, DeepSpeed ZeRO-2/3 and two machines on loopback, each under `accelerate launch` on 2 CPU processes (~10 min;
+# the first DeepSpeed run also compiles DeepSpeed's CPU communication op once).
+test-distributed: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m distributed tests/test_distributed.py
 
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"
