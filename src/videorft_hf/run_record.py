@@ -45,6 +45,8 @@ RECORDED_TRAINING_ARGS = (
     "max_completion_length",
     "max_length",
     "bf16",
+    "trainable_dtype",
+    "disable_dropout",
     "gradient_checkpointing",
     "seed",
 )
@@ -101,6 +103,10 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         record["train_rows"] = len(trainer.train_dataset)
     if script_args is not None:
         record["system_prompt"] = script_args.system_prompt
+        record["freeze_vision_tower"] = getattr(script_args, "freeze_vision_tower", None)
+    # What the optimiser updated, as trained (float32 master weights unless DeepSpeed keeps its own).
+    dtypes = {str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad}
+    record["trainable_dtypes"] = sorted(dtypes) or None
     if stage == "grpo":
         record["reward_funcs"] = [
             getattr(func, "__name__", str(func))
