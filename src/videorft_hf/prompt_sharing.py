@@ -236,14 +236,18 @@ def _pixel_rows(rows: Sequence[Mapping[str, Any] | None]) -> int:
     return sum(int(row[key].shape[0]) for row in rows if row for key in _PIXEL_KEYS if key in row)
 
 
+def _check_fused_head(base) -> None:
+    # `add_fused_lm_head` replaces the instance's `forward` (the class keeps the plain one).
+    if "forward" not in vars(base):
+        raise TypeError(
+            f"{type(base).__name__} needs trl's fused LM head: call "
+            "trl.trainer.utils.add_fused_lm_head(model, temperature=..., outputs=('log_probs', 'entropy')) "
+            "first (GRPOTrainer does it for its models; on a peft model, patch model.get_base_model())."
+        )
+
+
 def _call(model, inputs: dict, labels: torch.Tensor, compute_entropy: bool):
     outputs = model(**inputs, labels=labels, fused_lm_head=True)
-    if getattr(outputs, "log_probs", None) is None:
-        raise TypeError(
-            f"{type(_unwrap(model)).__name__} returned no log_probs: it needs trl's fused LM head. Call "
-            "trl.trainer.utils.add_fused_lm_head(model, temperature=..., outputs=('log_probs', 'entropy')) "
-            "first (GRPOTrainer does it for its models)."
-        )
     if compute_entropy and outputs.entropy is None:
         raise ValueError(
             "compute_entropy=True, but the model's fused LM head computes no entropy: add it with "
@@ -384,6 +388,7 @@ def shared_prompt_logps(
     token_ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
     prompt_ids, completion_ids = input_ids[:, :-logits_to_keep], input_ids[:, -logits_to_keep:]
     prompt_mask, completion_mask = attention_mask[:, :-logits_to_keep], attention_mask[:, -logits_to_keep:]
+    _check_fused_head(base)
     if len(vision_rows) != rows:
         raise ValueError(f"{len(vision_rows)} vision rows for a batch of {rows} sequences: pass one entry per row.")
     groups = list(groups) if groups is not None else group_rows(prompt_ids, prompt_mask, vision_rows)

@@ -1,0 +1,277 @@
+"""prompt_sharing: log-probs with each prompt and its media computed once equal trl's per-row computation."""
+
+import contextlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+from videorft_hf.processing import (
+    collate_vision,
+    encode_prompt,
+    load_row_media,
+    mm_token_type_ids,
+    model_sampling_config,
+    render_prompt,
+)
+from videorft_hf.prompt_sharing import group_rows, plan_chunks, shared_prompt_logps
+from videorft_hf.testing import build_tiny_vlm, write_test_image, write_test_video
+from videorft_hf.video import VideoSamplingConfig
+
+SAMPLING = VideoSamplingConfig(min_frames=4, max_frames=4, min_pixels=16 * 784, max_pixels=16 * 784)
+G = 3
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return {
+        # Same size and question: identical prompt ids, different pixels (two groups, not one).
+        "clip0": str(write_test_video(root / "clip0.mp4", num_frames=16, fps=8, width=56, height=56)),
+        "clip1": str(write_test_video(root / "clip1.mp4", num_frames=24, fps=12, width=56, height=56)),
+        "image": str(write_test_image(root / "still.png", width=56, height=84, index=3)),
+    }
+
+
+def row(kind, text, path=None):
+    content = ([{"type": kind}] if kind else []) + [{"type": "text", "text": text}]
+    out = {"prompt": [{"role": "user", "content": content}]}
+    if kind:
+        out[kind] = path
+    return out
+
+
+def rollout(model, processor, rows, generations=G, seed=0, shuffle=True):
+    """trl's batch layout for `rows` x `generations` random completions: left-padded prompts, right-padded
+    completions; per-row vision tensors (rows of one prompt share one dict, as the trainer hands them out)."""
+    config = model_sampling_config(SAMPLING, model.config, processor)
+    rng = torch.Generator().manual_seed(seed)
+    prompts, visions, completions = [], [], []
+    for r in rows:
+        media = load_row_media(r, config)
+        ids, vision = encode_prompt(processor, render_prompt(processor, r["prompt"]), media.videos, media.images)
+        for _ in range(generations):
+            prompts.append(ids)
+            visions.append(vision or None)
+            length = int(torch.randint(1, 8, (1,), generator=rng))
+            completions.append(torch.randint(0, 250, (length,), generator=rng).tolist())
+    order = torch.randperm(len(prompts), generator=rng).tolist() if shuffle else list(range(len(prompts)))
+    prompts, visions, completions = [prompts[i] for i in order], [visions[i] for i in order], [completions[i] for i in order]
+    pad = processor.tokenizer.pad_token_id
+    width, keep = max(map(len, prompts)), max(map(len, completions))
+    input_ids = torch.tensor(
+        [[pad] * (width - len(p)) + p + c + [pad] * (keep - len(c)) for p, c in zip(prompts, completions)]
+    )
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (keep - len(c)) for p, c in zip(prompts, completions)]
+    )
+    return input_ids, mask, keep, visions
+
+
+class _WithVision:
+    def __init__(self, model, extra):
+        self.model, self.extra = model, extra
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs, **self.extra)
+
+
+def trl_logps(model, input_ids, mask, keep, visions, batch_size=None):
+    """trl 1.16's own `_get_per_token_logps_and_entropies` with every row's vision tensors (the unshared path)."""
+    extra = collate_vision(visions)
+    config = model.config
+    extra["mm_token_type_ids"] = mm_token_type_ids(input_ids, config.image_token_id, config.video_token_id)
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(autocast=contextlib.nullcontext))
+    method = GRPOTrainer._get_per_token_logps_and_entropies.__wrapped__  # without trl's profiling wrapper
+    if batch_size is None:
+        logps, entropies, _ = method(trainer, _WithVision(model, extra), input_ids, mask, keep, compute_entropy=True)
+        return logps, entropies
+    parts = [
+        trl_logps(model, input_ids[s : s + batch_size], mask[s : s + batch_size], keep, visions[s : s + batch_size])
+        for s in range(0, input_ids.size(0), batch_size)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def gradients(model, logps, entropies, mask, keep):
+    """Parameter gradients of a GRPO-like loss over the log-probs and entropies."""
+    model.zero_grad(set_to_none=True)
+    weights = torch.linspace(-1.0, 1.0, logps.size(0))[:, None]
+    completion_mask = mask[:, -keep:]
+    loss = ((torch.exp(logps) * weights - 0.01 * entropies) * completion_mask).sum() / completion_mask.sum()
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_equal_results(model, input_ids, mask, keep, visions, batch_size=None, grads=True):
+    """Shared and per-row log-probs, entropies (1e-5) and gradients (1e-4 relative) agree; returns the stats."""
+    ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions, batch_size)
+    ref_grads = gradients(model, ref_logps, ref_entropies, mask, keep) if grads else None
+    result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=batch_size, compute_entropy=True)
+    torch.testing.assert_close(result.logps, ref_logps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.entropies, ref_entropies, atol=1e-5, rtol=0)
+    assert (result.logps[mask[:, -keep:] == 0] == 0).all()
+    if grads:
+        ours = gradients(model, result.logps, result.entropies, mask, keep)
+        assert ours.keys() == ref_grads.keys()
+        for name, ref in ref_grads.items():
+            error = (ours[name] - ref).norm() / ref.norm().clamp(min=1e-12)
+            assert error <= 1e-4, f"{name}: relative gradient error {error:.2e}"
+    return result.stats
+
+
+def tiny(family, **kwargs):
+    model, processor = build_tiny_vlm(family, **kwargs)
+    add_fused_lm_head(model, temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    return model, processor
+
+
+def mixed_rows(media):
+    return [
+        row("video", "What happens?", media["clip0"]),
+        row("video", "What happens?", media["clip1"]),
+        row("image", "What colour is this picture, and why?", media["image"]),
+        row(None, "Say hi."),
+    ]
+
+
+def patches(vision) -> int:
+    return sum(vision[k].shape[0] for k in ("pixel_values", "pixel_values_videos") if k in vision) if vision else 0
+
+
+class TowerCounter:
+    """Counts patch rows through the vision tower (a forward hook)."""
+
+    def __init__(self, model):
+        self.patches = 0
+        self.handle = model.model.visual.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        self.patches += args[0].shape[0]
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def test_group_rows_compares_tokens_and_media():
+    ids = torch.tensor([[0, 5, 6], [5, 6, 7], [0, 5, 6], [0, 5, 6]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]])
+    a = {"pixel_values": torch.ones(2, 3)}
+    same_values = {"pixel_values": torch.ones(2, 3)}
+    other = {"pixel_values": torch.zeros(2, 3)}
+    assert group_rows(ids, mask, [a, None, same_values, other]) == [0, 1, 0, 2]
+    # the same tokens behind different padding are one prompt
+    assert group_rows(torch.tensor([[9, 5, 6], [5, 6, 7]])[:, :2], torch.tensor([[0, 1], [1, 1]]), [None, None]) == [
+        0,
+        1,
+    ]
+    with pytest.raises(ValueError, match="3 vision rows for 4 prompts"):
+        group_rows(ids, mask, [None] * 3)
+
+
+def test_plan_chunks_keeps_groups_together_and_splits_what_does_not_fit():
+    chunks = plan_chunks([0, 1, 0, 1, 2, 0], max_rows=3)
+    assert [c.segments for c in chunks] == [[(0, [0, 2, 5])], [(1, [1, 3]), (2, [4])]]
+    assert [c.segments for c in plan_chunks([0, 0, 0, 0], max_rows=3)] == [[(0, [0, 1, 2])], [(0, [3])]]
+    assert sorted(r for c in plan_chunks([2, 0, 1, 0, 2], 2) for r in c.rows) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        plan_chunks([0], 0)
+
+
+# ---------------------------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_equals_trl_per_row_for_mixed_shuffled_batches(media, family):
+    """Video (two clips behind identical prompt ids), image and text prompts of different lengths, G rows each,
+    shuffled: log-probs, entropies and gradients equal trl's; the vision tower sees each medium once."""
+    model, processor = tiny(family)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media))
+    prompt_lengths = mask[:, :-keep].sum(1).unique()
+    assert len(prompt_lengths) == 3 and (mask[:, 0] == 0).any()  # left padding: two clips share one length
+
+    tower = TowerCounter(model)
+    stats = assert_equal_results(model, input_ids, mask, keep, visions)
+    per_row_patches = sum(patches(v) for v in visions)
+    assert tower.patches == per_row_patches + per_row_patches // G  # the per-row pass, then each medium once
+    assert stats.shared and stats.groups == 4 and stats.rows == 4 * G
+    assert stats.vision_patches * G == stats.unshared_vision_patches == per_row_patches
+    shared_tokens = int(mask[:, :-keep].sum()) // G + int(mask[:, -keep:].sum()) + 4 * G  # + one prompt token a row
+    assert stats.lm_tokens >= shared_tokens and stats.lm_tokens <= 1.25 * shared_tokens + 4 * (keep + 1)
+    assert stats.unshared_lm_tokens == input_ids.numel()
+
+
+def test_a_micro_batch_that_splits_groups(media):
+    """`batch_size` rows per pass: groups split across passes each compute their prompt once per pass."""
+    model, processor = tiny("qwen2_5_vl")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], generations=4, seed=1)
+    tower = TowerCounter(model)
+    with torch.no_grad():
+        result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=5)
+    assert tower.patches == result.stats.vision_patches
+    ref, _ = trl_logps(model, input_ids, mask, keep, visions, batch_size=5)
+    torch.testing.assert_close(result.logps, ref, atol=1e-5, rtol=0)
+    # 12 rows, 3 groups of 4, 5 rows a pass: [g0 x4, g1 x1], [g1 x3, g2 x2], [g2 x2]
+    groups = group_rows(input_ids[:, :-keep], mask[:, :-keep], visions)
+    chunks = plan_chunks(groups, 5)
+    assert [[len(rows) for _, rows in c.segments] for c in chunks] == [[4, 1], [3, 2], [2]]
+    expected = sum(patches(visions[rows[0]]) for c in chunks for _, rows in c.segments)
+    assert result.stats.shared and result.stats.vision_patches == expected
+    assert result.stats.unshared_vision_patches == sum(patches(v) for v in visions)
+
+
+def test_gradient_checkpointing_and_lora(media):
+    """A LoRA-wrapped policy in training mode with gradient checkpointing: the trainer's configuration."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = build_tiny_vlm("qwen2_5_vl", seed=3)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "qkv"]))
+    add_fused_lm_head(model.get_base_model(), temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    for name, parameter in model.named_parameters():  # non-zero B matrices: adapters that change the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.05)
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=2)
+    assert_equal_results(model, input_ids, mask, keep, visions)
+    assert any("lora" in n and p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters())
+
+
+def test_eager_attention(media):
+    model, processor = tiny("qwen2_vl", attn_implementation="eager")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1] + mixed_rows(media)[2:3])
+    assert_equal_results(model, input_ids, mask, keep, visions, grads=False)
+
+
+# ---------------------------------------------------------------------------------------------- fallbacks
+def test_per_row_path_where_sharing_cannot_apply(media):
+    model, processor = tiny("qwen2_5_vl")
+    text_ids, text_mask, text_keep, text_visions = rollout(model, processor, [row(None, "Hi"), row(None, "Count.")])
+    singles = rollout(model, processor, mixed_rows(media)[:3], generations=1)
+    shared = rollout(model, processor, mixed_rows(media)[:2], generations=2)
+    cases = [
+        ((text_ids, text_mask, text_keep, text_visions), {}, "no row has media"),
+        (singles, {}, "no prompt has two rows"),
+        (shared, {"share": False}, "share=False"),
+    ]
+    for (input_ids, mask, keep, visions), kwargs, reason in cases:
+        with torch.no_grad():
+            result = shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True, **kwargs)
+            ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions)
+        assert not result.stats.shared and result.stats.reason == reason
+        assert result.stats.lm_tokens == result.stats.unshared_lm_tokens == input_ids.numel()
+        torch.testing.assert_close(result.logps, ref_logps, atol=0, rtol=0)
+        torch.testing.assert_close(result.entropies, ref_entropies, atol=0, rtol=0)
+
+
+def test_typed_errors(media):
+    model, processor = build_tiny_vlm("qwen2_vl")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1], generations=2)
+    with pytest.raises(TypeError, match="needs trl's fused LM head"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions)
+    add_fused_lm_head(model)  # log-probs only
+    with pytest.raises(ValueError, match="computes no entropy"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True)
+    with pytest.raises(ValueError, match="1 vision rows for a batch of 2 sequences"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions[:1])
+    with pytest.raises(ValueError, match="1 group indices for a batch of 2"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions, groups=[0])
