@@ -275,3 +275,20 @@ def test_typed_errors(media):
         shared_prompt_logps(model, input_ids, mask, keep, visions[:1])
     with pytest.raises(ValueError, match="1 group indices for a batch of 2"):
         shared_prompt_logps(model, input_ids, mask, keep, visions, groups=[0])
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_bf16_autocast_adds_no_error_beyond_bf16s_own(media, attn_implementation):
+    """fp32 weights under bf16 autocast, as the trainer runs: sharing is no further from the fp32 result than the
+    per-row path in the same precision is."""
+    model, processor = tiny("qwen2_5_vl", attn_implementation=attn_implementation)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], seed=4)
+    with torch.no_grad():
+        exact, _ = trl_logps(model, input_ids, mask, keep, visions)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            per_row, _ = trl_logps(model, input_ids, mask, keep, visions)
+            result = shared_prompt_logps(model, input_ids, mask, keep, visions)
+    assert result.stats.shared
+    bf16_error = (per_row - exact).abs().max()
+    assert 0 < bf16_error < 0.2
+    assert (result.logps - exact).abs().max() <= 2 * bf16_error
