@@ -63,7 +63,7 @@ def build_batch(model, processor, videos: list[str], completion: int, seed: int 
     lengths = torch.randint(completion // 2, completion + 1, (len(prompt_ids),), generator=rng).tolist()
     pad = processor.tokenizer.pad_token_id
     input_ids, mask = [], []
-    for ids, length in zip(prompt_ids, lengths):
+    for ids, length in zip(prompt_ids, lengths, strict=True):
         tokens = torch.randint(0, 250, (length,), generator=rng).tolist()
         input_ids.append([pad] * (width - len(ids)) + ids + tokens + [pad] * (completion - length))
         mask.append([0] * (width - len(ids)) + [1] * (len(ids) + length) + [0] * (completion - length))

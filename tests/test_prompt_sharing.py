@@ -59,16 +59,14 @@ def rollout(model, processor, rows, generations=G, seed=0, shuffle=True):
             length = int(torch.randint(1, 8, (1,), generator=rng))
             completions.append(torch.randint(0, 250, (length,), generator=rng).tolist())
     order = torch.randperm(len(prompts), generator=rng).tolist() if shuffle else list(range(len(prompts)))
-    prompts, visions, completions = [prompts[i] for i in order], [visions[i] for i in order], [completions[i] for i in order]
     pad = processor.tokenizer.pad_token_id
     width, keep = max(map(len, prompts)), max(map(len, completions))
-    input_ids = torch.tensor(
-        [[pad] * (width - len(p)) + p + c + [pad] * (keep - len(c)) for p, c in zip(prompts, completions)]
-    )
-    mask = torch.tensor(
-        [[0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (keep - len(c)) for p, c in zip(prompts, completions)]
-    )
-    return input_ids, mask, keep, visions
+    ids, masks = [], []
+    for i in order:
+        p, c = prompts[i], completions[i]
+        ids.append([pad] * (width - len(p)) + p + c + [pad] * (keep - len(c)))
+        masks.append([0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (keep - len(c)))
+    return torch.tensor(ids), torch.tensor(masks), keep, [visions[i] for i in order]
 
 
 class _WithVision:

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from .processing import VISION_KEYS, collate_vision, mm_token_type_ids
+from .processing import collate_vision, mm_token_type_ids
 
 __all__ = [
     "SHARED_ATTENTION_IMPLEMENTATIONS",
@@ -330,6 +330,17 @@ def _pack(chunk: PackedChunk, prompt_ids, prompt_mask, completion_ids, completio
     return sequences
 
 
+# Padding of the packed tensors, in `_pack`'s order: ids, positions, labels, segments (-1: no segment), key mask.
+_PAD = (0, 0, -100, -1, 0)
+
+
+def _pad_stack(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
+    """Right-pads along the last dimension and stacks on a new batch dimension (dim 1 for `(3, L)` positions)."""
+    longest = max(t.size(-1) for t in tensors)
+    padded = [torch.nn.functional.pad(t, (0, longest - t.size(-1)), value=value) for t in tensors]
+    return torch.stack(padded, dim=1 if tensors[0].dim() == 2 else 0)
+
+
 def _block_mask(segments: torch.Tensor, keys: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
     """`(batch, 1, L, L)` mask: causal, a completion block sees the prompt (segment 0) and itself; padding is -1."""
     length = segments.size(1)
@@ -341,6 +352,55 @@ def _block_mask(segments: torch.Tensor, keys: torch.Tensor, dtype: torch.dtype, 
     if implementation == "sdpa":
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _shared_logps(model, base, input_ids, attention_mask, keep, vision_rows, groups, batch_size, compute_entropy,
+                  token_ids, stats):
+    """The shared path: one packed sequence per group and pass; the counts go into `stats`."""
+    rows, width = input_ids.shape[0], input_ids.shape[1] - keep
+    prompt_ids, prompt_mask = input_ids[:, :width], attention_mask[:, :width]
+    completion_ids, completion_mask = input_ids[:, width:], attention_mask[:, width:]
+    positions = _positions(base, input_ids, attention_mask, vision_rows, token_ids)
+    # Scored completion tokens per row: up to its last real token (trailing padding is never looked at).
+    real = completion_mask.bool()
+    lengths = torch.where(real.any(1), keep - real.flip(1).int().argmax(1), 0).tolist()
+    implementation = _attention_implementation(base)
+    device = input_ids.device
+    logps = entropies = None
+    for chunk in plan_chunks(groups, batch_size):
+        sequences = _pack(chunk, prompt_ids, prompt_mask, completion_ids, completion_mask, positions, lengths)
+        ids, pos, labels, segments, keys = (_pad_stack([s[k] for s in sequences], v) for k, v in enumerate(_PAD))
+        representatives = [vision_rows[seg_rows[0]] for _, seg_rows in chunk.segments]
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": _block_mask(segments, keys, base.dtype, implementation),
+            "position_ids": pos,
+            **_vision_inputs(representatives, device),
+        }
+        if any(representatives):
+            inputs["mm_token_type_ids"] = mm_token_type_ids(ids, *token_ids)
+        outputs = _call(model, inputs, labels, compute_entropy)
+        stats.lm_tokens += ids.numel()
+        stats.vision_patches += _pixel_rows(representatives)
+        if logps is None:  # `+ empty sum`: connected to the graph even if no token is scored, as trl's output is
+            logps = outputs.log_probs.new_zeros(rows, keep) + outputs.log_probs[:, :0].sum()
+            if compute_entropy:
+                entropies = outputs.entropy.new_zeros(rows, keep) + outputs.entropy[:, :0].sum()
+        # log_probs[:, t] scores labels[:, t + 1]: completion token j of a block starting at `offset` is scored at
+        # offset + j (the block's first token is the prompt's last).
+        row_index, column, sequence_index, time_index = [], [], [], []
+        for sequence, (*_, targets) in enumerate(sequences):
+            for row, n, offset in targets:
+                row_index += [row] * n
+                column += range(n)
+                sequence_index += [sequence] * n
+                time_index += range(offset, offset + n)
+        where = tuple(torch.tensor(i, device=device, dtype=torch.long) for i in (row_index, column))
+        at = tuple(torch.tensor(i, device=device, dtype=torch.long) for i in (sequence_index, time_index))
+        logps = logps.index_put(where, outputs.log_probs[at])
+        if compute_entropy:
+            entropies = entropies.index_put(where, outputs.entropy[at])
+    return logps, entropies
 
 
 def shared_prompt_logps(
@@ -386,8 +446,7 @@ def shared_prompt_logps(
     base = _unwrap(model)
     config = base.config
     token_ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
-    prompt_ids, completion_ids = input_ids[:, :-logits_to_keep], input_ids[:, -logits_to_keep:]
-    prompt_mask, completion_mask = attention_mask[:, :-logits_to_keep], attention_mask[:, -logits_to_keep:]
+    prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
     _check_fused_head(base)
     if len(vision_rows) != rows:
         raise ValueError(f"{len(vision_rows)} vision rows for a batch of {rows} sequences: pass one entry per row.")
@@ -411,47 +470,8 @@ def shared_prompt_logps(
         return SharedLogProbs(logps, entropies, stats)
 
     stats.shared = True
-    positions = _positions(base, input_ids, attention_mask, vision_rows, token_ids)
-    # Scored completion tokens per row: up to its last real token (trailing padding is never looked at).
-    real = completion_mask.bool()
-    lengths = torch.where(real.any(1), logits_to_keep - real.flip(1).int().argmax(1), 0).tolist()
-    implementation = _attention_implementation(base)
-    device = input_ids.device
-    out_logps = out_entropies = None
-    for chunk in plan_chunks(groups, batch_size):
-        sequences = _pack(chunk, prompt_ids, prompt_mask, completion_ids, completion_mask, positions, lengths)
-        longest = max(seq[0].numel() for seq in sequences)
-        ids = torch.stack([torch.nn.functional.pad(s[0], (0, longest - s[0].numel())) for s in sequences])
-        pos = torch.stack([torch.nn.functional.pad(s[1], (0, longest - s[1].size(1))) for s in sequences], dim=1)
-        labels = torch.stack([torch.nn.functional.pad(s[2], (0, longest - s[2].numel()), value=-100) for s in sequences])
-        segments = torch.stack([torch.nn.functional.pad(s[3], (0, longest - s[3].numel()), value=-1) for s in sequences])
-        keys = torch.stack([torch.nn.functional.pad(s[4], (0, longest - s[4].numel())) for s in sequences])
-        representatives = [vision_rows[seg_rows[0]] for _, seg_rows in chunk.segments]
-        inputs = {
-            "input_ids": ids,
-            "attention_mask": _block_mask(segments, keys, base.dtype, implementation),
-            "position_ids": pos,
-            **_vision_inputs(representatives, device),
-        }
-        if any(representatives):
-            inputs["mm_token_type_ids"] = mm_token_type_ids(ids, *token_ids)
-        outputs = _call(model, inputs, labels, compute_entropy)
-        stats.lm_tokens += ids.numel()
-        stats.vision_patches += _pixel_rows(representatives)
-        if out_logps is None:
-            out_logps = outputs.log_probs.new_zeros(rows, logits_to_keep)
-            out_entropies = outputs.log_probs.new_zeros(rows, logits_to_keep) if compute_entropy else None
-        # log_probs[:, t] scores labels[:, t + 1]: a block's token j + 1 (completion token j) is at offset + j + 1.
-        row_index, column, batch_index, time_index = [], [], [], []
-        for sequence, (*_, targets) in enumerate(sequences):
-            for row, n, offset in targets:
-                row_index += [row] * n
-                column += range(n)
-                batch_index += [sequence] * n
-                time_index += range(offset, offset + n)
-        where = (torch.tensor(row_index, device=device), torch.tensor(column, device=device))
-        at = (torch.tensor(batch_index, device=device), torch.tensor(time_index, device=device))
-        out_logps = out_logps.index_put(where, outputs.log_probs[at])
-        if compute_entropy:
-            out_entropies = out_entropies.index_put(where, outputs.entropy[at])
-    return SharedLogProbs(out_logps, out_entropies, stats)
+    logps, entropies = _shared_logps(
+        model, base, input_ids, attention_mask, logits_to_keep, vision_rows, groups, batch_size, compute_entropy,
+        token_ids, stats,
+    )
+    return SharedLogProbs(logps, entropies, stats)
