@@ -1,12 +1,14 @@
 """Log-prob passes with the prompt computed once per group against trl's per-row computation, on a long video prompt.
 
-One GRPO micro-batch: `--prompts` video prompts (16 frames at 128*28*28 pixels, the VideoRFT training preset: 1,024
-video tokens, as in the paper's shape) times G = 8 completions of `--completion` tokens, rows shuffled as trl
-shuffles them. Each repeat times a forward and backward pass of a GRPO-like loss over the completion log-probs and
-entropies, through `shared_prompt_logps` (shared) and through trl 1.16's own `_get_per_token_logps_and_entropies`
-with every row's vision tensors (per row, what `VideoGRPOTrainer` runs without sharing). Vision patches are counted
-with a hook on the vision tower, language-model tokens from the batches each path builds; the two paths' log-probs
-are checked to agree. Activation memory is the size of the tensors autograd saves for the backward pass.
+One GRPO micro-batch: `--prompts` video prompts (a 320x240 clip at the VideoRFT training preset, 16 frames at
+128*28*28 pixels: 1,120 video tokens in a 1,186-token prompt, about the paper's shape) times G = 8 completions of up
+to `--completion` tokens, rows shuffled as trl shuffles them. Each repeat times a forward and backward pass of a
+GRPO-like loss over the completion log-probs and entropies through `shared_prompt_logps`, shared and with
+`share=False` (per row: each row is `prompt + completion` with its own vision tensors, as trl 1.16's
+`_get_per_token_logps_and_entropies` and `VideoGRPOTrainer` compute it; the tests check that this path equals trl's
+bit for bit). Vision patches are counted with a hook on the vision tower, language-model tokens from the batches each
+path builds, activation memory as the tensors autograd saves for the backward pass; the two paths' log-probs are
+checked to agree.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py [--repeats 3] [--prompts 1] [--completion 16]
 
@@ -17,27 +19,18 @@ them as a dict, for the benchmark runner.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from videorft_hf.processing import (  # noqa: E402
-    collate_vision,
-    encode_prompt,
-    load_row_media,
-    mm_token_type_ids,
-    model_sampling_config,
-    render_prompt,
-)
+from videorft_hf.processing import encode_prompt, load_row_media, model_sampling_config, render_prompt  # noqa: E402
 from videorft_hf.prompt_sharing import shared_prompt_logps  # noqa: E402
 from videorft_hf.testing import build_tiny_vlm, write_test_video  # noqa: E402
 from videorft_hf.video import VideoSamplingConfig  # noqa: E402
@@ -68,26 +61,6 @@ def build_batch(model, processor, videos: list[str], completion: int, seed: int 
         input_ids.append([pad] * (width - len(ids)) + ids + tokens + [pad] * (completion - length))
         mask.append([0] * (width - len(ids)) + [1] * (len(ids) + length) + [0] * (completion - length))
     return torch.tensor(input_ids), torch.tensor(mask), vision_rows, prompt_ids
-
-
-class _WithVision:
-    def __init__(self, model, extra):
-        self.model, self.extra = model, extra
-
-    def __call__(self, *args, **kwargs):
-        return self.model(*args, **kwargs, **self.extra)
-
-
-def per_row(model, input_ids, mask, keep, vision_rows):
-    """trl's `_get_per_token_logps_and_entropies` with every row's vision tensors."""
-    from trl import GRPOTrainer
-
-    extra = collate_vision(vision_rows)
-    extra["mm_token_type_ids"] = mm_token_type_ids(input_ids, model.config.image_token_id, model.config.video_token_id)
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(autocast=contextlib.nullcontext))
-    method = GRPOTrainer._get_per_token_logps_and_entropies.__wrapped__
-    logps, entropies, _ = method(trainer, _WithVision(model, extra), input_ids, mask, keep, compute_entropy=True)
-    return logps, entropies
 
 
 def step(model, logps, entropies, mask) -> None:
@@ -146,25 +119,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model.model.visual.register_forward_hook(count)
     paths = {
         "shared": lambda: shared_prompt_logps(model, input_ids, mask, keep, vision_rows, compute_entropy=True),
-        "per_row": lambda: per_row(model, input_ids, mask, keep, vision_rows),
+        "per_row": lambda: shared_prompt_logps(
+            model, input_ids, mask, keep, vision_rows, compute_entropy=True, share=False
+        ),
     }
     seconds: dict[str, list[float]] = {name: [] for name in paths}
     vision: dict[str, int] = {}
     results: dict[str, torch.Tensor] = {}
-    stats = None
+    stats = {}
     for repeat in range(args.repeats + 1):  # the first round warms up
         for name in paths if repeat % 2 else reversed(paths):
             patches = 0
             start = time.perf_counter()
             out = paths[name]()
-            logps, entropies = (out.logps, out.entropies) if name == "shared" else out
-            step(model, logps, entropies, completion_mask)
+            step(model, out.logps, out.entropies, completion_mask)
             if repeat:
                 seconds[name].append(time.perf_counter() - start)
             vision[name] = patches
-            results[name] = logps.detach()
-            if name == "shared":
-                stats = out.stats
+            results[name] = out.logps.detach()
+            stats[name] = out.stats
     activations = {name: saved_for_backward_mib(run) for name, run in paths.items()}
     # What sharing needs at least: each prompt once, plus every completion token.
     needed = sum(len(ids) for ids in dict.fromkeys(map(tuple, prompt_ids))) + int(completion_mask.sum())
@@ -176,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "step_speedup": step_s["per_row"] / step_s["shared"],
         "vision_patches": vision,
         "vision_patch_ratio": vision["per_row"] / vision["shared"],
-        "lm_tokens": {"shared": stats.lm_tokens, "per_row": stats.unshared_lm_tokens, "needed": needed},
-        "lm_token_ratio": stats.unshared_lm_tokens / stats.lm_tokens,
-        "lm_tokens_over_needed": stats.lm_tokens / needed,
+        "lm_tokens": {"shared": stats["shared"].lm_tokens, "per_row": stats["per_row"].lm_tokens, "needed": needed},
+        "lm_token_ratio": stats["per_row"].lm_tokens / stats["shared"].lm_tokens,
+        "lm_tokens_over_needed": stats["shared"].lm_tokens / needed,
         "activation_mib": activations,
         "activation_memory_ratio": activations["per_row"] / activations["shared"],
         "max_abs_logp_difference": (results["shared"] - results["per_row"]).abs().max().item(),
