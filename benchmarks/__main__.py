@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 # run with `main([])` (or `main()` when it takes no arguments), i.e. their defaults.
 SMALL: dict[str, list[str] | dict[str, Any]] = {
     "bench_frames": ["--repeats", "2", "--store_repeats", "5"],
-    "bench_prefix": ["--repeats", "1"],
+    "bench_prefix": ["--repeats", "2"],
     "bench_load_310k": ["--rows", "20000"],
     "bench_rewards": ["--repeats", "3"],
     "bench_trainer": {"steps": 3},
