@@ -16,7 +16,12 @@ from videorft_hf.processing import (
     model_sampling_config,
     render_prompt,
 )
-from videorft_hf.prompt_sharing import group_rows, plan_chunks, shared_prompt_logps
+from videorft_hf.prompt_sharing import (
+    generate_with_shared_prefill,
+    group_rows,
+    plan_chunks,
+    shared_prompt_logps,
+)
 from videorft_hf.testing import build_tiny_vlm, write_test_image, write_test_video
 from videorft_hf.video import VideoSamplingConfig
 
@@ -290,3 +295,30 @@ def test_bf16_autocast_adds_no_error_beyond_bf16s_own(media, attn_implementation
     bf16_error = (per_row - exact).abs().max()
     assert 0 < bf16_error < 0.2
     assert (result.logps - exact).abs().max() <= 2 * bf16_error
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_generation_prefills_each_prompt_once(media, family):
+    """Greedy completions and their scores equal per-row `generate`; the vision tower sees each medium once."""
+    from transformers import GenerationConfig
+
+    model, processor = build_tiny_vlm(family)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media), seed=5)
+    prompt_ids, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
+    config = GenerationConfig(
+        max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=None,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    tower = TowerCounter(model)
+    with torch.no_grad():
+        reference = generate_with_shared_prefill(
+            model, prompt_ids, prompt_mask, visions, share=False, generation_config=config
+        )
+        per_row_patches, tower.patches = tower.patches, 0
+        shared = generate_with_shared_prefill(model, prompt_ids, prompt_mask, visions, generation_config=config)
+    assert torch.equal(shared.sequences, reference.sequences)
+    assert len(set(map(tuple, reference.sequences[:, -8:].tolist()))) > 1  # prompts lead to different completions
+    for ours, theirs in zip(shared.scores, reference.scores, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert per_row_patches == sum(patches(v) for v in visions) == G * tower.patches

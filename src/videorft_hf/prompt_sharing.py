@@ -13,6 +13,9 @@ completion tokens. Every token keeps the position it has in its unshared row (M-
 own `get_rope_index` on the unshared rows), so the result equals the per-row computation up to float rounding, with
 gradients flowing into the shared prompt once per group. The vision tower sees each group's media once.
 
+`generate_with_shared_prefill` does the same for generation: each unique prompt is prefilled once, its KV cache
+expanded over its group, and `generate` continues every row from it.
+
 The model is called exactly as trl 1.16's `GRPOTrainer._get_per_token_logps_and_entropies` calls it: with `labels`
 and `fused_lm_head=True`, so temperature, the fp32 LM head option and the entropy come from the fused head that
 `GRPOTrainer` adds to its models (`trl.trainer.utils.add_fused_lm_head`). Where sharing cannot apply (no row has
@@ -48,6 +51,7 @@ __all__ = [
     "PackedChunk",
     "SharedLogProbs",
     "SharingStats",
+    "generate_with_shared_prefill",
     "group_rows",
     "plan_chunks",
     "shared_prompt_logps",
@@ -214,15 +218,15 @@ def _has_sliding_layers(model) -> bool:
     return "sliding_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ())
 
 
-def _why_not_shared(base, vision_rows, groups, prompt_ids, prompt_mask, token_ids) -> str:
+def _why_not_shared(base, vision_rows, groups, prompt_ids, prompt_mask, token_ids, custom_mask: bool = True) -> str:
     if not any(row for row in vision_rows):
         return "no row has media"
     if len(set(groups)) == len(groups):
         return "no prompt has two rows"
     implementation = _attention_implementation(base)
-    if implementation not in SHARED_ATTENTION_IMPLEMENTATIONS:
+    if custom_mask and implementation not in SHARED_ATTENTION_IMPLEMENTATIONS:
         return f"attention implementation {implementation!r} takes no custom mask"
-    if _has_sliding_layers(base):
+    if custom_mask and _has_sliding_layers(base):
         return "sliding-window layers"
     if not hasattr(getattr(base, "model", None), "get_rope_index"):
         return f"{type(base).__name__} has no get_rope_index"
@@ -475,3 +479,71 @@ def shared_prompt_logps(
         token_ids, stats,
     )
     return SharedLogProbs(logps, entropies, stats)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+def generate_with_shared_prefill(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    vision_rows: Sequence[Mapping[str, Any] | None],
+    *,
+    groups: Sequence[int] | None = None,
+    share: bool = True,
+    **generate_kwargs,
+):
+    """`model.generate` for left-padded prompts whose rows repeat (G per prompt), each unique prompt prefilled once.
+
+    The unique prompts but their last token run through the model once (vision tower included), their KV cache is
+    expanded to every row of their group, and `generate` continues from it with the stored M-RoPE deltas, as it
+    continues any cached generation. Greedy completions and scores equal those of `generate` on every row; sampled
+    ones too, for the same seed. Without media, without a group of two rows or with `share=False`, this is a plain
+    `generate` call with every row's vision tensors.
+
+    Args:
+        model: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model (possibly peft-wrapped), ready to generate.
+        input_ids: `(rows, prompt_width)` left-padded prompt ids.
+        attention_mask: same shape, 1 at real tokens.
+        vision_rows: per row, its processor outputs or None.
+        groups: group index per row; inferred with `group_rows` when None.
+        share: False for the plain call.
+        **generate_kwargs: passed to `generate` (`generation_config`, `max_new_tokens`, ...).
+
+    Returns:
+        What `model.generate` returns (sequences start with `input_ids`).
+    """
+    base = _unwrap(model)
+    token_ids = (getattr(base.config, "image_token_id", None), getattr(base.config, "video_token_id", None))
+    if len(vision_rows) != input_ids.size(0):
+        raise ValueError(
+            f"{len(vision_rows)} vision rows for a batch of {input_ids.size(0)} prompts: pass one entry per row."
+        )
+    groups = list(groups) if groups is not None else group_rows(input_ids, attention_mask, vision_rows)
+    types = mm_token_type_ids(input_ids, *token_ids)
+    reason = "share=False" if not share else _why_not_shared(
+        base, vision_rows, groups, input_ids, attention_mask, token_ids, custom_mask=False
+    )
+    if reason:
+        vision = _vision_inputs(vision_rows, input_ids.device)
+        extra = {"mm_token_type_ids": types, **vision} if vision else {}
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **generate_kwargs)
+    firsts = list(dict.fromkeys(groups))  # group indices in order of first row
+    first_row = {group: groups.index(group) for group in firsts}
+    representatives = [first_row[group] for group in firsts]
+    ids, mask = input_ids[representatives, :-1], attention_mask[representatives, :-1]
+    with torch.no_grad():
+        prefill = model(
+            input_ids=ids,
+            attention_mask=mask,
+            mm_token_type_ids=mm_token_type_ids(ids, *token_ids),
+            use_cache=True,
+            logits_to_keep=1,
+            **_vision_inputs([vision_rows[i] for i in representatives], input_ids.device),
+        )
+    expand = torch.tensor([firsts.index(group) for group in groups], device=input_ids.device)
+    cache = prefill.cache
+    cache.batch_select_indices(expand)
+    base.model.rope_deltas = base.model.rope_deltas[expand]
+    return model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, cache=cache, **generate_kwargs
+    )
