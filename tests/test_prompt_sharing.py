@@ -251,19 +251,24 @@ def test_per_row_path_where_sharing_cannot_apply(media):
     text_ids, text_mask, text_keep, text_visions = rollout(model, processor, [row(None, "Hi"), row(None, "Count.")])
     singles = rollout(model, processor, mixed_rows(media)[:3], generations=1)
     shared = rollout(model, processor, mixed_rows(media)[:2], generations=2)
+    groups = group_rows(shared[0][:, : -shared[2]], shared[1][:, : -shared[2]], shared[3])
     cases = [
         ((text_ids, text_mask, text_keep, text_visions), {}, "no row has media"),
         (singles, {}, "no prompt has two rows"),
         (shared, {"share": False}, "share=False"),
+        (shared, {"groups": list(range(4))}, "no prompt has two rows"),  # explicit groups of one
+        (shared, {"groups": [10 + g for g in groups]}, ""),  # explicit groups, any labels
     ]
     for (input_ids, mask, keep, visions), kwargs, reason in cases:
         with torch.no_grad():
             result = shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True, **kwargs)
             ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions)
-        assert not result.stats.shared and result.stats.reason == reason
-        assert result.stats.lm_tokens == result.stats.unshared_lm_tokens == input_ids.numel()
-        torch.testing.assert_close(result.logps, ref_logps, atol=0, rtol=0)
-        torch.testing.assert_close(result.entropies, ref_entropies, atol=0, rtol=0)
+        assert result.stats.shared == (not reason) and result.stats.reason == reason
+        if reason:
+            assert result.stats.lm_tokens == result.stats.unshared_lm_tokens == input_ids.numel()
+        tolerance = 1e-5 if result.stats.shared else 0  # the per-row path is trl's, bit for bit
+        torch.testing.assert_close(result.logps, ref_logps, atol=tolerance, rtol=0)
+        torch.testing.assert_close(result.entropies, ref_entropies, atol=tolerance, rtol=0)
 
 
 def test_typed_errors(media):
@@ -278,6 +283,11 @@ def test_typed_errors(media):
         shared_prompt_logps(model, input_ids, mask, keep, visions[:1])
     with pytest.raises(ValueError, match="1 group indices for a batch of 2"):
         shared_prompt_logps(model, input_ids, mask, keep, visions, groups=[0])
+    two = rollout(model, processor, mixed_rows(media)[:2], generations=1)
+    with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7 but their prompts or media differ"):
+        shared_prompt_logps(model, *two, groups=[7, 7])
+    with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7"):
+        generate_with_shared_prefill(model, two[0][:, : -two[2]], two[1][:, : -two[2]], two[3], groups=[7, 7])
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])

@@ -162,6 +162,27 @@ def group_rows(
     return groups
 
 
+def _checked_groups(groups, prompt_ids, prompt_mask, vision_rows) -> list[int]:
+    """`groups` as a list after checking that each group's rows hold one prompt; `group_rows` when None."""
+    if groups is None:
+        return group_rows(prompt_ids, prompt_mask, vision_rows)
+    groups = [int(g) for g in groups]
+    if len(groups) != prompt_ids.size(0):
+        raise ValueError(
+            f"{len(groups)} group indices for a batch of {prompt_ids.size(0)} sequences: pass one entry per row."
+        )
+    first: dict[int, int] = {}
+    for row, group in enumerate(groups):
+        head = first.setdefault(group, row)
+        same_tokens = torch.equal(prompt_ids[head][prompt_mask[head].bool()], prompt_ids[row][prompt_mask[row].bool()])
+        if not (same_tokens and _same_vision(vision_rows[head], vision_rows[row])):
+            raise ValueError(
+                f"Rows {head} and {row} are both in group {group} but their prompts or media differ: a group holds "
+                "the rows of one prompt. Pass groups=None to group rows by their content."
+            )
+    return groups
+
+
 def plan_chunks(groups: Sequence[int], max_rows: int) -> list[PackedChunk]:
     """Forward passes for the shared path: rows ordered by group, at most `max_rows` rows per pass.
 
@@ -454,9 +475,7 @@ def shared_prompt_logps(
     _check_fused_head(base)
     if len(vision_rows) != rows:
         raise ValueError(f"{len(vision_rows)} vision rows for a batch of {rows} sequences: pass one entry per row.")
-    groups = list(groups) if groups is not None else group_rows(prompt_ids, prompt_mask, vision_rows)
-    if len(groups) != rows:
-        raise ValueError(f"{len(groups)} group indices for a batch of {rows} sequences: pass one entry per row.")
+    groups = _checked_groups(groups, prompt_ids, prompt_mask, vision_rows)
     stats = SharingStats(
         rows=rows,
         groups=len(set(groups)),
@@ -518,7 +537,7 @@ def generate_with_shared_prefill(
         raise ValueError(
             f"{len(vision_rows)} vision rows for a batch of {input_ids.size(0)} prompts: pass one entry per row."
         )
-    groups = list(groups) if groups is not None else group_rows(input_ids, attention_mask, vision_rows)
+    groups = _checked_groups(groups, input_ids, attention_mask, vision_rows)
     types = mm_token_type_ids(input_ids, *token_ids)
     reason = "share=False" if not share else _why_not_shared(
         base, vision_rows, groups, input_ids, attention_mask, token_ids, custom_mask=False
