@@ -9,7 +9,8 @@ GRPO-like loss over the completion log-probs and entropies through `shared_promp
 bit for bit). Step time is the best of the repeats, in wall-clock and in process CPU
 seconds. Vision patches are counted with a hook on the vision tower, language-model tokens from the batches each
 path builds, activation memory as the tensors autograd saves for the backward pass; the two paths' log-probs are
-checked to agree.
+checked to agree. Greedy generation of `--completion` tokens is timed too, each unique prompt prefilled once
+(`generate_with_shared_prefill`) against every row prefilled; the sequences are checked to agree.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py [--repeats 3] [--prompts 1] [--completion 16]
 
@@ -31,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from videorft_hf.processing import encode_prompt, load_row_media, model_sampling_config, render_prompt  # noqa: E402
-from videorft_hf.prompt_sharing import shared_prompt_logps  # noqa: E402
+from videorft_hf.prompt_sharing import generate_with_shared_prefill, shared_prompt_logps  # noqa: E402
 from videorft_hf.testing import build_tiny_vlm, write_test_video  # noqa: E402
 from videorft_hf.video import VideoSamplingConfig  # noqa: E402
 
@@ -83,6 +84,30 @@ def saved_for_backward_mib(run) -> float:
         out = run()
     del out
     return sum(seen.values()) / 2**20
+
+
+def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, new_tokens, repeats) -> dict[str, Any]:
+    """Best-of-`repeats` seconds of greedy `generate` for the batch's prompts, prefilled once per unique prompt and
+    per row; the sequences must agree."""
+    seconds: dict[str, list[float]] = {"shared": [], "per_row": []}
+    sequences = {}
+    model.eval()
+    with torch.no_grad():
+        for repeat in range(repeats + 1):
+            for name in seconds:
+                start = time.perf_counter()
+                sequences[name] = generate_with_shared_prefill(
+                    model, prompt_ids, prompt_mask, vision_rows, share=name == "shared", max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
+                )
+                if repeat:
+                    seconds[name].append(time.perf_counter() - start)
+    model.train()
+    return {
+        "s": {name: min(values) for name, values in seconds.items()},
+        "same_sequences": bool(torch.equal(sequences["shared"], sequences["per_row"])),
+        "vision_patches": {},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -141,6 +166,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[name] = out.logps.detach()
             stats[name] = out.stats
     activations = {name: saved_for_backward_mib(run) for name, run in paths.items()}
+    prompts, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
+    generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, keep, args.repeats)
+    for name in ("shared", "per_row"):  # the tower's patches per generate call
+        patches = 0
+        generate_with_shared_prefill(
+            model, prompts, prompt_mask, vision_rows, share=name == "shared",
+            max_new_tokens=1, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
+        )
+        generation["vision_patches"][name] = patches
     # What sharing needs at least: each prompt once, plus every completion token.
     needed = sum(len(ids) for ids in dict.fromkeys(map(tuple, prompt_ids))) + int(completion_mask.sum())
     # Best of the repeats: on a shared machine, other processes only ever add time.
@@ -161,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "activation_mib": activations,
         "activation_memory_ratio": activations["per_row"] / activations["shared"],
         "max_abs_logp_difference": (results["shared"] - results["per_row"]).abs().max().item(),
+        "generation": {
+            **generation,
+            "speedup": generation["s"]["per_row"] / generation["s"]["shared"],
+            "vision_patch_ratio": generation["vision_patches"]["per_row"] / generation["vision_patches"]["shared"],
+        },
     }
 
 
