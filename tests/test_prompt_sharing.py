@@ -344,7 +344,9 @@ def test_qlora_under_bf16_autocast(media, tmp_path):
     from videorft_hf.testing import save_tiny_vlm
 
     path = save_tiny_vlm("qwen2_5_vl", tmp_path / "model")
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
     model = AutoModelForImageTextToText.from_pretrained(path, quantization_config=quantization, dtype=torch.bfloat16)
     processor = AutoProcessor.from_pretrained(path)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))

@@ -516,8 +516,8 @@ def generate_with_shared_prefill(
     The unique prompts but their last token run through the model once (vision tower included), their KV cache is
     expanded to every row of their group, and `generate` continues from it with the stored M-RoPE deltas, as it
     continues any cached generation. Greedy completions equal those of `generate` on every row, and the scores of
-    every step agree within float rounding (so sampling draws from the same distributions). Without media, without a group of two rows or with `share=False`, this is a plain
-    `generate` call with every row's vision tensors.
+    every step agree within float rounding (so sampling draws from the same distributions). Without media, without a
+    group of two rows or with `share=False`, this is a plain `generate` call with every row's vision tensors.
 
     Args:
         model: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model (possibly peft-wrapped), ready to generate.
