@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 # run with `main([])` (or `main()` when it takes no arguments), i.e. their defaults.
 SMALL: dict[str, list[str] | dict[str, Any]] = {
     "bench_frames": ["--repeats", "2", "--store_repeats", "5"],
+    "bench_prefix": ["--repeats", "2"],
     "bench_load_310k": ["--rows", "20000"],
     "bench_rewards": ["--repeats", "3"],
     "bench_trainer": {"steps": 3},
@@ -43,6 +44,7 @@ SMALL: dict[str, list[str] | dict[str, Any]] = {
 EXTRA_FIGURES: dict[str, str] = {
     "bench_load_310k": r"^((hub_)?(load|streaming)_rows_per_s|lifetime_peak_rss_mib)$",
     "bench_frames": r"^targets_met\.",
+    "bench_prefix": r"^(lm_tokens_over_needed|max_abs_logp_difference)$",
 }
 # Figures left out of the table (still in --json): per-clip detail and repeats of figures already listed.
 EXCLUDED_FIGURES: dict[str, str] = {

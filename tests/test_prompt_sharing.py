@@ -1,0 +1,370 @@
+"""prompt_sharing: log-probs with each prompt and its media computed once equal trl's per-row computation."""
+
+import contextlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+from videorft_hf.processing import (
+    collate_vision,
+    encode_prompt,
+    load_row_media,
+    mm_token_type_ids,
+    model_sampling_config,
+    render_prompt,
+)
+from videorft_hf.prompt_sharing import (
+    generate_with_shared_prefill,
+    group_rows,
+    plan_chunks,
+    shared_prompt_logps,
+)
+from videorft_hf.testing import build_tiny_vlm, write_test_image, write_test_video
+from videorft_hf.video import VideoSamplingConfig
+
+SAMPLING = VideoSamplingConfig(min_frames=4, max_frames=4, min_pixels=16 * 784, max_pixels=16 * 784)
+G = 3
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return {
+        # Same size and question: identical prompt ids, different pixels (two groups, not one).
+        "clip0": str(write_test_video(root / "clip0.mp4", num_frames=16, fps=8, width=56, height=56)),
+        "clip1": str(write_test_video(root / "clip1.mp4", num_frames=24, fps=12, width=56, height=56)),
+        "image": str(write_test_image(root / "still.png", width=56, height=84, index=3)),
+    }
+
+
+def row(kind, text, path=None):
+    content = ([{"type": kind}] if kind else []) + [{"type": "text", "text": text}]
+    out = {"prompt": [{"role": "user", "content": content}]}
+    if kind:
+        out[kind] = path
+    return out
+
+
+def rollout(model, processor, rows, generations=G, seed=0, shuffle=True):
+    """trl's batch layout for `rows` x `generations` random completions: left-padded prompts, right-padded
+    completions; per-row vision tensors (rows of one prompt share one dict, as the trainer hands them out)."""
+    config = model_sampling_config(SAMPLING, model.config, processor)
+    rng = torch.Generator().manual_seed(seed)
+    prompts, visions, completions = [], [], []
+    for r in rows:
+        media = load_row_media(r, config)
+        ids, vision = encode_prompt(processor, render_prompt(processor, r["prompt"]), media.videos, media.images)
+        for _ in range(generations):
+            prompts.append(ids)
+            visions.append(vision or None)
+            length = int(torch.randint(1, 8, (1,), generator=rng))
+            completions.append(torch.randint(0, 250, (length,), generator=rng).tolist())
+    order = torch.randperm(len(prompts), generator=rng).tolist() if shuffle else list(range(len(prompts)))
+    pad = processor.tokenizer.pad_token_id
+    width, keep = max(map(len, prompts)), max(map(len, completions))
+    ids, masks = [], []
+    for i in order:
+        p, c = prompts[i], completions[i]
+        ids.append([pad] * (width - len(p)) + p + c + [pad] * (keep - len(c)))
+        masks.append([0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (keep - len(c)))
+    return torch.tensor(ids), torch.tensor(masks), keep, [visions[i] for i in order]
+
+
+class _WithVision:
+    def __init__(self, model, extra):
+        self.model, self.extra = model, extra
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs, **self.extra)
+
+
+def trl_logps(model, input_ids, mask, keep, visions, batch_size=None):
+    """trl 1.16's own `_get_per_token_logps_and_entropies` with every row's vision tensors (the unshared path)."""
+    extra = collate_vision(visions)
+    config = model.config
+    extra["mm_token_type_ids"] = mm_token_type_ids(input_ids, config.image_token_id, config.video_token_id)
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(autocast=contextlib.nullcontext))
+    method = GRPOTrainer._get_per_token_logps_and_entropies.__wrapped__  # without trl's profiling wrapper
+    if batch_size is None:
+        logps, entropies, _ = method(trainer, _WithVision(model, extra), input_ids, mask, keep, compute_entropy=True)
+        return logps, entropies
+    parts = [
+        trl_logps(model, input_ids[s : s + batch_size], mask[s : s + batch_size], keep, visions[s : s + batch_size])
+        for s in range(0, input_ids.size(0), batch_size)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def gradients(model, logps, entropies, mask, keep):
+    """Parameter gradients of a GRPO-like loss over the log-probs and entropies."""
+    model.zero_grad(set_to_none=True)
+    weights = torch.linspace(-1.0, 1.0, logps.size(0))[:, None]
+    completion_mask = mask[:, -keep:]
+    loss = ((torch.exp(logps) * weights - 0.01 * entropies) * completion_mask).sum() / completion_mask.sum()
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_equal_results(model, input_ids, mask, keep, visions, batch_size=None, grads=True):
+    """Shared and per-row log-probs, entropies (1e-5) and gradients (1e-4 relative) agree; returns the stats."""
+    ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions, batch_size)
+    ref_grads = gradients(model, ref_logps, ref_entropies, mask, keep) if grads else None
+    result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=batch_size, compute_entropy=True)
+    torch.testing.assert_close(result.logps, ref_logps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.entropies, ref_entropies, atol=1e-5, rtol=0)
+    assert (result.logps[mask[:, -keep:] == 0] == 0).all()
+    if grads:
+        ours = gradients(model, result.logps, result.entropies, mask, keep)
+        assert ours.keys() == ref_grads.keys()
+        for name, ref in ref_grads.items():
+            error = (ours[name] - ref).norm() / ref.norm().clamp(min=1e-12)
+            assert error <= 1e-4, f"{name}: relative gradient error {error:.2e}"
+    return result.stats
+
+
+def tiny(family, **kwargs):
+    model, processor = build_tiny_vlm(family, **kwargs)
+    add_fused_lm_head(model, temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    return model, processor
+
+
+def mixed_rows(media):
+    return [
+        row("video", "What happens?", media["clip0"]),
+        row("video", "What happens?", media["clip1"]),
+        row("image", "What colour is this picture, and why?", media["image"]),
+        row(None, "Say hi."),
+    ]
+
+
+def patches(vision) -> int:
+    return sum(vision[k].shape[0] for k in ("pixel_values", "pixel_values_videos") if k in vision) if vision else 0
+
+
+class TowerCounter:
+    """Counts patch rows through the vision tower (a forward hook)."""
+
+    def __init__(self, model):
+        self.patches = 0
+        self.handle = model.model.visual.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        self.patches += args[0].shape[0]
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def test_group_rows_compares_tokens_and_media():
+    ids = torch.tensor([[0, 5, 6], [5, 6, 7], [0, 5, 6], [0, 5, 6]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]])
+    a = {"pixel_values": torch.ones(2, 3)}
+    same_values = {"pixel_values": torch.ones(2, 3)}
+    other = {"pixel_values": torch.zeros(2, 3)}
+    assert group_rows(ids, mask, [a, None, same_values, other]) == [0, 1, 0, 2]
+    # the same tokens behind different padding are one prompt
+    assert group_rows(torch.tensor([[9, 5, 6], [5, 6, 7]])[:, :2], torch.tensor([[0, 1], [1, 1]]), [None, None]) == [
+        0,
+        1,
+    ]
+    with pytest.raises(ValueError, match="3 vision rows for 4 prompts"):
+        group_rows(ids, mask, [None] * 3)
+
+
+def test_plan_chunks_keeps_groups_together_and_splits_what_does_not_fit():
+    chunks = plan_chunks([0, 1, 0, 1, 2, 0], max_rows=3)
+    assert [c.segments for c in chunks] == [[(0, [0, 2, 5])], [(1, [1, 3]), (2, [4])]]
+    assert [c.segments for c in plan_chunks([0, 0, 0, 0], max_rows=3)] == [[(0, [0, 1, 2])], [(0, [3])]]
+    assert sorted(r for c in plan_chunks([2, 0, 1, 0, 2], 2) for r in c.rows) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        plan_chunks([0], 0)
+
+
+# ---------------------------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_equals_trl_per_row_for_mixed_shuffled_batches(media, family):
+    """Video (two clips behind identical prompt ids), image and text prompts of different lengths, G rows each,
+    shuffled: log-probs, entropies and gradients equal trl's; the vision tower sees each medium once."""
+    model, processor = tiny(family)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media))
+    prompt_lengths = mask[:, :-keep].sum(1).unique()
+    assert len(prompt_lengths) == 3 and (mask[:, 0] == 0).any()  # left padding: two clips share one length
+
+    tower = TowerCounter(model)
+    stats = assert_equal_results(model, input_ids, mask, keep, visions)
+    per_row_patches = sum(patches(v) for v in visions)
+    assert tower.patches == per_row_patches + per_row_patches // G  # the per-row pass, then each medium once
+    assert stats.shared and stats.groups == 4 and stats.rows == 4 * G
+    assert stats.vision_patches * G == stats.unshared_vision_patches == per_row_patches
+    shared_tokens = int(mask[:, :-keep].sum()) // G + int(mask[:, -keep:].sum()) + 4 * G  # + one prompt token a row
+    assert stats.lm_tokens >= shared_tokens and stats.lm_tokens <= 1.25 * shared_tokens + 4 * (keep + 1)
+    assert stats.unshared_lm_tokens == input_ids.numel()
+
+
+def test_a_micro_batch_that_splits_groups(media):
+    """`batch_size` rows per pass: groups split across passes each compute their prompt once per pass."""
+    model, processor = tiny("qwen2_5_vl")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], generations=4, seed=1)
+    tower = TowerCounter(model)
+    with torch.no_grad():
+        result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=5)
+    assert tower.patches == result.stats.vision_patches
+    ref, _ = trl_logps(model, input_ids, mask, keep, visions, batch_size=5)
+    torch.testing.assert_close(result.logps, ref, atol=1e-5, rtol=0)
+    # 12 rows, 3 groups of 4, 5 rows a pass: [g0 x4, g1 x1], [g1 x3, g2 x2], [g2 x2]
+    groups = group_rows(input_ids[:, :-keep], mask[:, :-keep], visions)
+    chunks = plan_chunks(groups, 5)
+    assert [[len(rows) for _, rows in c.segments] for c in chunks] == [[4, 1], [3, 2], [2]]
+    expected = sum(patches(visions[rows[0]]) for c in chunks for _, rows in c.segments)
+    assert result.stats.shared and result.stats.vision_patches == expected
+    assert result.stats.unshared_vision_patches == sum(patches(v) for v in visions)
+
+
+def test_gradient_checkpointing_and_lora(media):
+    """A LoRA-wrapped policy in training mode with gradient checkpointing: the trainer's configuration."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = build_tiny_vlm("qwen2_5_vl", seed=3)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "qkv"]))
+    add_fused_lm_head(model.get_base_model(), temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    for name, parameter in model.named_parameters():  # non-zero B matrices: adapters that change the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.05)
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=2)
+    assert_equal_results(model, input_ids, mask, keep, visions)
+    assert any("lora" in n and p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters())
+
+
+def test_eager_attention(media):
+    model, processor = tiny("qwen2_vl", attn_implementation="eager")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1] + mixed_rows(media)[2:3])
+    assert_equal_results(model, input_ids, mask, keep, visions, grads=False)
+
+
+# ---------------------------------------------------------------------------------------------- fallbacks
+def test_per_row_path_where_sharing_cannot_apply(media):
+    model, processor = tiny("qwen2_5_vl")
+    text_ids, text_mask, text_keep, text_visions = rollout(model, processor, [row(None, "Hi"), row(None, "Count.")])
+    singles = rollout(model, processor, mixed_rows(media)[:3], generations=1)
+    shared = rollout(model, processor, mixed_rows(media)[:2], generations=2)
+    groups = group_rows(shared[0][:, : -shared[2]], shared[1][:, : -shared[2]], shared[3])
+    cases = [
+        ((text_ids, text_mask, text_keep, text_visions), {}, "no row has media"),
+        (singles, {}, "no prompt has two rows"),
+        (shared, {"share": False}, "share=False"),
+        (shared, {"groups": list(range(4))}, "no prompt has two rows"),  # explicit groups of one
+        (shared, {"groups": [10 + g for g in groups]}, ""),  # explicit groups, any labels
+    ]
+    for (input_ids, mask, keep, visions), kwargs, reason in cases:
+        with torch.no_grad():
+            result = shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True, **kwargs)
+            ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions)
+        assert result.stats.shared == (not reason) and result.stats.reason == reason
+        if reason:
+            assert result.stats.lm_tokens == result.stats.unshared_lm_tokens == input_ids.numel()
+        tolerance = 1e-5 if result.stats.shared else 0  # the per-row path is trl's, bit for bit
+        torch.testing.assert_close(result.logps, ref_logps, atol=tolerance, rtol=0)
+        torch.testing.assert_close(result.entropies, ref_entropies, atol=tolerance, rtol=0)
+
+
+def test_typed_errors(media):
+    model, processor = build_tiny_vlm("qwen2_vl")
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1], generations=2)
+    with pytest.raises(TypeError, match="needs trl's fused LM head"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions)
+    add_fused_lm_head(model)  # log-probs only
+    with pytest.raises(ValueError, match="computes no entropy"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True)
+    with pytest.raises(ValueError, match="1 vision rows for a batch of 2 sequences"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions[:1])
+    with pytest.raises(ValueError, match="1 group indices for a batch of 2"):
+        shared_prompt_logps(model, input_ids, mask, keep, visions, groups=[0])
+    two = rollout(model, processor, mixed_rows(media)[:2], generations=1)
+    with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7 but their prompts or media differ"):
+        shared_prompt_logps(model, *two, groups=[7, 7])
+    with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7"):
+        generate_with_shared_prefill(model, two[0][:, : -two[2]], two[1][:, : -two[2]], two[3], groups=[7, 7])
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_bf16_autocast_adds_no_error_beyond_bf16s_own(media, attn_implementation):
+    """fp32 weights under bf16 autocast, as the trainer runs: sharing is no further from the fp32 result than the
+    per-row path in the same precision is."""
+    model, processor = tiny("qwen2_5_vl", attn_implementation=attn_implementation)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], seed=4)
+    with torch.no_grad():
+        exact, _ = trl_logps(model, input_ids, mask, keep, visions)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            per_row, _ = trl_logps(model, input_ids, mask, keep, visions)
+            result = shared_prompt_logps(model, input_ids, mask, keep, visions)
+    assert result.stats.shared
+    bf16_error = (per_row - exact).abs().max()
+    assert 0 < bf16_error < 0.2
+    assert (result.logps - exact).abs().max() <= 2 * bf16_error
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_generation_prefills_each_prompt_once(media, family):
+    """Greedy completions and their scores equal per-row `generate`; the vision tower sees each medium once."""
+    from transformers import GenerationConfig
+
+    model, processor = build_tiny_vlm(family)
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media), seed=5)
+    prompt_ids, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
+    config = GenerationConfig(
+        max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=None,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    tower = TowerCounter(model)
+    with torch.no_grad():
+        reference = generate_with_shared_prefill(
+            model, prompt_ids, prompt_mask, visions, share=False, generation_config=config
+        )
+        per_row_patches, tower.patches = tower.patches, 0
+        shared = generate_with_shared_prefill(model, prompt_ids, prompt_mask, visions, generation_config=config)
+    assert torch.equal(shared.sequences, reference.sequences)
+    assert len(set(map(tuple, reference.sequences[:, -8:].tolist()))) > 1  # prompts lead to different completions
+    for ours, theirs in zip(shared.scores, reference.scores, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert per_row_patches == sum(patches(v) for v in visions) == G * tower.patches
+
+
+def test_qlora_under_bf16_autocast(media, tmp_path):
+    """The QLoRA recipe's model: 4-bit frozen weights, fp32 LoRA adapters, bf16 autocast. Sharing changes nothing but
+    bf16 rounding: log-probs and adapter gradients agree with the per-row pass to bf16 precision."""
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    from videorft_hf.testing import save_tiny_vlm
+
+    path = save_tiny_vlm("qwen2_5_vl", tmp_path / "model")
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    model = AutoModelForImageTextToText.from_pretrained(path, quantization_config=quantization, dtype=torch.bfloat16)
+    processor = AutoProcessor.from_pretrained(path)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, std=0.05)
+    add_fused_lm_head(model.get_base_model(), temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
+    model.train()
+    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions)
+        ref_grads = gradients(model, ref_logps, ref_entropies, mask, keep)
+        result = shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True)
+        grads = gradients(model, result.logps, result.entropies, mask, keep)
+    assert result.stats.shared and getattr(model, "is_loaded_in_4bit", False)
+    assert (result.logps - ref_logps).abs().max() < 0.02  # bf16 rounding: 3e-3 measured; log-probs are about -6
+    assert grads.keys() == ref_grads.keys() and any("lora_A" in name for name in grads)
+    for name, ref in ref_grads.items():
+        assert (grads[name] - ref).norm() <= 0.05 * ref.norm(), name  # 1.7e-2 at most, measured
