@@ -368,3 +368,54 @@ def test_qlora_under_bf16_autocast(media, tmp_path):
     assert grads.keys() == ref_grads.keys() and any("lora_A" in name for name in grads)
     for name, ref in ref_grads.items():
         assert (grads[name] - ref).norm() <= 0.05 * ref.norm(), name  # 1.7e-2 at most, measured
+
+
+# ------------------------------------------------------------------------------------------------ in the trainer
+def _parity_reward(completions, **kwargs):
+    return [float(i % 2) for i in range(len(completions))]
+
+
+def _train(media, tmp_path, share: bool, text_only: bool = False):
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText
+
+    from videorft_hf.configs import VideoGRPOConfig
+    from videorft_hf.testing import save_tiny_vlm
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    model_dir = tmp_path / "model"
+    if not model_dir.exists():
+        save_tiny_vlm("qwen2_5_vl", model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir)
+    if text_only:
+        rows = [row(None, f"Say something about {i}.") for i in range(2)]
+    else:
+        rows = [row("video", "What happens?", media["clip0"]), row("image", "What colour?", media["image"])]
+        rows = [{"prompt": r["prompt"], "video": r.get("video"), "image": r.get("image")} for r in rows]
+    args = VideoGRPOConfig(
+        output_dir=str(tmp_path / f"out{share}"), per_device_train_batch_size=4, num_generations=4,
+        steps_per_generation=2, num_iterations=2, max_completion_length=5, max_steps=4, learning_rate=1e-3,
+        beta=0.04, loss_type="grpo", report_to=[], use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
+        seed=0, share_prompt_compute=share, video_sampling_preset="video-r1-train", video_min_frames=4,
+        video_max_frames=4, video_min_pixels=16 * 784, video_max_pixels=16 * 784, image_max_pixels=16 * 784,
+    )
+    trainer = VideoGRPOTrainer(model, [_parity_reward], args=args, train_dataset=Dataset.from_list(rows * 2))
+    trainer.train()
+    return [h for h in trainer.state.log_history if "loss" in h]
+
+
+def test_trainer_results_equal_with_sharing_on_and_off(media, tmp_path):
+    # steps_per_generation=2 (micro-batches that split groups) and num_iterations=2 (old log-probs reused), beta > 0.
+    on, off = _train(media, tmp_path, share=True), _train(media, tmp_path, share=False)
+    assert len(on) == len(off) == 4
+    for shared, plain in zip(on, off, strict=True):
+        for key in ("loss", "grad_norm", "kl", "entropy"):
+            assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+        assert shared["prompt_sharing/shared"] == 1.0 and plain["prompt_sharing/shared"] == 0.0
+        assert shared["prompt_sharing/vision_patch_ratio"] > 1.0 and shared["prompt_sharing/lm_token_ratio"] > 1.0
+        assert plain["prompt_sharing/lm_token_ratio"] == 1.0
+
+
+def test_text_only_batches_keep_trls_path(media, tmp_path):
+    history = _train(media, tmp_path, share=True, text_only=True)
+    assert history and not any("prompt_sharing/shared" in h for h in history)

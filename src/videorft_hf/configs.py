@@ -102,6 +102,14 @@ class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, GRPOConfig):
             "gives the old and new log-probs of the same tokens different masks, which adds noise to the ratio."
         },
     )
+    share_prompt_compute: bool = field(
+        default=True,
+        metadata={
+            "help": "In the log-prob passes (reference, old and policy), compute each unique prompt and its video once "
+            "per micro-batch and let its completions attend to it, instead of once per completion. Same results "
+            "(within float rounding); off runs the per-row passes. Needs sdpa or eager attention, else per row."
+        },
+    )
     accuracy_reward_name: str = field(
         default="accuracy_reward",
         metadata={"help": "Name of the reward function whose value the shaping terms test for correctness."},

@@ -9,8 +9,9 @@ so the loss is computed as if the video were text. This subclass overrides only 
 - `_tokenize_prompts`: runs the processor on text *and* media (frames with their `VideoMetadata`, so
   `second_per_grid_ts` and timestamps are right), checks that vision tokens match vision features, and hands the
   vision tensors to generation.
-- `_get_per_token_logps_and_entropies`: adds each micro-batch's own vision tensors (and `mm_token_type_ids`) to
-  the model call, then lets trl's own loop compute log-probs, entropies and auxiliary losses.
+- `_get_per_token_logps_and_entropies`: scores each micro-batch with its own vision tensors, computing each unique
+  prompt and its media once and letting its completions attend to it (`videorft_hf.prompt_sharing`; the same
+  log-probs and gradients as per-row passes, `share_prompt_compute=False` turns it off).
 - `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
   images (`videorft_hf.vllm_media`), generating from the same prompt ids the log-prob passes see.
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
@@ -59,6 +60,7 @@ from .processing import (
     model_sampling_config,
     vision_patch_factor,
 )
+from .prompt_sharing import shared_prompt_logps
 from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
 from .vllm_media import MultimodalClient, MultimodalLLM, VLLMMedia, place_features
 
@@ -378,6 +380,22 @@ class VideoGRPOTrainer(GRPOTrainer):
             )
         if len(rows) != input_ids.size(0):
             raise RuntimeError(f"{len(rows)} vision rows for a batch of {input_ids.size(0)} sequences.")
+        if not kwargs.get("compute_aux_loss"):  # MoE load-balancing losses need the per-row passes below
+            # Each unique prompt and its media once, its completions attending to it (per row when sharing is off
+            # or cannot apply); the same log-probs, entropies and gradients as the per-row passes.
+            with self.accelerator.autocast():
+                result = shared_prompt_logps(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    [None if row is _SKIPPED else row for row in rows],
+                    batch_size=batch_size,
+                    compute_entropy=kwargs.get("compute_entropy", False),
+                    share=getattr(self.args, "share_prompt_compute", True),
+                )
+            self._log_sharing(result.stats)
+            return result.logps, result.entropies, None
         batch_size = batch_size or input_ids.size(0)
         logps, entropies, aux_losses = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
@@ -399,6 +417,14 @@ class VideoGRPOTrainer(GRPOTrainer):
         entropies = torch.cat(entropies, dim=0) if entropies[0] is not None else None
         aux = torch.stack(aux_losses).mean() if aux_losses[0] is not None else None
         return torch.cat(logps, dim=0), entropies, aux
+
+    def _log_sharing(self, stats) -> None:
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["prompt_sharing/shared"].append(float(stats.shared))
+        self._metrics[mode]["prompt_sharing/lm_token_ratio"].append(stats.unshared_lm_tokens / max(stats.lm_tokens, 1))
+        if stats.vision_patches:
+            ratio = stats.unshared_vision_patches / stats.vision_patches
+            self._metrics[mode]["prompt_sharing/vision_patch_ratio"].append(ratio)
 
     def _compute_loss(self, model, inputs):
         # Adds: the micro-batch's vision tensors reach the policy forward.
