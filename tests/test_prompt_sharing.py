@@ -400,14 +400,21 @@ def _train(media, tmp_path, share: bool, text_only: bool = False):
         video_max_frames=4, video_min_pixels=16 * 784, video_max_pixels=16 * 784, image_max_pixels=16 * 784,
     )
     trainer = VideoGRPOTrainer(model, [_parity_reward], args=args, train_dataset=Dataset.from_list(rows * 2))
+    vision = {"patches": 0}
+    trainer.model.model.visual.register_forward_pre_hook(
+        lambda module, args: vision.__setitem__("patches", vision["patches"] + args[0].shape[0])
+    )
     trainer.train()
-    return [h for h in trainer.state.log_history if "loss" in h]
+    return [h for h in trainer.state.log_history if "loss" in h], vision["patches"]
 
 
 def test_trainer_results_equal_with_sharing_on_and_off(media, tmp_path):
     # steps_per_generation=2 (micro-batches that split groups) and num_iterations=2 (old log-probs reused), beta > 0.
-    on, off = _train(media, tmp_path, share=True), _train(media, tmp_path, share=False)
+    (on, patches_on), (off, patches_off) = _train(media, tmp_path, share=True), _train(media, tmp_path, share=False)
     assert len(on) == len(off) == 4
+    # Generation, reference and policy passes: the tower sees each prompt's media once, not once per completion
+    # (the micro-batches of 4 shuffled rows hold 1-4 rows of a prompt, so the ratio is below G = 4).
+    assert patches_off / patches_on > 2
     for shared, plain in zip(on, off, strict=True):
         for key in ("loss", "grad_norm", "kl", "entropy"):
             assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
@@ -417,5 +424,6 @@ def test_trainer_results_equal_with_sharing_on_and_off(media, tmp_path):
 
 
 def test_text_only_batches_keep_trls_path(media, tmp_path):
-    history = _train(media, tmp_path, share=True, text_only=True)
+    history, patches = _train(media, tmp_path, share=True, text_only=True)
+    assert patches == 0
     assert history and not any("prompt_sharing/shared" in h for h in history)

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -50,6 +51,7 @@ from .configs import VideoGRPOConfig, VideoSamplingArguments
 from .hub import videorft_tags, write_trainer_card
 from .modeling import keep_updates
 from .processing import (
+    VISION_KEYS,
     RowMedia,
     UnsupportedVideoModelError,
     VisionTokenMismatchError,
@@ -60,7 +62,7 @@ from .processing import (
     model_sampling_config,
     vision_patch_factor,
 )
-from .prompt_sharing import shared_prompt_logps
+from .prompt_sharing import generate_with_shared_prefill, shared_prompt_logps
 from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
 from .vllm_media import MultimodalClient, MultimodalLLM, VLLMMedia, place_features
 
@@ -146,6 +148,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._vision_rows: list[dict | None] | None = None
         self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
         self._generation_media: list[_RowMedia] | None = None  # media of the prompts being generated now
+        self._generation_vision: list[dict | None] | None = None  # and their processor outputs, per row
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
         for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
             if callable(getattr(getattr(func, "encoder", None), "load", None)):
@@ -287,6 +290,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             vision_rows = self._vision_rows
         finally:
             self._pending_media = self._original_rows = self._vision_rows = self._generation_media = None
+            self._generation_vision = None
         output["vision_inputs"] = vision_rows
         skipped = [i for i, row in enumerate(vision_rows) if row is _SKIPPED]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
@@ -326,6 +330,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             vision_rows.append(_SKIPPED if skipped else (vision or None))
         self._vision_rows = vision_rows
         self._generation_media = list(media)
+        self._generation_vision = [None if v is _SKIPPED else v for v in vision_rows]
         fields = collate_vision([None if v is _SKIPPED else v for v in vision_rows])
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
         return prompt_ids, None, fields
@@ -335,6 +340,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         # trl's `images` argument, so trl gathers them to the main process (server mode) or across the
         # tensor-parallel group (colocate); the adapters of `videorft_hf.vllm_media` turn them into vLLM's inputs.
         media = self._generation_media
+        if media is not None and not self.use_vllm and getattr(self.args, "share_prompt_compute", True):
+            with self._shared_prefill(self._generation_vision):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if not self.use_vllm or media is None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         payloads = [
@@ -362,6 +370,27 @@ class VideoGRPOTrainer(GRPOTrainer):
             if client is not None:
                 generation.vllm_client = client
                 del generation._place_features
+
+    @contextlib.contextmanager
+    def _shared_prefill(self, vision_rows: list[dict | None]):
+        """trl's transformers generation prefills each unique prompt (and its media) once and continues its rows from
+        the expanded KV cache (`generate_with_shared_prefill`); the vision tensors come per row, not collated."""
+        model = self.accelerator.unwrap_model(self.model_wrapped)  # the object trl's generation unwraps to
+
+        def generate(input_ids, attention_mask, **kwargs):
+            for key in (*VISION_KEYS, "mm_token_type_ids"):
+                kwargs.pop(key, None)
+            del model.generate  # generate_with_shared_prefill calls the model's own generate
+            try:
+                return generate_with_shared_prefill(model, input_ids, attention_mask, vision_rows, **kwargs)
+            finally:
+                model.generate = generate
+
+        model.generate = generate
+        try:
+            yield
+        finally:
+            del model.generate
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
         ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images)
@@ -502,11 +531,12 @@ class VideoGRPOTrainer(GRPOTrainer):
             owners += [first] * copies
         fields = collate_vision(vision_rows)
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
-        main_media, self._generation_media = self._generation_media, shuffled_media
+        main = self._generation_media, self._generation_vision
+        self._generation_media, self._generation_vision = shuffled_media, vision_rows
         try:
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
         finally:
-            self._generation_media = main_media
+            self._generation_media, self._generation_vision = main
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
         columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
