@@ -309,8 +309,13 @@ def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media)
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
     )
-    suppressed = set(trainer.generation_config.suppress_tokens)
+    stock = list(trainer.generation_config.suppress_tokens)
+    assert trainer._video_token_id not in stock  # batches without video generate exactly as with trl
+    with trainer._vision_placeholders_suppressed():
+        suppressed = set(trainer.generation_config.suppress_tokens)
+        assert set(trainer.generation_kwargs["suppress_tokens"]) == suppressed
     assert {trainer._video_token_id, trainer._image_token_id} <= suppressed
+    assert trainer.generation_config.suppress_tokens == stock == trainer.generation_kwargs["suppress_tokens"]
 
 
 def test_length_bonus_shaping(tmp_path, media, model_dirs):
@@ -585,8 +590,9 @@ def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, mo
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
     )
-    # the bias is built at construction when use_vllm is on; rebuild it the same way here
+    # the bias is set while a video batch generates; batches without video keep trl's settings
     trainer.use_vllm, trainer.vllm_generation = True, SimpleNamespace(generation_kwargs={})
-    VideoGRPOTrainer._suppress_vision_placeholders(trainer)
-    bias = trainer.vllm_generation.generation_kwargs["logit_bias"]
+    with trainer._vision_placeholders_suppressed():
+        bias = dict(trainer.vllm_generation.generation_kwargs["logit_bias"])
     assert bias == {trainer._image_token_id: -100.0, trainer._video_token_id: -100.0}
+    assert trainer.vllm_generation.generation_kwargs == {}
