@@ -232,7 +232,11 @@ def length_reward(completions, **kwargs):
 
 # ------------------------------------------------------------------------------------------------ harness
 def train_once(cls, family, rows, tmp_path, reward_funcs=(length_reward,), trainer_kwargs=None, **overrides):
+    # The model goes in as a path, as in a trl script: trl loads it (and the reference model, when beta > 0) itself.
     model, processing_class = BUILDERS[family]()
+    model_dir = tmp_path / f"{family}-model"
+    if not model_dir.exists():
+        model.save_pretrained(model_dir)
     values = dict(
         output_dir=str(tmp_path / cls.__name__),
         per_device_train_batch_size=4,
@@ -249,12 +253,12 @@ def train_once(cls, family, rows, tmp_path, reward_funcs=(length_reward,), train
     )
     values.update(overrides)
     trainer = cls(
-        model,
+        str(model_dir),
         reward_funcs=list(reward_funcs) if reward_funcs is not None else None,
         args=GRPOConfig(**values),
         train_dataset=Dataset.from_list(rows),
         processing_class=processing_class,
-        **(trainer_kwargs or {}),
+        **((trainer_kwargs() if callable(trainer_kwargs) else trainer_kwargs) or {}),
     )
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
@@ -370,52 +374,63 @@ def test_tools(tmp_path):
     assert_same_training("text", text_rows(), tmp_path, trainer_kwargs={"tools": [multiply]})
 
 
-class CounterEnvironment:
-    """An environment that owns its reward: the reward is the number of tool calls made in the episode."""
+def numbered_environments():
+    """An environment factory whose environments own the reward: each scores its rollouts by its own number's
+    parity, so that the two completions of a prompt (two environments) get different rewards."""
+    numbers = iter(range(1000))
 
-    def reset(self, **kwargs) -> str:
-        self.calls = 0
-        return " Use the counter if you like."
+    class NumberedEnvironment:
+        def __init__(self):
+            self.number = next(numbers)
 
-    def increment(self, step: int) -> str:
-        """Adds one to the counter.
+        def reset(self, **kwargs) -> str:
+            return " Use the counter if you like."
 
-        Args:
-            step: How much to add.
-        """
-        self.calls += 1
-        return str(self.calls)
+        def increment(self, step: int) -> str:
+            """Adds to the counter.
 
-    def get_reward(self) -> float:
-        return float(self.calls)
+            Args:
+                step: How much to add.
+            """
+            return str(step + 1)
+
+        def get_reward(self) -> float:
+            return float(self.number % 2)
+
+    return NumberedEnvironment
 
 
 def test_environment_owned_reward(tmp_path, monkeypatch):
+    """`reward_funcs=None`: the environment's `get_reward` is the only reward."""
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-    rows = [{"prompt": [{"role": "user", "content": f"Count to {i}."}], "hint": i} for i in range(4)]
     assert_same_training(
         "text",
-        rows,
+        text_rows(),
         tmp_path,
         reward_funcs=None,
-        trainer_kwargs={"environment_factory": CounterEnvironment},
+        trainer_kwargs=lambda: {"environment_factory": numbered_environments()},
     )
 
 
-def test_rewards_receive_frames_without_changing_training(tmp_path):
-    """`frames` is added to the reward keyword arguments: the image the policy saw, or None for a text row."""
+def test_rewards_receive_frames(tmp_path):
+    """`frames` is added to the reward keyword arguments: the image the policy saw, or None for a text row. A batch
+    mixing image and text rows (which trl's image path cannot take) goes through this package's own media path."""
     seen = []
 
     def frames_reward(completions, frames, **kwargs):
         seen.append(frames)
         return [float(len(c[0]["content"])) for c in completions]
 
+    def pixels():
+        return {None if f is None else f.getpixel((0, 0)) for batch in seen for f in batch}
+
     rows = string_prompt_rows()
     rows[1]["image"] = None
-    train_once(VideoGRPOTrainer, "qwen2_5_vl", rows, tmp_path, reward_funcs=[frames_reward])
-    assert [None if f is None else f.getpixel((0, 0)) for f in seen[0]][::2] == [
-        COLOURS[0], None, COLOURS[2], COLOURS[3]
-    ]
+    train_once(VideoGRPOTrainer, "qwen2_5_vl", rows, tmp_path, reward_funcs=[frames_reward], max_steps=2)
+    assert pixels() == {COLOURS[0], None, COLOURS[2], COLOURS[3]}
+    seen.clear()
+    train_once(VideoGRPOTrainer, "qwen2_5_vl", string_prompt_rows(), tmp_path, reward_funcs=[frames_reward], max_steps=2)
+    assert pixels() == set(COLOURS)
 
 
 @pytest.mark.parametrize("family", ["gemma3", "llava_next"])

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from trl import GRPOTrainer
+from trl.data_utils import prepare_multimodal_messages
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -120,6 +121,21 @@ def temporal_bonus(completions, **kwargs) -> list[float]:
 
 def _has_media(row: dict) -> bool:
     return any(row.get(key) is not None and row.get(key) != [] for key in ("video", "image", "images"))
+
+
+def _with_decoded_images(inputs: list[dict], media: list) -> list[dict]:
+    """The rows with their `image` / `images` replaced by the decoded images (in-memory images are unchanged)."""
+    rows = []
+    for row, row_media in zip(inputs, media, strict=True):
+        row = dict(row)
+        if row_media.error is not None:  # a skipped sample: trained on as a text prompt, with no loss
+            row["prompt"] = _strip_media_blocks(row["prompt"])
+        if row.get("images") is not None:
+            row["images"] = list(row_media.images)
+        elif row.get("image") is not None:
+            row["image"] = row_media.images[0] if row_media.images else None
+        rows.append(row)
+    return rows
 
 
 def _strip_media_blocks(prompt: list[dict]) -> list[dict]:
@@ -319,67 +335,59 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
-        # Adds: a batch with video takes this class's media path (each unique video decoded once, per-row vision
-        # tensors carried in the batch); a batch without video takes trl's own path, image paths decoded first.
+        # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
+        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer;
+        # any other batch with media (video, or image rows mixed with text or skipped rows) takes this class's path,
+        # which carries per-row vision tensors in the batch and is built for Qwen-VL models.
         if not self._is_vlm or not any(_has_media(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
-        if not any(row.get("video") is not None for row in inputs):
-            return self._generate_with_images(inputs)
+        has_video = any(row.get("video") is not None for row in inputs)
         model_type = getattr(self.model.config, "model_type", None)
-        if model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
+        if has_video and model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
             raise UnsupportedVideoModelError(
                 f"The batch has video rows, but video inputs are built for the model types "
                 f"{', '.join(SUPPORTED_VIDEO_MODEL_TYPES)} only; this model is {model_type!r} "
                 f"({type(self.model).__name__}). Train it on image or text rows, or use a Qwen-VL model for video."
             )
         before = Counter(self.media_counts)
-        self._pending_media = self._load_media(inputs)
-        self._reward_rows = [{**row, "frames": m.reward_frames} for row, m in zip(inputs, self._pending_media, strict=True)]
-        self._skipped_local = [m.error is not None for m in self._pending_media]
-        # trl's own image path would run a second, video-blind processor pass: media stays with this class.
-        stripped = [{k: v for k, v in row.items() if k not in ("image", "images", "video")} for row in inputs]
-        try:
-            with self._vision_placeholders_suppressed():
-                if self.shaping["temporal_grpo"] and self.model.training:
-                    self._shuffled_local = self._rollout_shuffled(inputs, self._pending_media)
-                output = super()._generate_and_score_completions(stripped)
-            vision_rows = self._vision_rows
-        finally:
-            self._pending_media = self._vision_rows = self._generation_media = None
-            self._reward_rows = self._skipped_local = None
-        output["vision_inputs"] = vision_rows
-        skipped = [i for i, row in enumerate(vision_rows) if row is _SKIPPED]
-        if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
-            output["completion_mask"][skipped] = 0
-            output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
-        self._log_media_counts(before)
-        return output
-
-    def _generate_with_images(self, inputs):
-        """A batch without video: image paths are decoded with the run's sampling rules (in-memory images pass
-        unchanged), then trl's own image path runs, so every processor family trl supports works as with trl."""
-        before = Counter(self.media_counts)
         media = self._load_media(inputs)
-        rows = []
-        for row, row_media in zip(inputs, media, strict=True):
-            row = dict(row)
-            if row_media.error is not None:  # skipped: trained on as a text prompt with no loss
-                row["prompt"] = _strip_media_blocks(row["prompt"])
-            if row.get("images") is not None:
-                row["images"] = list(row_media.images)
-            elif row.get("image") is not None:
-                row["image"] = row_media.images[0] if row_media.images else None
-            rows.append(row)
         self._reward_rows = [{**row, "frames": m.reward_frames} for row, m in zip(inputs, media, strict=True)]
         self._skipped_local = [m.error is not None for m in media]
+        every_row_has_images = all(m.images and m.error is None for m in media)
         try:
-            output = super()._generate_and_score_completions(rows)
+            if not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES):
+                output = super()._generate_and_score_completions(_with_decoded_images(inputs, media))
+            else:
+                output = self._generate_with_media(inputs, media)
         finally:
             self._reward_rows = self._skipped_local = None
         skipped = [i for i, m in enumerate(media) if m.error is not None]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
             output["completion_mask"][skipped] = 0
         self._log_media_counts(before)
+        return output
+
+    def _generate_with_media(self, inputs: list[dict], media: list[_RowMedia]):
+        """This class's media path: the processor sees the decoded frames and images once per prompt, and the batch
+        carries each row's vision tensors to every log-prob pass."""
+        self._pending_media = media
+        # trl's own image path would run a second, video-blind processor pass: media stays with this class.
+        rows = []
+        for row, row_media in zip(inputs, media, strict=True):
+            prompt = row["prompt"]
+            if row_media.images and row_media.error is None and isinstance(prompt, list):
+                # trl's image rows may have plain-string prompts: insert the image blocks, as trl does.
+                prompt = prepare_multimodal_messages(prompt, images=row_media.images)
+            rows.append({**{k: v for k, v in row.items() if k not in ("image", "images", "video")}, "prompt": prompt})
+        try:
+            with self._vision_placeholders_suppressed():
+                if self.shaping["temporal_grpo"] and self.model.training:
+                    self._shuffled_local = self._rollout_shuffled(inputs, media)
+                output = super()._generate_and_score_completions(rows)
+            vision_rows = self._vision_rows
+        finally:
+            self._pending_media = self._vision_rows = self._generation_media = None
+        output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
         return output
 
     def _log_media_counts(self, before: Counter) -> None:
