@@ -188,7 +188,61 @@ def tiny_text_lm():
     return _seeded(lambda: Qwen3ForCausalLM(config)), tokenizer
 
 
+def tiny_qwen3_5(moe: bool = False):
+    """`Qwen3_5ForConditionalGeneration` (or its MoE variant): one linear-attention (gated delta rule) and one full
+    attention layer, with the Qwen3-VL processor and vision tower sizes of `videorft_hf.testing`."""
+    from transformers import (
+        Qwen3_5Config,
+        Qwen3_5ForConditionalGeneration,
+        Qwen3_5MoeConfig,
+        Qwen3_5MoeForConditionalGeneration,
+    )
+
+    model, processor = build_tiny_vlm("qwen3_vl", seed=0)
+    base = model.config
+    text = base.text_config.to_dict()
+    text = {
+        key: text[key]
+        for key in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_parameters", "bos_token_id",
+            "eos_token_id", "pad_token_id",
+        )
+    }
+    text.update(
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        linear_num_value_heads=2,
+        layer_types=["linear_attention", "full_attention"],
+    )
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)
+    vision = base.vision_config.to_dict()
+    vision = {
+        key: vision[key]
+        for key in (
+            "depth", "hidden_size", "intermediate_size", "num_heads", "patch_size", "spatial_merge_size",
+            "temporal_patch_size", "out_hidden_size", "num_position_embeddings",
+        )
+    }
+    config_class, model_class = (
+        (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (Qwen3_5Config, Qwen3_5ForConditionalGeneration)
+    )
+    config = config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=base.image_token_id,
+        video_token_id=base.video_token_id,
+        vision_start_token_id=base.vision_start_token_id,
+        vision_end_token_id=base.vision_end_token_id,
+    )
+    return _seeded(lambda: model_class(config)), processor
+
+
 BUILDERS = {
+    "qwen3_5": tiny_qwen3_5,
+    "qwen3_5_moe": lambda: tiny_qwen3_5(moe=True),
     "qwen2_vl": lambda: build_tiny_vlm("qwen2_vl", seed=0),
     "qwen2_5_vl": lambda: build_tiny_vlm("qwen2_5_vl", seed=0),
     "qwen3_vl": lambda: build_tiny_vlm("qwen3_vl", seed=0),
@@ -295,7 +349,9 @@ def test_constructor_signature_is_grpo_trainers():
     ]
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava_next"])
+@pytest.mark.parametrize(
+    "family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe", "gemma3", "llava_next"]
+)
 def test_string_prompt_with_image_column(tmp_path, family):
     deltas = assert_same_training(family, string_prompt_rows(), tmp_path)
     vision = [n for n, d in deltas.items() if d.abs().max() > 0 and ("visual" in n or "vision" in n)]
