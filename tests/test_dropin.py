@@ -362,6 +362,7 @@ def test_text_model_text_dataset(tmp_path):
     assert_same_training("text", text_rows(), tmp_path)
 
 
+@pytest.mark.slow
 def test_vlm_text_dataset(tmp_path):
     assert_same_training("qwen2_5_vl", text_rows(), tmp_path)
 
@@ -369,7 +370,7 @@ def test_vlm_text_dataset(tmp_path):
 @pytest.mark.parametrize(
     "rows",
     [
-        pytest.param(structured_prompt_rows, id="structured_prompt"),
+        pytest.param(structured_prompt_rows, id="structured_prompt", marks=pytest.mark.slow),
         pytest.param(multi_image_rows, id="multi_image"),
     ],
 )
@@ -388,6 +389,7 @@ def test_image_formats(tmp_path, rows):
         pytest.param({"loss_type": "grpo", "scale_rewards": "batch"}, id="grpo_loss"),
     ],
 )
+@pytest.mark.slow
 def test_config_options(tmp_path, overrides):
     assert_same_training("qwen2_5_vl", string_prompt_rows(), tmp_path, **overrides)
 
@@ -406,7 +408,8 @@ def test_config_options_other_families(tmp_path, family, overrides):
     assert_same_training(family, string_prompt_rows(), tmp_path, **overrides)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", pytest.param("gemma3", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "gemma3"])
 def test_peft(tmp_path, family):
     from peft import LoraConfig
 
@@ -417,6 +420,7 @@ def test_peft(tmp_path, family):
     assert all("lora_" in name for name in deltas)
 
 
+@pytest.mark.slow
 def test_tools(tmp_path):
     def multiply(a: int, b: int) -> int:
         """Multiplies two integers.
@@ -428,6 +432,26 @@ def test_tools(tmp_path):
         return a * b
 
     assert_same_training("text", text_rows(), tmp_path, trainer_kwargs={"tools": [multiply]})
+
+
+@pytest.mark.slow
+def test_image_paths_are_decoded_with_the_sampling_rules(tmp_path):
+    """Deliberately different from trl: an image *path* is decoded by this package with the run's image pixel
+    bounds; training then equals the stock trainer given those decoded images."""
+    from videorft_hf.video import VideoSamplingConfig, load_image
+
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"picture{i}.png"))
+        image(i, size=(300, 200)).save(paths[-1])
+    path_rows = [{**row, "image": path} for row, path in zip(string_prompt_rows(), paths, strict=True)]
+    decoded_rows = [{**row, "image": load_image(path, VideoSamplingConfig())} for row, path in zip(path_rows, paths, strict=True)]
+    assert decoded_rows[0]["image"].size != (300, 200)  # the default pixel bounds resize it
+    stock_logs, stock_deltas = train_once(GRPOTrainer, "qwen2_5_vl", decoded_rows, tmp_path)
+    ours_logs, ours_deltas = train_once(VideoGRPOTrainer, "qwen2_5_vl", path_rows, tmp_path)
+    assert ours_logs[0]["loss"] == stock_logs[0]["loss"] and ours_logs[0]["entropy"] == stock_logs[0]["entropy"]
+    for name, delta in stock_deltas.items():
+        torch.testing.assert_close(ours_deltas[name], delta, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def numbered_environments():
