@@ -42,6 +42,20 @@ def _byte_tokenizer(specials: list[str], extra_special_tokens: dict, chat_templa
     return tokenizer
 
 
+def _tiny_text_config(vocab_size: int, **extra) -> dict:
+    """Two decoder layers of width 32: the text part of every tiny model here."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 512,
+        **extra,
+    }
+
+
 def _seeded(build):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -71,18 +85,12 @@ def tiny_gemma3():
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Gemma3Config(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 16,
-            "sliding_window": 16,
-            "layer_types": ["sliding_attention", "full_attention"],  # the completion must see the image
-            "max_position_embeddings": 512,
-        },
+        text_config=_tiny_text_config(
+            len(tokenizer),
+            head_dim=16,
+            sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"],  # the completion must see the image
+        ),
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -139,16 +147,7 @@ def tiny_llava_next():
         num_additional_image_tokens=1,
     )
     config = LlavaNextConfig(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 512,
-        },
+        text_config=_tiny_text_config(len(tokenizer), model_type="llama"),
         vision_config={
             "model_type": "clip_vision_model",
             "hidden_size": 32,
@@ -174,16 +173,13 @@ def tiny_text_lm():
     tokenizer = build_tiny_tokenizer("qwen2_vl")
     tokenizer.chat_template = qwen3_chat_template
     config = Qwen3Config(
-        vocab_size=len(tokenizer) + 16,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **_tiny_text_config(
+            len(tokenizer) + 16,
+            head_dim=16,
+            max_position_embeddings=1024,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     )
     return _seeded(lambda: Qwen3ForCausalLM(config)), tokenizer
 

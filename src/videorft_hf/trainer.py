@@ -44,8 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from trl import GRPOTrainer
-from trl.data_utils import prepare_multimodal_messages
+from trl import GRPOTrainer, prepare_multimodal_messages
 
 if TYPE_CHECKING:
     from collections.abc import Callable
