@@ -246,7 +246,7 @@ def test_recipes_parse_with_the_paper_values():
     script_args, args, model_args = parser.parse_args_and_config(
         ["--config", str(recipes / "config_qlora.yaml"), "--use_cpu"]
     )
-    assert model_args.load_in_4bit and model_args.use_peft and script_args.freeze_vision_tower
+    assert model_args.load_in_4bit and model_args.use_peft and not script_args.freeze_vision_tower  # adapts the tower
     for name, kind in (("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"), ("fsdp", "FSDP")):
         config = load_config_from_file(str(REPO / "recipes" / "accelerate_configs" / f"{name}.yaml"))
         assert config.distributed_type == kind

@@ -64,7 +64,28 @@ class VideoSamplingArguments:
 
 
 @dataclass
-class VideoGRPOConfig(VideoSamplingArguments, GRPOConfig):
+class PrecisionArguments:
+    """How trainable weights are stored, shared by the SFT and GRPO configs (see `videorft_hf.modeling`)."""
+
+    trainable_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype of the trainable weights (the master copy the optimiser updates): 'float32' upcasts "
+            "bfloat16/float16 trainable weights so that small learning-rate steps are not rounded away, while frozen "
+            "weights keep their dtype and compute runs under bf16 autocast; 'model' keeps them as loaded (refused "
+            "when the learning rate is too small for their dtype). DeepSpeed keeps its own float32 master weights."
+        },
+    )
+
+    def __post_init__(self):
+        from .modeling import TRAINABLE_DTYPES
+
+        if self.trainable_dtype not in TRAINABLE_DTYPES:
+            raise ValueError(f"trainable_dtype must be one of {TRAINABLE_DTYPES}, got {self.trainable_dtype!r}.")
+
+
+@dataclass
+class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, GRPOConfig):
     """`trl.GRPOConfig` plus video sampling and the VideoRFT group-level reward shaping.
 
     The defaults of the fields inherited from trl are trl's; the paper's values (beta 0.04, `loss_type="grpo"`,
@@ -74,6 +95,13 @@ class VideoGRPOConfig(VideoSamplingArguments, GRPOConfig):
         >>> args = VideoGRPOConfig(output_dir="out", length_bonus=True, report_to=[])  # doctest: +SKIP
     """
 
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Turn off dropout in the policy and reference models (on by default here, unlike trl): dropout "
+            "gives the old and new log-probs of the same tokens different masks, which adds noise to the ratio."
+        },
+    )
     accuracy_reward_name: str = field(
         default="accuracy_reward",
         metadata={"help": "Name of the reward function whose value the shaping terms test for correctness."},
@@ -106,6 +134,7 @@ class VideoGRPOConfig(VideoSamplingArguments, GRPOConfig):
     def __post_init__(self):
         GRPOConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
+        PrecisionArguments.__post_init__(self)
         if self.length_bonus_min_tokens > self.length_bonus_max_tokens:
             raise ValueError(
                 f"length_bonus_min_tokens ({self.length_bonus_min_tokens}) is above length_bonus_max_tokens "
@@ -149,6 +178,14 @@ class VideoRFTScriptArguments(ScriptArguments):
         default="google/siglip-so400m-patch14-384",
         metadata={"help": "Text-image encoder of the semantic-consistency reward."},
     )
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the vision tower (and its merger) as loaded. Full fine-tuning: its parameters get no "
+            "gradient. With --use_peft: no LoRA adapter is placed in it (otherwise adapters go wherever "
+            "lora_target_modules match, the vision tower included; the default target is 'all-linear')."
+        },
+    )
 
     def __post_init__(self):
         if self.on_invalid_record not in ("raise", "skip"):
@@ -156,7 +193,7 @@ class VideoRFTScriptArguments(ScriptArguments):
 
 
 @dataclass
-class VideoSFTConfig(VideoSamplingArguments, SFTConfig):
+class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SFTConfig):
     """`trl.SFTConfig` plus video sampling (used by `DataCollatorForVideoLanguageModeling`).
 
     `max_length` is never applied by cutting through vision tokens: a sample that does not fit raises a typed error
@@ -166,3 +203,4 @@ class VideoSFTConfig(VideoSamplingArguments, SFTConfig):
     def __post_init__(self):
         SFTConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
+        PrecisionArguments.__post_init__(self)

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
 from .hub import videorft_tags
+from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,
     RowMedia,
@@ -241,6 +242,8 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_func_names.append(func.__name__)
                     self.reward_processing_classes.append(None)
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
+        # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
+        keep_updates(self.model, self.args)
 
     @contextmanager
     def _vision_placeholders_suppressed(self):

@@ -50,9 +50,10 @@ def build_reward_funcs(script_args) -> list:
 
 def train(script_args, training_args, model_args):
     """Runs GRPO and saves the model and processor to `training_args.output_dir`. Returns the trainer."""
-    from trl import get_peft_config, get_quantization_config
+    from trl import get_quantization_config
 
     from videorft_hf.data import load_videorft_dataset
+    from videorft_hf.modeling import freeze_vision_tower, model_structure, peft_config_for
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
@@ -77,13 +78,23 @@ def train(script_args, training_args, model_args):
     )
     training_args.model_init_kwargs = model_init_kwargs
 
+    model, peft_config = model_args.model_name_or_path, None
+    if model_args.use_peft:
+        peft_config = peft_config_for(model_args, model_structure(model, model_args), script_args.freeze_vision_tower)
+    elif script_args.freeze_vision_tower:
+        # The tower is frozen before the trainer keeps trainable weights in float32, so that it stays as loaded.
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(model, **model_init_kwargs)
+        freeze_vision_tower(model)
+
     trainer = VideoGRPOTrainer(
-        model=model_args.model_name_or_path,
+        model=model,
         reward_funcs=build_reward_funcs(script_args),
         args=training_args,
         train_dataset=dataset,
         quantization_config=quantization_config,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     state = trainer.accelerator.state
     logger.info(

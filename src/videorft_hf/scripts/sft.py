@@ -2,7 +2,7 @@
 
 Stock `trl.SFTTrainer` with `DataCollatorForVideoLanguageModeling`: videos are decoded by this package with the
 recipe's `VideoSamplingConfig`, the loss covers the assistant's `<think>...</think>\\n<answer>...</answer><|im_end|>`
-only. Arguments: `VideoRFTScriptArguments` (+ `freeze_vision_tower`), `VideoSFTConfig` and trl's `ModelConfig`;
+only. Arguments: `VideoRFTScriptArguments`, `VideoSFTConfig` and trl's `ModelConfig`;
 `--config recipe.yaml` sets them and command-line flags override it.
 
     # the paper's SFT: Qwen2.5-VL-7B-Instruct on 8 GPUs with DeepSpeed ZeRO-2
@@ -26,34 +26,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
 from videorft_hf.hub import apply_videorft_tags
+from videorft_hf.modeling import freeze_vision_tower, keep_updates, peft_config_for, vision_tower_name  # noqa: F401
 
 logger = logging.getLogger("videorft_hf.scripts.sft")
 
 _RESUME_LAST = ("last", "auto", "true", "True")
 
 
-@dataclass
-class SFTScriptArguments(VideoRFTScriptArguments):
-    """`VideoRFTScriptArguments` plus what only SFT needs."""
-
-    freeze_vision_tower: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the vision tower (and its merger) as loaded. Full fine-tuning: its parameters get no "
-            "gradient. With --use_peft: no LoRA adapter is placed in it (otherwise adapters go wherever "
-            "lora_target_modules match, the vision tower included; the default target is 'all-linear')."
-        },
-    )
-
-
 def make_parser(subparsers=None, prog: str | None = "videorft sft"):
-    """Returns trl's `TrlParser` for (`SFTScriptArguments`, `VideoSFTConfig`, `ModelConfig`).
+    """Returns trl's `TrlParser` for (`VideoRFTScriptArguments`, `VideoSFTConfig`, `ModelConfig`).
 
     Args:
         subparsers: an `argparse` subparsers action to register an `sft` command on, as trl's CLI does.
@@ -66,35 +52,10 @@ def make_parser(subparsers=None, prog: str | None = "videorft sft"):
         >>> script_args, sft_args, model_args = make_parser().parse_args_and_config(
         ...     ["--config", "recipes/tiny/sft.yaml", "--output_dir", "out"])  # doctest: +SKIP
     """
-    dataclass_types = (SFTScriptArguments, VideoSFTConfig, ModelConfig)
+    dataclass_types = (VideoRFTScriptArguments, VideoSFTConfig, ModelConfig)
     if subparsers is not None:
         return subparsers.add_parser("sft", help="VideoRFT supervised fine-tuning", dataclass_types=dataclass_types)
     return TrlParser(dataclass_types, prog=prog)
-
-
-def vision_tower_name(model) -> str | None:
-    """Name of the submodule that is the model's vision tower: the outermost one configured by its `vision_config`.
-
-    Found from the config, never from a module-name pattern: `"model.visual"` for Qwen2/2.5/3-VL in transformers 5.
-
-    Args:
-        model: a vision-language model (or a peft model around one).
-
-    Returns:
-        The module name, or None when the model has no `vision_config`.
-
-    Example:
-        >>> from videorft_hf.testing import build_tiny_vlm
-        >>> vision_tower_name(build_tiny_vlm("qwen2_5_vl")[0])
-        'model.visual'
-    """
-    vision_config = getattr(model.config, "vision_config", None)
-    if vision_config is None:
-        return None
-    for name, module in model.named_modules():
-        if name and getattr(module, "config", None) is vision_config:
-            return name
-    return None
 
 
 def load_model(model_args, training_args):
@@ -127,29 +88,6 @@ def load_model(model_args, training_args):
         kwargs["device_map"] = None  # as SFTTrainer: "auto" fails under distributed training
     kwargs.update(training_args.model_init_kwargs or {})
     return create_model_from_path(model_args.model_name_or_path, **kwargs)
-
-
-def peft_config_for(model_args, model, freeze_vision_tower: bool):
-    """trl's LoRA config from `ModelConfig`, targeting every linear layer unless `lora_target_modules` says otherwise,
-    and none inside the vision tower when `freeze_vision_tower`.
-
-    Returns:
-        A `peft.LoraConfig`, or None without `--use_peft`.
-    """
-    import re
-
-    from trl import get_peft_config
-
-    peft_config = get_peft_config(model_args)
-    if peft_config is None:
-        return None
-    if not peft_config.target_modules:
-        peft_config.target_modules = "all-linear"
-    if freeze_vision_tower:
-        tower = vision_tower_name(model)
-        if tower is not None:
-            peft_config.exclude_modules = rf"{re.escape(tower)}(\..*)?"
-    return peft_config
 
 
 def load_datasets(script_args, training_args):
@@ -190,7 +128,7 @@ def build_trainer(script_args, training_args, model_args):
     """Builds the `trl.SFTTrainer` of a run: model, processor, collator, datasets, LoRA and a frozen vision tower.
 
     Args:
-        script_args: `SFTScriptArguments`.
+        script_args: `VideoRFTScriptArguments`.
         training_args: `VideoSFTConfig`. `remove_unused_columns` is set to False (the collator needs the `video`
             column) and `dataset_kwargs["skip_prepare_dataset"]` to True (the collator tokenizes).
         model_args: trl's `ModelConfig`.
@@ -234,12 +172,8 @@ def build_trainer(script_args, training_args, model_args):
     )
     apply_videorft_tags(trainer, "sft")  # trl's checkpoint cards and push_to_hub carry trl, sft, videorft
     if script_args.freeze_vision_tower and peft_config is None:
-        tower = vision_tower_name(trainer.model)
-        if tower is None:
-            raise ValueError("freeze_vision_tower is set, but the model has no `vision_config` to find its tower by.")
-        for parameter in trainer.model.get_submodule(tower).parameters():
-            parameter.requires_grad_(False)
-        logger.info("Froze the vision tower %s.", tower)
+        freeze_vision_tower(trainer.model)
+    keep_updates(trainer.model, training_args)  # after freezing: frozen weights keep their dtype
     return trainer
 
 
