@@ -17,8 +17,12 @@ so the loss is computed as if the video were text. This subclass overrides only 
 - `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
   shaping (length bonus, T-GRPO) to the rewards gathered from every process.
 
-Text-only batches take trl's path unchanged, so a trl script on a text or image dataset works the same with this
-class in place of `GRPOTrainer`.
+The constructor has `GRPOTrainer.__init__`'s signature. Text batches, and batches whose rows all carry images and
+no video, take trl's own path (image paths decoded first with the run's image pixel bounds), so a trl script on a
+text or image dataset trains the same with this class in place of `GRPOTrainer`, with any processor family trl
+supports. Batches with video, or image rows mixed with text rows or skipped samples, take this class's media path,
+built for the Qwen-VL families (`processing.SUPPORTED_VIDEO_MODEL_TYPES`); video rows with any other model raise
+`UnsupportedVideoModelError`.
 
 Example:
     ```python
@@ -247,8 +251,8 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     @contextmanager
     def _vision_placeholders_suppressed(self):
-        """While a video batch generates, neither the image nor the video placeholder can be sampled (a sampled one
-        would mismatch the vision features). Batches without video keep trl's generation settings unchanged."""
+        """While a batch on this class's media path generates, neither the image nor the video placeholder can be
+        sampled (a sampled one would mismatch the vision features). Other batches keep trl's generation settings."""
         suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
         if self.use_vllm:
             kwargs = self.vllm_generation.generation_kwargs
