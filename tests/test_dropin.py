@@ -516,5 +516,19 @@ def test_video_rows_on_other_families_are_a_typed_error(tmp_path, family):
         {"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
          "video": str(video)}
     ] * 4
-    with pytest.raises(UnsupportedVideoModelError, match=f"video rows.*{family}"):
+    with pytest.raises(UnsupportedVideoModelError, match=f"The dataset has video rows.*'{family}'"):
         train_once(VideoGRPOTrainer, family, rows, tmp_path)
+    # A streamed dataset cannot be scanned by the constructor: its first batch with video fails the same way.
+    model, processing_class = BUILDERS[family]()
+    trainer = VideoGRPOTrainer(
+        model,
+        reward_funcs=[length_reward],
+        args=GRPOConfig(
+            output_dir=str(tmp_path / "streamed"), per_device_train_batch_size=4, num_generations=2, max_steps=1,
+            max_completion_length=4, report_to=[], use_cpu=True, save_strategy="no",
+        ),
+        train_dataset=Dataset.from_list(rows).to_iterable_dataset(),
+        processing_class=processing_class,
+    )
+    with pytest.raises(UnsupportedVideoModelError, match=f"The batch has video rows.*'{family}'"):
+        trainer.train()

@@ -248,6 +248,29 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
         keep_updates(self.model, self.args)
+        self._check_video_support(self.train_dataset, self.eval_dataset)
+
+    def _check_video_support(self, *datasets) -> None:
+        """Video rows with a model whose video inputs this package does not build fail here, before training."""
+        if not self._is_vlm or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
+            return
+        from datasets import Dataset
+
+        for dataset in datasets:
+            for split in dataset.values() if isinstance(dataset, dict) else [dataset]:
+                # Only a map-style dataset is scanned (one column); a streamed one is checked batch by batch.
+                if isinstance(split, Dataset) and "video" in split.column_names and any(
+                    v is not None for v in split["video"]
+                ):
+                    raise UnsupportedVideoModelError(self._unsupported_video_message("The dataset has video rows"))
+
+    def _unsupported_video_message(self, what: str) -> str:
+        model_type = getattr(self.model.config, "model_type", None)
+        return (
+            f"{what}, but video inputs are built for the model types {', '.join(SUPPORTED_VIDEO_MODEL_TYPES)} only; "
+            f"this model is {model_type!r} ({type(self.model).__name__}). Train it on image or text rows, or use a "
+            "Qwen-VL model for video."
+        )
 
     @contextmanager
     def _vision_placeholders_suppressed(self):
@@ -350,11 +373,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         has_video = any(row.get("video") is not None for row in inputs)
         model_type = getattr(self.model.config, "model_type", None)
         if has_video and model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
-            raise UnsupportedVideoModelError(
-                f"The batch has video rows, but video inputs are built for the model types "
-                f"{', '.join(SUPPORTED_VIDEO_MODEL_TYPES)} only; this model is {model_type!r} "
-                f"({type(self.model).__name__}). Train it on image or text rows, or use a Qwen-VL model for video."
-            )
+            raise UnsupportedVideoModelError(self._unsupported_video_message("The batch has video rows"))
         before = Counter(self.media_counts)
         media = self._load_media(inputs)
         self._reward_rows = [{**row, "frames": m.reward_frames} for row, m in zip(inputs, media, strict=True)]
