@@ -502,10 +502,11 @@ def test_rewards_receive_frames(tmp_path):
 
     rows = string_prompt_rows()
     rows[1]["image"] = None
-    train_once(VideoGRPOTrainer, "qwen2_5_vl", rows, tmp_path, reward_funcs=[frames_reward], max_steps=2)
+    batch = {"per_device_train_batch_size": 8, "max_completion_length": 2}  # the four rows in one batch
+    train_once(VideoGRPOTrainer, "qwen2_5_vl", rows, tmp_path, reward_funcs=[frames_reward], **batch)
     assert pixels() == {COLOURS[0], None, COLOURS[2], COLOURS[3]}
     seen.clear()
-    train_once(VideoGRPOTrainer, "qwen2_5_vl", string_prompt_rows(), tmp_path, reward_funcs=[frames_reward], max_steps=2)
+    train_once(VideoGRPOTrainer, "qwen2_5_vl", string_prompt_rows(), tmp_path, reward_funcs=[frames_reward], **batch)
     assert pixels() == set(COLOURS)
 
 
