@@ -1,4 +1,4 @@
-"""VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping; drop-in for GRPOTrainer."""
+"""VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping. Drop-in: tests/test_dropin.py."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,6 @@ import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import GRPOConfig, GRPOTrainer
 
 from videorft_hf.configs import VideoGRPOConfig
 from videorft_hf.testing import save_tiny_vlm, write_test_video
@@ -232,22 +231,6 @@ def test_qlora_trains_adapters_only(tmp_path, media, model_dirs):
     trainer.train()
     moved = changed(trainer.model, before, "")
     assert moved and all("lora_" in n for n in moved)
-
-
-def test_drop_in_for_image_and_text_datasets(tmp_path, media, model_dirs):
-    """An unchanged trl-style script (PIL images in `image`, string prompts) runs with either class."""
-    image = Image.open(media["image"]).convert("RGB")
-    image_rows = [{"prompt": user("image", f"Colour {i}?"), "image": image} for i in range(4)]
-    text_rows = [{"prompt": [{"role": "user", "content": f"Count to {i}."}]} for i in range(4)]
-    for rows in (image_rows, text_rows):
-        for cls in (GRPOTrainer, VideoGRPOTrainer):
-            args = grpo_args(tmp_path / cls.__name__, GRPOConfig, max_steps=1)
-            trainer = cls(model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(rows))
-            before = snapshot(trainer.model)
-            trainer.train()
-            assert changed(trainer.model, before, "language_model"), cls.__name__
-            if rows is image_rows:
-                assert changed(trainer.model, before, "visual"), cls.__name__
 
 
 def test_frames_reach_rewards_and_log_completions(tmp_path, media, model_dirs):
