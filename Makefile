@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv test test-all lint bench demo clean
+.PHONY: venv test test-all test-distributed lint bench bench-gpu demo clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ venv: $(BIN)/activate
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# FSDP2, DeepSpeed ZeRO-2/3 and two machines on loopback, each under `accelerate launch` on 2 CPU processes (~10 min;
+# the first DeepSpeed run also compiles DeepSpeed's CPU communication op once).
+test-distributed: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m distributed tests/test_distributed.py
 
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"
@@ -32,3 +37,7 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+
+# GPU only (about 8 minutes on one H200); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
+bench-gpu: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_gpu.py $(ARGS)

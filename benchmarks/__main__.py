@@ -53,9 +53,13 @@ EXCLUDED_FIGURES: dict[str, str] = {
 RATIO = re.compile(r"(^|_)(ratio|speedup)(_|$)")  # whole words: "generation" is no ratio
 
 
+# GPU-only benchmarks, run by `make bench-gpu` rather than this runner: their figures are absolute, not ratios.
+GPU_ONLY = {"bench_gpu"}
+
+
 def discover() -> list[str]:
-    """Names of the benchmark modules, `bench_*.py` in this folder, sorted."""
-    return sorted(path.stem for path in HERE.glob("bench_*.py"))
+    """Names of the CPU benchmark modules, `bench_*.py` in this folder except `GPU_ONLY`, sorted."""
+    return sorted(path.stem for path in HERE.glob("bench_*.py") if path.stem not in GPU_ONLY)
 
 
 def flatten(figures: Any, prefix: str = "") -> dict[str, Any]:

@@ -303,6 +303,7 @@ def test_load_raw_formats(tmp_path, fmt):
         path = str(tmp_path / "rl.json")
         with open(path, "w") as stream:
             json.dump(records, stream)
+    (tmp_path / "media").mkdir()  # the media root must exist; its files are only checked when decoded
     dataset = load_videorft_dataset(path, media_root=tmp_path / "media", cache_dir=str(tmp_path / "cache"))
     assert isinstance(dataset, datasets.Dataset) and len(dataset) == 25
     assert dataset.features == conversation_features(with_completion=False)
@@ -405,6 +406,36 @@ def test_skipped_rows_are_counted_and_logged(tmp_path, caplog, streaming):
             assert any("Skipped 4 invalid of 21 records" in r.getMessage() for r in caplog.records)
         if streaming:
             break
+
+
+@pytest.mark.parametrize(
+    "bad, kept",
+    [((0,), [1, 2]), ((2,), [0, 1]), ((0, 2), [1]), ((), [0, 1, 2])],
+    ids=["first", "last", "first-and-last", "none"],
+)
+def test_skip_keeps_the_valid_rows_wherever_the_bad_ones_are(tmp_path, caplog, bad, kept):
+    records = make_records(3)
+    for row in bad:
+        records[row]["problem_type"] = "mcq"
+    path = write_jsonl(tmp_path / "rl.jsonl", records)
+    with caplog.at_level(logging.WARNING, logger="videorft_hf.data"):
+        dataset = load_videorft_dataset(path, media_root=tmp_path, cache_dir=str(tmp_path / "cache"), on_invalid="skip")
+    assert [row["problem_id"] for row in dataset] == kept
+    assert dataset[len(kept) - 1]["video"].startswith(str(tmp_path))
+    totals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert totals == ([f"Skipped {len(bad)} invalid of 3 records (on_invalid='skip'); {len(kept)} rows loaded."] if bad else [])
+
+
+def test_skip_with_every_row_invalid_is_a_typed_error(tmp_path):
+    records = make_records(3)
+    for record in records:
+        record["problem_type"] = "mcq"
+    path = write_jsonl(tmp_path / "rl.jsonl", records)
+    with pytest.raises(data.NoValidRecordsError) as info:
+        load_videorft_dataset(path, cache_dir=str(tmp_path / "cache"), on_invalid="skip")
+    message = str(info.value)
+    assert message.startswith(f"{path}: all 3 records are invalid, so no rows are left (the first: Row 0 (rl.jsonl line 1)")
+    assert "field 'problem_type'" in message and isinstance(info.value, RecordValidationError)
 
 
 def test_load_rejects_bad_arguments(tmp_path):
@@ -540,3 +571,32 @@ def test_fetch_media_downloads_extracts_and_resumes(tmp_path, monkeypatch):
     fetch_media("org/VideoRFT-Data", root, delete_archives=True)
     assert calls[1]["ignore"] == ["media/clevrer.zip", "media/llava.tar.gz"]  # not downloaded again
     assert (root / "CLEVRER" / "a.mp4").read_bytes() == b"edited"
+
+
+# --------------------------------------------------------------------------------------------- local paths that do not exist
+@pytest.mark.parametrize(
+    "path", ["does_not_exist.jsonl", "Video-R1-eval/eval_vsibench.json", "./data", "../data", "a/b/c", "rl.parquet"]
+)
+def test_a_missing_local_path_is_file_not_found_not_a_hub_error(tmp_path, monkeypatch, path):
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    with pytest.raises(data.DataFileNotFoundError) as info:
+        load_videorft_dataset(path)
+    assert str(info.value).startswith(f"{path}: dataset file not found (resolved to {os.path.abspath(path)}).")
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_hub_ids_do_not_look_local():
+    for repo_id in ("Video-R1/Video-R1-eval", "QiWang98/VideoRFT-Data", "squad"):
+        assert not data.looks_like_local_path(repo_id)
+
+
+def test_a_missing_media_root_is_found_at_load_time(tmp_path):
+    path = write_jsonl(tmp_path / "rl.jsonl", make_records(2))
+    with pytest.raises(data.MediaRootError, match=r"^no/such/dir: the media root does not exist"):
+        load_videorft_dataset(path, media_root="no/such/dir")
+    with pytest.raises(data.MediaRootError, match="is not a folder"):
+        load_videorft_dataset(path, media_root=path)

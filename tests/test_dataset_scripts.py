@@ -103,6 +103,7 @@ def test_rl_build_then_load(tmp_path):
     assert len(stored) == 1000 and stored["problem_id"] == list(range(1000))
     assert stored[3]["options"] == records[3].get("options", [])
 
+    (tmp_path / "media").mkdir()
     conversations = load_videorft_dataset(str(out), media_root=tmp_path / "media")
     assert len(conversations) == 1000 and conversations.features == conversation_features(with_completion=False)
     for row, record in zip(conversations, records, strict=True):

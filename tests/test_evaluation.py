@@ -115,7 +115,7 @@ ANSWERS = {
 def _args(tmp_path, benchmark_files, media_root, name="out", **overrides):
     values = dict(
         benchmarks=[str(benchmark_files["vsi"]), f"Mixed={benchmark_files['mixed']}"],
-        media_root=str(media_root),
+        media_root=None if media_root is None else str(media_root),
         output_dir=str(tmp_path / name),
         batch_size=2,
         cache_dir=str(tmp_path / "cache"),
@@ -434,3 +434,65 @@ def test_one_run_at_a_time_per_output_dir(tmp_path, benchmark_files, media_root)
         with pytest.raises(RuntimeError, match="Another videorft eval run"):
             run_evaluation(args, generator=ScriptedGenerator(ANSWERS))
     assert run_evaluation(args, generator=ScriptedGenerator(ANSWERS))["num_errors"] == 2
+
+
+# --------------------------------------------------------------------------------------------- wrong paths, found early
+def test_a_wrong_media_root_or_benchmark_path_stops_before_the_model_loads(
+    tmp_path, benchmark_files, media_root, monkeypatch
+):
+    from videorft_hf.data import DataFileNotFoundError, MediaRootError
+
+    monkeypatch.chdir(tmp_path)
+    model = str(tmp_path / "no-model")  # loading it would fail: every error below must come first
+    with pytest.raises(MediaRootError, match=r"^no/such/dir: the media root does not exist"):
+        run_evaluation(_args(tmp_path, benchmark_files, "no/such/dir", model_name_or_path=model))
+    # No --media_root: the './' paths point into the current folder, which holds none of them.
+    with pytest.raises(MediaRootError) as info:
+        run_evaluation(_args(tmp_path, benchmark_files, None, model_name_or_path=model))
+    assert str(info.value) == (
+        f"VSI-Bench: none of its 5 media files exist (the first: ./clips/a.mp4); the records' './' paths are relative "
+        f"to the current folder ({tmp_path}), as --media_root is not set. Pass --media_root with the folder the "
+        "benchmark's media was extracted into."
+    )
+    # A benchmark path that looks local and exists nowhere is a file-not-found naming it, never a Hub lookup.
+    with pytest.raises(DataFileNotFoundError) as info:
+        run_evaluation(_args(tmp_path, benchmark_files, media_root, benchmarks=["MVBench=eval_mvbench.json"]))
+    assert str(info.value).startswith("eval_mvbench.json: benchmark 'MVBench' not found (looked for ")
+    assert f"{tmp_path}/eval_mvbench.json and {media_root}/eval_mvbench.json" in str(info.value)
+
+
+def test_relative_benchmark_paths_resolve_under_the_media_root(tmp_path, benchmark_files, media_root, monkeypatch):
+    import shutil
+
+    root = shutil.copytree(media_root, tmp_path / "Video-R1-eval")
+    shutil.copy(benchmark_files["vsi"], root / "eval_vsibench.json")
+    monkeypatch.chdir(tmp_path / "Video-R1-eval" / "clips")  # any folder but the one holding the file
+    args = _args(tmp_path, benchmark_files, root, benchmarks=["VSI-Bench=eval_vsibench.json"])
+    aggregate = run_evaluation(args, generator=ScriptedGenerator(ANSWERS))
+    assert aggregate["benchmarks"]["VSI-Bench"]["num_scored"] == 4
+    saved = json.loads((tmp_path / "out" / "VSI-Bench.json").read_text())
+    assert saved["source"] == str(root / "eval_vsibench.json")
+
+
+def test_missing_media_is_reported_as_missing_and_an_all_failed_run_exits_non_zero(
+    tmp_path, media_root, tiny_model_dir, caplog, capsys
+):
+    from videorft_hf.scripts.eval import main
+
+    rows = [
+        _record(1, "multiple choice", "A", "./clips/broken.mp4", options=["A. x", "B. y"]),  # undecodable
+        _record(2, "multiple choice", "A", "./clips/gone.mp4", options=["A. x", "B. y"]),  # missing
+        _record(3, "numerical", "2", "./images/gone.png", data_type="image"),  # missing
+    ]
+    bench = tmp_path / "broken.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--media_root", str(media_root), "--benchmarks", str(bench)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"), "--progress", "false"]
+    for name, value in SMALL.items():
+        argv += [f"--{name}", str(value)]
+    with caplog.at_level("WARNING", logger="videorft_hf.evaluation"):
+        assert main(argv) == 1
+    assert "broken: 2 of 3 samples have missing media files, 1 of 3 samples failed to decode" in caplog.text
+    assert "No sample of broken could be scored" in capsys.readouterr().err
+    samples = json.loads((tmp_path / "out" / "broken.json").read_text())["samples"]
+    assert [s["error"].split(":")[0] for s in samples] == ["NotAVideoError", "VideoNotFoundError", "ImageNotFoundError"]

@@ -107,3 +107,23 @@ def test_accelerate_two_cpu_processes_train_two_steps_on_mixed_rows(release, tmp
     assert result.returncode == 0, output[-4000:]
     assert "Process 0 of 2 (MULTI_CPU)" in output and "Process 1 of 2 (MULTI_CPU)" in output
     assert (out / "model.safetensors").is_file()
+
+
+def test_grpo_script_skips_invalid_first_and_last_records(release, tmp_path, caplog):
+    from videorft_hf.data import NoValidRecordsError
+    from videorft_hf.scripts.grpo import main
+
+    rows = [json.loads(line) for line in release["data"].read_text().splitlines()]
+    broken = [{**rows[0], "problem_type": "mcq"}, *rows[1:4], {**rows[4], "path": "/etc/passwd"}]
+    data = tmp_path / "bad_first_and_last.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in broken))
+    args = common_args(release, tmp_path / "run", "--max_steps", "1", "--save_strategy", "no")
+    args[args.index("--dataset_name") + 1] = str(data)
+    with caplog.at_level("WARNING", logger="videorft_hf.data"):
+        assert main([*args, "--on_invalid_record", "skip"]) == 0
+    assert "Skipped 2 invalid of 5 records (on_invalid='skip'); 3 rows loaded." in caplog.text
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    data.write_text("".join(json.dumps({**r, "problem_type": "mcq"}) + "\n" for r in rows[:2]))
+    with pytest.raises(NoValidRecordsError, match="all 2 records are invalid"):
+        main([*args, "--on_invalid_record", "skip"])

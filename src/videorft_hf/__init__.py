@@ -4,7 +4,16 @@ __version__ = "0.1.0.dev0"
 
 from .collators import DataCollatorForVideoLanguageModeling, SampleTooLongError
 from .configs import VideoGRPOConfig, VideoRFTScriptArguments, VideoSFTConfig
-from .data import MediaPathError, RecordValidationError, fetch_media, load_videorft_dataset, make_conversation
+from .data import (
+    DataFileNotFoundError,
+    MediaPathError,
+    MediaRootError,
+    NoValidRecordsError,
+    RecordValidationError,
+    fetch_media,
+    load_videorft_dataset,
+    make_conversation,
+)
 from .evaluation import EvalArguments, load_metric, results_to_model_index, run_evaluation
 from .frame_store import FrameStore, set_frame_store
 from .hub import apply_videorft_tags, push_dataset, push_model, videorft_tags

@@ -132,6 +132,18 @@ class RecordValidationError(ValueError):
         return error_cls(data["reason"], data.get("row"), data.get("field"), data.get("location"))
 
 
+class NoValidRecordsError(RecordValidationError):
+    """Every record of the input is invalid (with `on_invalid="skip"`): nothing is left to train or evaluate on."""
+
+
+class DataFileNotFoundError(FileNotFoundError):
+    """A dataset path that looks local (see `looks_like_local_path`) does not exist; the Hub is not asked."""
+
+
+class MediaRootError(FileNotFoundError):
+    """The media root does not exist, or holds none of a dataset's media files."""
+
+
 class MediaPathError(RecordValidationError):
     """A media path is absolute, escapes the media root (`..`, or a symlink when confined), or lacks the `./` prefix."""
 
@@ -144,6 +156,41 @@ class MediaPathError(RecordValidationError):
         by_problem_id: bool = False,
     ):
         super().__init__(reason, row, field, location, by_problem_id)
+
+
+def looks_like_local_path(path: str) -> bool:
+    """True when `path` can only mean a local file or folder, never a Hub repo id (`namespace/name`).
+
+    That is: it starts with `./`, `../`, `/` or `~`, is absolute, holds a backslash or more than one `/`, or ends with a
+    data file suffix (`.json`, `.jsonl`, `.parquet`, `.csv`, `.arrow`, with `.gz` allowed).
+
+    Example:
+        >>> looks_like_local_path("Video-R1-eval/eval_vsibench.json"), looks_like_local_path("Video-R1/Video-R1-eval")
+        (True, False)
+    """
+    if path.startswith(("./", "../", "/", "~")) or os.path.isabs(path) or "\\" in path or path.count("/") > 1:
+        return True
+    return path.lower().removesuffix(".gz").endswith((".json", ".jsonl", ".parquet", ".csv", ".arrow"))
+
+
+def check_local_path(path: str, what: str = "dataset") -> None:
+    """Raises `DataFileNotFoundError` naming `path` when it looks local (`looks_like_local_path`) and does not exist."""
+    if not os.path.exists(os.path.expanduser(path)) and looks_like_local_path(path):
+        raise DataFileNotFoundError(
+            f"{path}: {what} file not found (resolved to {os.path.abspath(os.path.expanduser(path))}). It is a local "
+            "path, so the Hugging Face Hub was not searched; check the path (relative paths start at the current "
+            "folder), or give a Hub dataset id as 'namespace/name'."
+        )
+
+
+def check_media_root(media_root: str | os.PathLike | None) -> None:
+    """Raises `MediaRootError` when `media_root` is given and is not an existing folder."""
+    if media_root is not None and not os.path.isdir(media_root):
+        state = "is not a folder" if os.path.exists(media_root) else "does not exist"
+        raise MediaRootError(
+            f"{media_root}: the media root {state} (resolved to {os.path.abspath(media_root)}). Pass the folder the "
+            "media archives were extracted into; the records' './' paths are relative to it."
+        )
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -704,8 +751,8 @@ def load_videorft_dataset(
     modification times), so a stray type cannot break schema inference and every problem is reported with its row,
     line and field.
 
-    Only the data files are opened: media is neither opened nor checked for existence; decoding happens in the
-    collator or trainer. Whether rows get an SFT `completion` is decided per dataset: when `include_target` is None,
+    Only the data files are opened: `media_root` must be an existing folder, but media files are neither opened nor
+    checked for existence; decoding happens in the collator or trainer. Whether rows get an SFT `completion` is decided per dataset: when `include_target` is None,
     a dataset whose `process` column has any value is the CoT set (in streaming mode: any of its first 100 rows),
     and then every row must have a `process`.
 
@@ -731,6 +778,10 @@ def load_videorft_dataset(
     Raises:
         RecordValidationError: an invalid row with `on_invalid="raise"` (`MediaPathError` for a path escaping the
             root), or a JSON-array file that does not parse.
+        NoValidRecordsError: every record is invalid with `on_invalid="skip"`.
+        DataFileNotFoundError: `path_or_repo_id` looks like a local path (see `looks_like_local_path`) and does not
+            exist (raised before any Hub request).
+        MediaRootError: `media_root` is given and is not an existing folder.
         ValueError: an unknown `on_invalid`, or `subset` given for raw files.
 
     Example:
@@ -742,6 +793,8 @@ def load_videorft_dataset(
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
     path = os.fspath(path_or_repo_id)
+    check_local_path(path)
+    check_media_root(media_root)
     media_root = os.path.abspath(os.fspath(media_root)) if media_root is not None else None
     raw_files = _raw_record_files(path)
 
@@ -812,23 +865,35 @@ def load_videorft_dataset(
         return source.map(_convert_batch, **map_kwargs)
     dataset = source.map(_convert_batch, num_proc=num_proc, desc="Building conversations", **map_kwargs)
     if keep_invalid:
-        dataset = _drop_invalid(dataset, len(source))
+        dataset = _drop_invalid(dataset, len(source), path)
     return dataset
 
 
-def _drop_invalid(dataset: datasets.Dataset, total: int) -> datasets.Dataset:
-    """Logs every invalid placeholder row with its reason and the total, then removes them (map-style, skip)."""
+def _drop_invalid(dataset: datasets.Dataset, total: int, source: str) -> datasets.Dataset:
+    """Logs every invalid placeholder row with its reason and the total, then removes them (map-style, skip).
+
+    Raises:
+        NoValidRecordsError: when every record is invalid (an empty dataset would only fail later, less clearly).
+    """
     invalid = dataset.data.column(_INVALID)
     skipped = len(invalid) - invalid.null_count
     if skipped:
+        first = None
         for position in pc.indices_nonzero(pc.is_valid(invalid)).to_pylist():
-            logger.warning(
-                "Skipping invalid record: %s", RecordValidationError.from_dict(json.loads(invalid[position].as_py()))
-            )
+            error = RecordValidationError.from_dict(json.loads(invalid[position].as_py()))
+            first = first or error
+            logger.warning("Skipping invalid record: %s", error)
         logger.warning(
             "Skipped %d invalid of %d records (on_invalid='skip'); %d rows loaded.", skipped, total, total - skipped
         )
-        dataset = dataset.select(pc.indices_nonzero(pc.is_null(invalid)).to_numpy())
+        if skipped == total:
+            raise NoValidRecordsError(
+                f"all {total} records are invalid, so no rows are left (the first: {first}). Fix the records, or "
+                "check that this is the file you meant to load.",
+                location=source,
+            )
+        # Plain Python ints: `datasets` mis-indexes a contiguous selection given as numpy unsigned integers.
+        dataset = dataset.select(pc.indices_nonzero(pc.is_null(invalid)).to_pylist())
     return dataset.remove_columns(_INVALID)
 
 

@@ -1,7 +1,9 @@
 """`videorft eval`: a model on the paper's video benchmarks, resumable, scored by the `videorft_accuracy` metric.
 
 Benchmarks are files in the Video-R1-eval record schema (REFERENCE section 2: a JSON array or JSON lines, or a Hub
-dataset), with media under `media_root`. Rows are built by `videorft_hf.data` (the package's prompts, the same code as
+dataset), with media under `media_root`. A relative benchmark path is looked up in the current folder, then under
+`media_root` (`resolve_benchmark_spec`); a local path found in neither place, a missing `media_root`, or a benchmark
+none of whose media files exist stops the run before the model loads. Rows are built by `videorft_hf.data` (the package's prompts, the same code as
 training), media is decoded by `videorft_hf.video` with the evaluation preset (32 frames at 256*28*28) and encoded by
 `videorft_hf.processing` (the code path of `VideoGRPOTrainer`), and outputs are scored by the metric module shipped
 in `videorft_hf/metrics/videorft_accuracy`, which `evaluate.load(metric_path())` also loads offline.
@@ -19,8 +21,8 @@ Output folder:
 - `results.json` and `results.md`: one score per benchmark (percent, as the paper), per problem type, and for
   VSI-Bench the multiple-choice accuracy, the MRA and the combined score (the mean of per-sample scores over all its
   samples: exact match for multiple-choice questions, MRA for numeric ones; this is how the paper's VSI-Bench column is
-  formed). A sample whose media fails to decode is recorded with its error, counted under `num_errors` and left out
-  of the scores.
+  formed). A sample whose media is missing or fails to decode is recorded with its error (`VideoNotFoundError`,
+  `CorruptVideoError`, ...), counted under `num_errors` and left out of the scores.
 - `run_config.json`: what the predictions depend on (model, adapter, sampling, decoding, system prompt); resuming
   with different values is refused (use a new `output_dir` or `overwrite_output_dir`).
 
@@ -42,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -56,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs import VideoSamplingArguments
+from .data import DataFileNotFoundError, MediaRootError, check_media_root, looks_like_local_path
 from .jsonl import output_dir_lock, read_keyed_jsonl
 from .metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output, summarize_scores
 from .processing import (
@@ -295,6 +299,60 @@ def _load_rows(spec: BenchmarkSpec, args: EvalArguments) -> list[dict]:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     return dataset.to_list()
+
+
+def resolve_benchmark_spec(spec: BenchmarkSpec, media_root: str | None = None) -> BenchmarkSpec:
+    """Resolves a benchmark's local path: as given (relative to the current folder), else relative to `media_root`.
+
+    Video-R1-eval keeps its JSON files beside the media they point to, so a recipe can name `eval_mvbench.json` and
+    work from any folder given `--media_root`. Hub dataset ids (`namespace/name`) are returned unchanged.
+
+    Raises:
+        DataFileNotFoundError: the path looks local (`data.looks_like_local_path`) and exists in neither place.
+
+    Example:
+        >>> resolve_benchmark_spec(parse_benchmark_spec("MVBench=eval_mvbench.json"), "/data/eval")  # doctest: +SKIP
+        BenchmarkSpec(name='MVBench', source='/data/eval/eval_mvbench.json', data_file=None)
+    """
+    source = os.path.expanduser(spec.source)
+    if spec.data_file is not None or os.path.exists(source):
+        return spec
+    if media_root is not None and not os.path.isabs(source) and os.path.exists(os.path.join(media_root, source)):
+        return dataclasses.replace(spec, source=os.path.join(media_root, source))
+    if looks_like_local_path(spec.source):
+        tried = os.path.abspath(source)
+        if media_root is not None and not os.path.isabs(source):
+            tried += f" and {os.path.abspath(os.path.join(media_root, source))}"
+        raise DataFileNotFoundError(
+            f"{spec.source}: benchmark {spec.name!r} not found (looked for {tried}). Relative benchmark paths are "
+            "looked up in the current folder, then under --media_root; the Hugging Face Hub was not searched."
+        )
+    return spec
+
+
+def _check_media_present(name: str, rows: Sequence[Mapping[str, Any]], media_root: str | None) -> None:
+    """Raises `MediaRootError` when not one media file of a benchmark exists (a wrong or missing `--media_root`);
+    some missing files are left to the run, which records each one as missing."""
+    paths = [row.get("video") or row.get("image") for row in rows]
+    paths = [path for path in paths if path]
+    if paths and not any(os.path.isfile(path) for path in paths):
+        root = media_root if media_root is not None else f"the current folder ({os.getcwd()}), as --media_root is not set"
+        raise MediaRootError(
+            f"{name}: none of its {len(paths)} media files exist (the first: {paths[0]}); the records' './' paths are "
+            f"relative to {root}. Pass --media_root with the folder the benchmark's media was extracted into."
+        )
+
+
+def describe_errors(records: Sequence[Mapping[str, Any]]) -> str:
+    """"N of M samples have missing media files, K failed to decode": a run's errors told apart by cause."""
+    errors = [r["error"] for r in records if r.get("error") is not None]
+    missing = sum(1 for e in errors if e.startswith(("VideoNotFoundError", "ImageNotFoundError")))
+    parts = []
+    if missing:
+        parts.append(f"{missing} of {len(records)} samples have missing media files")
+    if len(errors) - missing:
+        parts.append(f"{len(errors) - missing} of {len(records)} samples failed to decode")
+    return ", ".join(parts) or "no errors"
 
 
 def _sample_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -803,7 +861,7 @@ def format_results_markdown(aggregate: Mapping[str, Any]) -> str:
     lines += [
         "",
         "Scores are percentages: the mean per-sample score over the samples scored (samples whose media "
-        "failed to decode are counted under errors and left out).",
+        "is missing or fails to decode are counted under errors and left out).",
         "",
     ]
     lines += ["## Per problem type", "", "| benchmark | problem type | score | samples |", "|---|---|---:|---:|"]
@@ -994,6 +1052,9 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
 
     Raises:
         ValueError: no benchmarks, or `output_dir` holds predictions made with other settings.
+        DataFileNotFoundError: a benchmark path that looks local is found neither as given nor under `media_root`.
+        MediaRootError: `media_root` is not a folder, or a benchmark's media files are all missing (both before the
+            model loads).
         MediaDecodeError: a media file fails to decode and `on_bad_sample="raise"`.
         RuntimeError: another run holds `output_dir`, or the process was launched with WORLD_SIZE > 1.
     """
@@ -1009,6 +1070,12 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"Benchmark names repeat: {names}; name them explicitly with name=path.")
+    # Everything that can be checked without the model is checked first: paths, the media root, rows and media files.
+    check_media_root(args.media_root)
+    specs = [resolve_benchmark_spec(spec, args.media_root) for spec in specs]
+    rows_by_benchmark = {spec.name: _load_rows(spec, args) for spec in specs}
+    for spec in specs:
+        _check_media_present(spec.name, rows_by_benchmark[spec.name], args.media_root)
     if generator is None:
         if args.model_name_or_path is None:
             raise ValueError("Pass model_name_or_path (the base model when adapter_path is set).")
@@ -1022,10 +1089,12 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)
     with output_dir_lock(output_dir, "videorft eval"):  # two runs appending to one results file would corrupt it
-        return _run(args, specs, generator, processor, model_config, sampling)
+        return _run(args, specs, rows_by_benchmark, generator, processor, model_config, sampling)
 
 
-def _run(args: EvalArguments, specs, generator, processor, model_config, sampling: VideoSamplingConfig) -> dict:
+def _run(
+    args: EvalArguments, specs, rows_by_benchmark, generator, processor, model_config, sampling: VideoSamplingConfig
+) -> dict:
     from tqdm.auto import tqdm
 
     output_dir = args.output_dir
@@ -1046,7 +1115,7 @@ def _run(args: EvalArguments, specs, generator, processor, model_config, samplin
 
     records_by_benchmark: dict[str, list[dict]] = {}
     for spec in specs:
-        rows = _load_rows(spec, args)
+        rows = rows_by_benchmark[spec.name]
         keys = _sample_keys(rows)
         results_path = os.path.join(output_dir, "predictions", f"{spec.name}.jsonl")
         done = read_results(results_path)
@@ -1097,7 +1166,7 @@ def _run(args: EvalArguments, specs, generator, processor, model_config, samplin
             },
         )
         if errors:
-            logger.warning("%s: %d of %d samples failed to decode (recorded as errors).", spec.name, errors, len(rows))
+            logger.warning("%s: %s (recorded as errors).", spec.name, describe_errors(records))
 
     aggregate = aggregate_results(records_by_benchmark, **_run_config(args, sampling), backend=args.backend)
     # Ready for `videorft push --eval-results results.json` (hub.eval_results_from_json reads "model-index").

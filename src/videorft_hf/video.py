@@ -75,12 +75,20 @@ class CorruptVideoError(VideoDecodeError):
     """The stream ends early or fails to decode (truncated or corrupt file)."""
 
 
+class UnsupportedVideoError(VideoDecodeError):
+    """A valid video that the chosen backend cannot decode, or would decode to wrong frames; another backend can."""
+
+
 class AspectRatioError(VideoDecodeError):
     """The frames are too thin to resize (aspect ratio above 200)."""
 
 
 class ImageDecodeError(MediaDecodeError):
     """An image could not be loaded."""
+
+
+class ImageNotFoundError(ImageDecodeError, FileNotFoundError):
+    """The image file does not exist."""
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -319,6 +327,18 @@ def _open_pyav(path: str):
     return container
 
 
+def _video_codec(path: str) -> str | None:
+    """The codec name of the file's first video stream as PyAV reads it, or None when PyAV cannot open one."""
+    try:
+        container = _open_pyav(path)
+    except VideoDecodeError:
+        return None
+    try:
+        return container.streams.video[0].codec_context.codec.canonical_name  # "av1", not the decoder "libdav1d"
+    finally:
+        container.close()
+
+
 def _h264_nal_length_size(stream) -> int | None:
     """Bytes of the NAL length prefix of an H.264 stream stored as AVCC (mp4, mkv, mov), else None.
 
@@ -381,6 +401,9 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
             raise CorruptVideoError(path, f"the stream cannot be read ({error})") from error
         pts_list.sort()
         total = len(pts_list)
+        # Some muxers (screen recorders, phones) give consecutive frames one timestamp: then a timestamp does not name
+        # a frame, and frames are counted in the order the decoder returns them, from the start, as for missing ones.
+        missing_pts = missing_pts or len(set(pts_list)) < total
         if missing_pts:
             total = stream.frames or total
             disposable_pts.clear()  # packets cannot be matched to frames without timestamps
@@ -418,6 +441,8 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
 
         decoded: dict[int, np.ndarray] = {}
         rotations: list[int] = [0]
+        # A stream whose resolution changes midway is scaled to its first resolution, as FFmpeg's tools do.
+        size = (stream.codec_context.width, stream.codec_context.height)
 
         def decode_until(container, stream, last_target: int, wanted: set[int]) -> None:
             """Feeds packets from the demuxer's position until the frame `last_target` (or a later one) is out."""
@@ -430,7 +455,8 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
                     i = position if missing_pts or frame.pts is None else pts_to_index.get(frame.pts)
                     position += 1
                     if i in wanted and i not in decoded:
-                        decoded[i] = frame.to_ndarray(format="rgb24")
+                        scale = (frame.width, frame.height) != size and all(size)
+                        decoded[i] = frame.to_ndarray(format="rgb24", **(dict(width=size[0], height=size[1]) if scale else {}))
                     if i is not None and i >= last_target:
                         return
 
@@ -467,13 +493,15 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
                             future.result()
                 else:
                     decode_groups(sorted(items), False)
-            else:
-                # A fresh demuxer: the planning pass left this one at the end of the file.
+            # Without a seek, or when a seek landed past a group's keyframe (MPEG-TS seeks by byte position): one
+            # sequential pass from the start on a fresh demuxer (the planning pass left this one at the end).
+            wanted = {t for t in targets if t not in decoded}
+            if wanted:
                 container.close()
                 container = _open_pyav(path)
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                decode_until(container, stream, targets[-1], target_set)
+                decode_until(container, stream, max(wanted), wanted)
         except av.error.FFmpegError as error:
             raise CorruptVideoError(path, f"decoding failed ({error})") from error
         rotation = rotations[0]
@@ -490,13 +518,49 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
         container.close()
 
 
+def _decord_problem(path: str) -> str | None:
+    """Why decord would return wrong frames for this video, found by demuxing it with PyAV (no decoding), else None.
+
+    decord seeks by timestamp and counts frames from the container's start time. It returns frames at the wrong
+    positions for MPEG-TS files (whose timestamps start late) and for open-GOP streams (pictures that follow a
+    keyframe in decode order but are shown before it: after a seek they are counted as frames after it).
+    """
+    import av
+
+    container = _open_pyav(path)
+    try:
+        if container.format.name == "mpegts":
+            return "an MPEG-TS file (decord counts its frames from the wrong start time)"
+        keyframe_pts = None
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is None or packet.size == 0:
+                continue
+            if packet.is_keyframe:
+                keyframe_pts = packet.pts
+            elif keyframe_pts is not None and packet.pts < keyframe_pts:
+                return "an open-GOP stream (frames shown before their keyframe, which decord puts after it)"
+    except av.error.FFmpegError:
+        return None  # the decoder itself reports a broken stream
+    finally:
+        container.close()
+    return None
+
+
 def _decode_decord(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, int]:
     import decord
 
+    hint = "Decode it with backend='pyav' (the default)."
     try:
         reader = decord.VideoReader(path, num_threads=0)
     except (decord.DECORDError, RuntimeError) as error:
-        raise NotAVideoError(path, f"not a readable video ({str(error).splitlines()[0]})") from error
+        cause = str(error).splitlines()[0]
+        codec = _video_codec(path)
+        if codec is not None:  # PyAV reads the video stream: decord lacks its codec
+            raise UnsupportedVideoError(path, f"decord cannot decode this {codec} video ({cause})", hint) from error
+        raise NotAVideoError(path, f"not a readable video ({cause})") from error
+    problem = _decord_problem(path)
+    if problem is not None:
+        raise UnsupportedVideoError(path, f"decord would return wrong frames for {problem}", hint)
     total = len(reader)
     if total == 0:
         raise EmptyVideoError(path, "the video stream has no frames")
@@ -693,14 +757,14 @@ def load_image(path: str | os.PathLike, config: VideoSamplingConfig | None = Non
         A `PIL.Image.Image` in RGB whose sides are multiples of `config.patch_factor`.
 
     Raises:
-        ImageDecodeError: for a missing or unreadable file, or an aspect ratio above 200.
+        ImageDecodeError: for a missing (`ImageNotFoundError`) or unreadable file, or an aspect ratio above 200.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     config = config or VideoSamplingConfig()
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ImageDecodeError(path, "file not found", "Check the media root and the record's `path`.")
+        raise ImageNotFoundError(path, "file not found", "Check the media root and the record's `path`.")
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)

@@ -51,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     aggregate = run_evaluation(args)
     print(format_results_markdown(aggregate))
     if aggregate["num_errors"]:
-        print(f"{aggregate['num_errors']} samples failed to decode; see the `error` fields in {args.output_dir}.")
+        print(f"{aggregate['num_errors']} samples have errors; see the `error` fields in {args.output_dir}.")
+    unscored = [name for name, s in aggregate["benchmarks"].items() if s["num_errors"] and not s["num_scored"]]
+    if unscored:
+        print(
+            f"No sample of {', '.join(unscored)} could be scored: every one has missing or undecodable media. "
+            "Check --media_root and the files.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -110,6 +110,8 @@ def train(script_args, training_args, model_args):
             "Process %d skipped %d samples (on_bad_sample='skip').", state.process_index,
             trainer.media_counts["skipped_samples"],
         )
+    if trainer.is_fsdp_enabled:  # SHARDED_STATE_DICT checkpoints resume; the final model is saved whole
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)

@@ -223,6 +223,8 @@ def train(script_args, training_args, model_args):
             sum(skipped.values()),
             ", ".join(f"{reason}={count}" for reason, count in skipped.items()),
         )
+    if trainer.is_fsdp_enabled:  # SHARDED_STATE_DICT checkpoints resume; the final model is saved whole
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(training_args.output_dir)  # the processor too (it is the trainer's processing_class)
     trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
