@@ -1,4 +1,4 @@
-"""VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping; drop-in for GRPOTrainer."""
+"""VideoGRPOTrainer: video reaches generation and every log-prob pass; shaping. Drop-in: tests/test_dropin.py."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from videorft_hf.configs import VideoGRPOConfig
 from videorft_hf.testing import save_tiny_vlm, write_test_video
@@ -234,22 +234,6 @@ def test_qlora_trains_adapters_only(tmp_path, media, model_dirs):
     assert moved and all("lora_" in n for n in moved)
 
 
-def test_drop_in_for_image_and_text_datasets(tmp_path, media, model_dirs):
-    """An unchanged trl-style script (PIL images in `image`, string prompts) runs with either class."""
-    image = Image.open(media["image"]).convert("RGB")
-    image_rows = [{"prompt": user("image", f"Colour {i}?"), "image": image} for i in range(4)]
-    text_rows = [{"prompt": [{"role": "user", "content": f"Count to {i}."}]} for i in range(4)]
-    for rows in (image_rows, text_rows):
-        for cls in (GRPOTrainer, VideoGRPOTrainer):
-            args = grpo_args(tmp_path / cls.__name__, GRPOConfig, max_steps=1)
-            trainer = cls(model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(rows))
-            before = snapshot(trainer.model)
-            trainer.train()
-            assert changed(trainer.model, before, "language_model"), cls.__name__
-            if rows is image_rows:
-                assert changed(trainer.model, before, "visual"), cls.__name__
-
-
 def test_frames_reach_rewards_and_log_completions(tmp_path, media, model_dirs):
     seen = []
 
@@ -309,8 +293,13 @@ def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media)
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
     )
-    suppressed = set(trainer.generation_config.suppress_tokens)
+    stock = list(trainer.generation_config.suppress_tokens)
+    assert trainer._video_token_id not in stock  # batches without video generate exactly as with trl
+    with trainer._vision_placeholders_suppressed():
+        suppressed = set(trainer.generation_config.suppress_tokens)
+        assert set(trainer.generation_kwargs["suppress_tokens"]) == suppressed
     assert {trainer._video_token_id, trainer._image_token_id} <= suppressed
+    assert trainer.generation_config.suppress_tokens == stock == trainer.generation_kwargs["suppress_tokens"]
 
 
 def test_length_bonus_shaping(tmp_path, media, model_dirs):
@@ -585,11 +574,12 @@ def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, mo
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
     )
-    # the bias is built at construction when use_vllm is on; rebuild it the same way here
+    # the bias is set while a video batch generates; batches without video keep trl's settings
     trainer.use_vllm, trainer.vllm_generation = True, SimpleNamespace(generation_kwargs={})
-    VideoGRPOTrainer._suppress_vision_placeholders(trainer)
-    bias = trainer.vllm_generation.generation_kwargs["logit_bias"]
+    with trainer._vision_placeholders_suppressed():
+        bias = dict(trainer.vllm_generation.generation_kwargs["logit_bias"])
     assert bias == {trainer._image_token_id: -100.0, trainer._video_token_id: -100.0}
+    assert trainer.vllm_generation.generation_kwargs == {}
 
 
 def test_a_plain_grpo_config_user_is_told_the_config_that_can_skip(tmp_path, media, model_dirs):

@@ -18,8 +18,12 @@ so the loss is computed as if the video were text. This subclass overrides only 
 - `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
   shaping (length bonus, T-GRPO) to the rewards gathered from every process.
 
-Text-only batches take trl's path unchanged, so a trl script on a text or image dataset works the same with this
-class in place of `GRPOTrainer`.
+The constructor has `GRPOTrainer.__init__`'s signature. Text batches, and batches whose rows all carry images and
+no video, take trl's own path (image paths decoded first with the run's image pixel bounds), so a trl script on a
+text or image dataset trains the same with this class in place of `GRPOTrainer`, with any processor family trl
+supports. Batches with video, or image rows mixed with text rows or skipped samples, take this class's media path,
+built for the Qwen-VL families (`processing.SUPPORTED_VIDEO_MODEL_TYPES`); video rows with any other model raise
+`UnsupportedVideoModelError`.
 
 Example:
     ```python
@@ -37,20 +41,36 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from trl import GRPOTrainer
+from trl import GRPOTrainer, prepare_multimodal_messages
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+    from peft import PeftConfig, PeftModel
+    from transformers import (
+        BitsAndBytesConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        ProcessorMixin,
+        TrainerCallback,
+    )
+    from trl import GRPOConfig
+    from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
 from .configs import VideoGRPOConfig, VideoSamplingArguments
 from .hub import videorft_tags, write_trainer_card
 from .modeling import keep_updates
 from .processing import (
+    SUPPORTED_VIDEO_MODEL_TYPES,
     VISION_KEYS,
     RowMedia,
     UnsupportedVideoModelError,
@@ -110,6 +130,21 @@ def _has_media(row: dict) -> bool:
     return any(row.get(key) is not None and row.get(key) != [] for key in ("video", "image", "images"))
 
 
+def _with_decoded_images(inputs: list[dict], media: list) -> list[dict]:
+    """The rows with their `image` / `images` replaced by the decoded images (in-memory images are unchanged)."""
+    rows = []
+    for row, row_media in zip(inputs, media, strict=True):
+        row = dict(row)
+        if row_media.error is not None:  # a skipped sample: trained on as a text prompt, with no loss
+            row["prompt"] = _strip_media_blocks(row["prompt"])
+        if row.get("images") is not None:
+            row["images"] = list(row_media.images)
+        elif row.get("image") is not None:
+            row["image"] = row_media.images[0] if row_media.images else None
+        rows.append(row)
+    return rows
+
+
 def _strip_media_blocks(prompt: list[dict]) -> list[dict]:
     """The prompt without its image and video placeholders (for a skipped sample: it is not trained on)."""
     stripped = []
@@ -131,8 +166,46 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     _tag_names = videorft_tags("grpo")
 
-    def __init__(self, model, reward_funcs, args=None, *pargs, **kwargs):
-        super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        args: GRPOConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset
+        | IterableDataset
+        | DatasetDict
+        | IterableDatasetDict
+        | dict[str, Dataset | IterableDataset]
+        | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config: PeftConfig | None = None,
+        tools: list[Callable] | None = None,
+        rollout_func: RolloutFunc | None = None,
+        environment_factory: EnvironmentFactory | dict[str, EnvironmentFactory] | None = None,
+    ):
+        # The signature is `GRPOTrainer.__init__`'s, parameter for parameter (checked by a test), so that any trl
+        # script, positional or keyword, constructs this class unchanged.
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
         # A plain `GRPOConfig` keeps working (drop-in); the video fields then take their defaults.
         self.video_args = self.args if isinstance(self.args, VideoSamplingArguments) else VideoSamplingArguments()
         shaping_defaults = VideoGRPOConfig.__dataclass_fields__
@@ -144,7 +217,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.sampling_config = self.video_args.sampling_config()
         self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
         self._pending_media: list[_RowMedia] | None = None
-        self._original_rows: list[dict] | None = None
+        self._reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
+        self._skipped_local: list[bool] | None = None  # rows skipped for bad media (on_bad_sample="skip")
         self._vision_rows: list[dict | None] | None = None
         self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
         self._generation_media: list[_RowMedia] | None = None  # media of the prompts being generated now
@@ -159,7 +233,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._video_token_id = getattr(config, "video_token_id", None)
         if self._is_vlm:
             self.sampling_config = model_sampling_config(self.sampling_config, config, self.processing_class)
-            self._suppress_vision_placeholders()
 
         if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
             if self.shaping["accuracy_reward_name"] not in self.reward_func_names:
@@ -182,24 +255,56 @@ class VideoGRPOTrainer(GRPOTrainer):
                     self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
         keep_updates(self.model, self.args)
+        self._check_video_support(self.train_dataset, self.eval_dataset)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """The VideoRFT card of what ran (model, rewards, shaping, sampling, arguments), not trl's generic one."""
         write_trainer_card(self, "grpo", model_name, dataset_name, tags)
 
-    def _suppress_vision_placeholders(self) -> None:
-        # A sampled vision placeholder would mismatch the vision features: suppress image and video pads.
-        suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
-        if not suppress:
+    def _check_video_support(self, *datasets) -> None:
+        """Video rows with a model whose video inputs this package does not build fail here, before training."""
+        if not self._is_vlm or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
             return
+        from datasets import Dataset
+
+        for dataset in datasets:
+            for split in dataset.values() if isinstance(dataset, dict) else [dataset]:
+                # Only a map-style dataset is scanned (one column); a streamed one is checked batch by batch.
+                if isinstance(split, Dataset) and "video" in split.column_names and any(
+                    v is not None for v in split["video"]
+                ):
+                    raise UnsupportedVideoModelError(self._unsupported_video_message("The dataset has video rows"))
+
+    def _unsupported_video_message(self, what: str) -> str:
+        model_type = getattr(self.model.config, "model_type", None)
+        return (
+            f"{what}, but video inputs are built for the model types {', '.join(SUPPORTED_VIDEO_MODEL_TYPES)} only; "
+            f"this model is {model_type!r} ({type(self.model).__name__}). Train it on image or text rows, or use a "
+            "Qwen-VL model for video."
+        )
+
+    @contextmanager
+    def _vision_placeholders_suppressed(self):
+        """While a batch on this class's media path generates, neither the image nor the video placeholder can be
+        sampled (a sampled one would mismatch the vision features). Other batches keep trl's generation settings."""
+        suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
         if self.use_vllm:
-            bias = dict(self.vllm_generation.generation_kwargs.get("logit_bias") or {})
-            bias.update({token: -100.0 for token in suppress})
-            self.vllm_generation.generation_kwargs["logit_bias"] = bias
+            kwargs = self.vllm_generation.generation_kwargs
+            saved = {"logit_bias": kwargs["logit_bias"]} if "logit_bias" in kwargs else {}
+            kwargs["logit_bias"] = {**(kwargs.get("logit_bias") or {}), **{token: -100.0 for token in suppress}}
         else:
-            existing = set(self.generation_config.suppress_tokens or [])
-            self.generation_config.suppress_tokens = sorted(existing | suppress)
-            self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens
+            kwargs = self.generation_kwargs
+            saved = {"suppress_tokens": kwargs["suppress_tokens"]} if "suppress_tokens" in kwargs else {}
+            saved_config = self.generation_config.suppress_tokens
+            tokens = sorted(set(self.generation_config.suppress_tokens or []) | suppress)
+            kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = tokens
+        try:
+            yield
+        finally:
+            kwargs.pop("logit_bias" if self.use_vllm else "suppress_tokens", None)
+            kwargs.update(saved)
+            if not self.use_vllm:
+                self.generation_config.suppress_tokens = saved_config
 
     def _set_signature_columns_if_needed(self):
         # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
@@ -275,32 +380,62 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
-        # Adds: media decoded once per unique video; per-row vision tensors carried in the batch.
+        # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
+        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer;
+        # any other batch with media (video, or image rows mixed with text or skipped rows) takes this class's path,
+        # which carries per-row vision tensors in the batch and is built for Qwen-VL models.
         if not self._is_vlm or not any(_has_media(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
+        has_video = any(row.get("video") is not None for row in inputs)
+        model_type = getattr(self.model.config, "model_type", None)
+        if has_video and model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
+            raise UnsupportedVideoModelError(self._unsupported_video_message("The batch has video rows"))
         before = Counter(self.media_counts)
-        self._pending_media = self._load_media(inputs)
-        self._original_rows = inputs
-        if self.shaping["temporal_grpo"] and self.model.training:
-            self._shuffled_local = self._rollout_shuffled(inputs, self._pending_media)
-        # trl's own image path would run a second, video-blind processor pass: media stays with this class.
-        stripped = [{k: v for k, v in row.items() if k not in ("image", "images", "video")} for row in inputs]
+        media = self._load_media(inputs)
+        self._reward_rows = [{**row, "frames": m.reward_frames} for row, m in zip(inputs, media, strict=True)]
+        self._skipped_local = [m.error is not None for m in media]
+        every_row_has_images = all(m.images and m.error is None for m in media)
         try:
-            output = super()._generate_and_score_completions(stripped)
-            vision_rows = self._vision_rows
+            if not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES):
+                output = super()._generate_and_score_completions(_with_decoded_images(inputs, media))
+            else:
+                output = self._generate_with_media(inputs, media)
         finally:
-            self._pending_media = self._original_rows = self._vision_rows = self._generation_media = None
-            self._generation_vision = None
-        output["vision_inputs"] = vision_rows
-        skipped = [i for i, row in enumerate(vision_rows) if row is _SKIPPED]
+            self._reward_rows = self._skipped_local = None
+        skipped = [i for i, m in enumerate(media) if m.error is not None]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
             output["completion_mask"][skipped] = 0
-            output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
+        self._log_media_counts(before)
+        return output
+
+    def _generate_with_media(self, inputs: list[dict], media: list[_RowMedia]):
+        """This class's media path: the processor sees the decoded frames and images once per prompt, and the batch
+        carries each row's vision tensors to every log-prob pass."""
+        self._pending_media = media
+        # trl's own image path would run a second, video-blind processor pass: media stays with this class.
+        rows = []
+        for row, row_media in zip(inputs, media, strict=True):
+            prompt = row["prompt"]
+            if row_media.images and row_media.error is None and isinstance(prompt, list):
+                # trl's image rows may have plain-string prompts: insert the image blocks, as trl does.
+                prompt = prepare_multimodal_messages(prompt, images=row_media.images)
+            rows.append({**{k: v for k, v in row.items() if k not in ("image", "images", "video")}, "prompt": prompt})
+        try:
+            with self._vision_placeholders_suppressed():
+                if self.shaping["temporal_grpo"] and self.model.training:
+                    self._shuffled_local = self._rollout_shuffled(inputs, media)
+                output = super()._generate_and_score_completions(rows)
+            vision_rows = self._vision_rows
+        finally:
+            self._pending_media = self._vision_rows = self._generation_media = self._generation_vision = None
+        output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
+        return output
+
+    def _log_media_counts(self, before: Counter) -> None:
         mode = "train" if self.model.training else "eval"
         for name in ("video_decodes", "video_reuses", "skipped_samples"):
             local = torch.tensor(float(self.media_counts[name] - before[name]), device=self.accelerator.device)
             self._metrics[mode][f"media/{name}"].append(self.accelerator.gather(local).sum().item())
-        return output
 
     def _tokenize_prompts(self, prompts: list):
         # Adds: the processor sees the frames (with their metadata) and images; vision tokens are checked.
@@ -371,7 +506,7 @@ class VideoGRPOTrainer(GRPOTrainer):
                 generation.vllm_client = client
                 del generation._place_features
 
-    @contextlib.contextmanager
+    @contextmanager
     def _shared_prefill(self, vision_rows: list[dict | None]):
         """trl's transformers generation prefills each unique prompt (and its media) once and continues its rows from
         the expanded KV cache (`generate_with_shared_prefill`); the vision tensors come per row, not collated."""
@@ -464,12 +599,14 @@ class VideoGRPOTrainer(GRPOTrainer):
             self._vision_rows = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # Adds: the original media columns and `frames` reach reward functions; group shaping after the gather.
-        media = self._pending_media
-        skipped_local = torch.zeros(len(prompts), dtype=torch.bool, device=self.accelerator.device)
-        if media is not None:
-            inputs = [{**row, "frames": m.reward_frames} for row, m in zip(self._original_rows, media, strict=True)]
-            skipped_local = torch.tensor([m.error is not None for m in media], device=self.accelerator.device)
+        # Adds: the dataset's own media columns and `frames` reach reward functions; group shaping after the gather.
+        if self._reward_rows is not None:
+            inputs = self._reward_rows
+        else:
+            inputs = [{**row, "frames": None} for row in inputs]
+        skipped_local = torch.tensor(
+            self._skipped_local or [False] * len(prompts), dtype=torch.bool, device=self.accelerator.device
+        )
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         skipped = self.accelerator.gather(skipped_local)
         rewards[skipped] = torch.nan

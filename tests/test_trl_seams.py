@@ -1,0 +1,143 @@
+"""Every private trl name this package touches, with the signature it expects.
+
+trl's private methods and attributes change without notice between releases. This list is the one place that says
+which of them `videorft_hf` relies on; on another trl version the test fails with a single message that names every
+seam that changed. A second test greps `src/` so that a new private name cannot be used without being listed here.
+"""
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import trl
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "videorft_hf"
+
+# Private methods: "module:Class.method" (or "module:function") -> parameter names, with defaults as written by
+# `inspect` (`name=default`). `videorft_hf` overrides or calls each one.
+METHODS = {
+    # trainer.py overrides these seams of GRPOTrainer and calls trl's own implementation through super().
+    "trl:GRPOTrainer._generate_and_score_completions": ["self", "inputs"],
+    "trl:GRPOTrainer._tokenize_prompts": ["self", "prompts"],
+    "trl:GRPOTrainer._generate_single_turn": [
+        "self", "prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images=False"
+    ],
+    "trl:GRPOTrainer._get_per_token_logps_and_entropies": [
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size=None", "compute_entropy=False",
+        "compute_aux_loss=False", "pixel_values=None", "image_grid_thw=None", "num_images=None",
+        "pixel_attention_mask=None", "spatial_shapes=None", "num_tiles=None", "image_sizes=None",
+        "token_type_ids=None", "mm_token_type_ids=None", "image_position_ids=None",
+    ],
+    "trl:GRPOTrainer._compute_loss": ["self", "model", "inputs"],
+    "trl:GRPOTrainer._calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "trl:GRPOTrainer._set_signature_columns_if_needed": ["self"],
+    # trainer.py (vLLM server mode) replaces it on the generation object with vllm_media.place_features.
+    "trl.generation.vllm_generation:VLLMGeneration._place_features": ["self", "features", "prompt_ids"],
+    # scripts/sft.py loads models the way SFTTrainer does.
+    "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
+}
+
+# Private attributes read or written: "module:Class.attribute" -> where trl sets it (an `__init__` assignment is
+# found in the class source; a class attribute must exist on the class).
+ATTRIBUTES = {
+    "trl:GRPOTrainer._is_vlm": "instance",  # trainer.py: media handling only for processors
+    "trl:GRPOTrainer._metrics": "instance",  # trainer.py: media/* and temporal/* metrics
+    "trl:GRPOTrainer._tag_names": "class",  # hub.py and trainer.py: model card and Hub tags
+    "trl:SFTTrainer._tag_names": "class",  # hub.py: the SFT script's tags
+    "transformers:Trainer._signature_columns": "instance",  # trainer.py: the `video` column survives
+}
+
+# Private module-level names imported (type aliases of the constructor signature, for annotations only).
+MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer:RolloutFunc",
+                "trl.trainer.grpo_trainer:EnvironmentFactory", "trl.trainer.utils:create_model_from_path"]
+
+
+def _resolve(spec: str):
+    module_name, _, path = spec.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _parameters(func) -> list[str]:
+    return [
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in inspect.signature(func).parameters.values()
+    ]
+
+
+def _seam_changes() -> list[str]:
+    changes = []
+    for spec, expected in METHODS.items():
+        try:
+            found = _parameters(_resolve(spec))
+        except (ImportError, AttributeError) as error:
+            changes.append(f"{spec}: gone ({error})")
+            continue
+        if found != expected:
+            changes.append(f"{spec}: expected ({', '.join(expected)}), found ({', '.join(found)})")
+    for spec, kind in ATTRIBUTES.items():
+        cls_spec, _, attribute = spec.rpartition(".")
+        try:
+            cls = _resolve(cls_spec)
+        except (ImportError, AttributeError) as error:
+            changes.append(f"{spec}: class gone ({error})")
+            continue
+        if kind == "class":
+            present = attribute in vars(cls)
+        else:
+            present = any(
+                re.search(rf"self\.{attribute}\b\s*(:[^=]+)?=", inspect.getsource(klass))
+                for klass in cls.__mro__
+                if klass.__module__.startswith(("trl", "transformers"))
+            )
+        if not present:
+            changes.append(f"{spec}: no longer set as {'a class' if kind == 'class' else 'an instance'} attribute")
+    for spec in MODULE_NAMES:
+        try:
+            _resolve(spec)
+        except (ImportError, AttributeError) as error:
+            changes.append(f"{spec}: gone ({error})")
+    return changes
+
+
+def test_private_trl_seams_are_as_expected():
+    changes = _seam_changes()
+    assert not changes, (
+        f"trl {trl.__version__} changed {len(changes)} private name(s) that videorft_hf relies on (written for trl "
+        "1.16.0); review these seams in videorft_hf before using this trl version:\n  - " + "\n  - ".join(changes)
+    )
+
+
+def test_every_private_trl_name_used_in_src_is_listed():
+    """`super()._x` calls, private attributes of trl objects and imports from private trl modules in src/ are all
+    in the lists above."""
+    listed_methods = {spec.rpartition(".")[2] for spec in METHODS}
+    listed_attributes = {spec.rpartition(".")[2] for spec in ATTRIBUTES}
+    listed_imports = {spec.partition(":")[0] for spec in MODULE_NAMES}
+    unlisted = set()
+    for path in SRC.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        unlisted |= {f"{path.name}: super().{m}" for m in re.findall(r"super\(\)\.(_[a-z]\w*)", text)} - {
+            f"{path.name}: super().{m}" for m in listed_methods
+        }
+        for name in re.findall(r"\b(?:generation|trainer)\.(_[a-z]\w*)", text):
+            if name not in listed_methods | listed_attributes:
+                unlisted.add(f"{path.name}: .{name}")
+        for module in re.findall(r"from (trl\.[\w.]+) import", text):
+            if module not in listed_imports:
+                unlisted.add(f"{path.name}: from {module} import")
+    # Names of trl's trainers used through `self` in trainer.py (overridden, called or read).
+    from transformers import Trainer
+    from trl import GRPOTrainer
+
+    trainer_source = (SRC / "trainer.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.(_[a-z]\w*)", trainer_source)) | set(re.findall(r"def (_[a-z]\w*)", trainer_source))
+    trl_names = {name for klass in (GRPOTrainer, Trainer) for name in vars(klass)}
+    for klass in (GRPOTrainer, Trainer):
+        trl_names |= set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(klass)))
+    unlisted |= {f"trainer.py: self.{name}" for name in (used & trl_names) - listed_methods - listed_attributes}
+    assert not unlisted, f"private trl names used in src/ but not listed in tests/test_trl_seams.py: {sorted(unlisted)}"
+
