@@ -112,7 +112,10 @@ def test_vision_tower_trains_on_video_prompts(tmp_path, media, model_dirs):
 class _Spy:
     """Records the vision inputs of every model call (generation and each log-prob pass)."""
 
-    KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "input_ids", "mm_encoder_outputs")
+    KEYS = (
+        "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "input_ids", "mm_encoder_outputs",
+        "use_cache",
+    )
 
     def __init__(self, model):
         self.calls = []
@@ -149,8 +152,12 @@ def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, mod
 
         _, metadata = load_video_frames(path, trainer.sampling_config)
         expected[len(metadata.frames_indices)] = 2 / metadata.sampled_fps
-    # transformers' generate encodes the media once up front and passes `mm_encoder_outputs` to the first step
-    generation = [c for c in spy.calls if c["mm_encoder_outputs"] is not None]
+    # Generation encodes the media once up front: the prefill of each unique prompt (prompt sharing, the default), or
+    # transformers' generate passing `mm_encoder_outputs` to its first step (sharing off)
+    generation = [
+        c for c in spy.calls
+        if (c["mm_encoder_outputs"] is not None or c["use_cache"]) and c["video_grid_thw"] is not None
+    ]
     assert generation and all(c["second_per_grid_ts"] is not None for c in generation)
     for t in generation[0]["second_per_grid_ts"].tolist():
         assert t in [pytest.approx(v) for v in expected.values()]
