@@ -10,7 +10,8 @@ bit for bit). Step time is the best of the repeats, in wall-clock and in process
 seconds. Vision patches are counted with a hook on the vision tower, language-model tokens from the batches each
 path builds, activation memory as the tensors autograd saves for the backward pass; the two paths' log-probs are
 checked to agree. Greedy generation of `--completion` tokens is timed too, each unique prompt prefilled once
-(`generate_with_shared_prefill`) against every row prefilled; the sequences are checked to agree.
+(`generate_with_shared_prefill`) against every row prefilled; the sequences are checked to agree. Last, whole `VideoGRPOTrainer` steps (generation, reward, reference and policy passes, backward,
+optimiser) are timed with `share_prompt_compute` on and off (`--trainer_steps`).
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py [--repeats 3] [--prompts 1] [--completion 16]
 
@@ -110,6 +111,53 @@ def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, new_
     }
 
 
+def time_trainer_steps(videos: list[str], completion: int, steps: int) -> dict[str, Any]:
+    """Whole `VideoGRPOTrainer` steps (generation, reference and policy passes, backward, optimiser) on the same
+    model and batch with `share_prompt_compute` on and off; the median step after a warm-up step."""
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, TrainerCallback
+
+    from videorft_hf.configs import VideoGRPOConfig
+    from videorft_hf.testing import save_tiny_vlm
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.seconds = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    def reward(completions, **kwargs):
+        return [float(i % 2) for i in range(len(completions))]
+
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": f"Clip {i}?"}]}],
+             "video": path} for i, path in enumerate(videos)]
+    figures: dict[str, Any] = {"s": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_tiny_vlm("qwen2_5_vl", os.path.join(tmp, "model"))
+        for share in (True, False):
+            args = VideoGRPOConfig(
+                output_dir=os.path.join(tmp, f"out{share}"), per_device_train_batch_size=GROUP_SIZE * len(videos),
+                num_generations=GROUP_SIZE, max_completion_length=completion, max_steps=steps + 1, beta=0.04,
+                loss_type="grpo", learning_rate=1e-6, report_to=[], use_cpu=True, bf16=False, save_strategy="no",
+                disable_tqdm=True, logging_steps=1, seed=0, share_prompt_compute=share,
+                video_sampling_preset="videorft-train",
+            )
+            times = StepTimes()
+            trainer = VideoGRPOTrainer(
+                AutoModelForImageTextToText.from_pretrained(model_dir), [reward], args=args,
+                train_dataset=Dataset.from_list(rows * (steps + 1)), callbacks=[times],
+            )
+            trainer.train()
+            figures["s"]["shared" if share else "per_row"] = sorted(times.seconds[1:])[len(times.seconds[1:]) // 2]
+    figures["speedup"] = figures["s"]["per_row"] / figures["s"]["shared"]
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the benchmark and returns its figures (seconds, counts and ratios)."""
     from trl.trainer.utils import add_fused_lm_head
@@ -119,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompts", type=int, default=1, help="unique video prompts in the micro-batch")
     parser.add_argument("--completion", type=int, default=16, help="completion width in tokens")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--trainer_steps", type=int, default=2, help="timed VideoGRPOTrainer steps (0: none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -131,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for i in range(args.prompts)
         ]
         input_ids, mask, vision_rows, prompt_ids = build_batch(model, processor, videos, args.completion)
+        trainer = time_trainer_steps(videos, args.completion, args.trainer_steps) if args.trainer_steps else None
     keep = args.completion
     completion_mask = mask[:, -keep:]
     video_tokens = sum(1 for t in prompt_ids[0] if t == model.config.video_token_id)
@@ -195,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "activation_mib": activations,
         "activation_memory_ratio": activations["per_row"] / activations["shared"],
         "max_abs_logp_difference": (results["shared"] - results["per_row"]).abs().max().item(),
+        "trainer_step": trainer,
         "generation": {
             **generation,
             "speedup": generation["s"]["per_row"] / generation["s"]["shared"],

@@ -34,6 +34,11 @@ METHODS = {
     "trl:GRPOTrainer._set_signature_columns_if_needed": ["self"],
     # trainer.py (vLLM server mode) replaces it on the generation object with vllm_media.place_features.
     "trl.generation.vllm_generation:VLLMGeneration._place_features": ["self", "features", "prompt_ids"],
+    # prompt_sharing.py calls the models as trl's log-prob passes do (`labels=..., fused_lm_head=True`, returning
+    # `log_probs` and `entropy`): the contract of the head this function adds to GRPOTrainer's models.
+    "trl.trainer.utils:add_fused_lm_head": [
+        "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
+    ],
     # scripts/sft.py loads models the way SFTTrainer does.
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
 }
