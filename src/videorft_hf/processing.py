@@ -104,6 +104,7 @@ def load_row_media(
     config: VideoSamplingConfig,
     backend: str = "auto",
     cache: FrameCache | None = None,
+    store=None,
 ) -> RowMedia:
     """Decodes a row's `video` (a path) and its `image` / `images` (paths or in-memory images).
 
@@ -112,6 +113,7 @@ def load_row_media(
         config: sampling rules (see `model_sampling_config`).
         backend: video backend for `load_video_frames`.
         cache: optional `FrameCache` (a video asked by several questions is decoded once).
+        store: optional `videorft_hf.frame_store.FrameStore` of prepared frames, read before decoding.
 
     Returns:
         The row's `RowMedia` (empty for a text row).
@@ -128,7 +130,7 @@ def load_row_media(
                 f"The `video` column must hold file paths, got {type(video).__name__}. Build rows with "
                 "videorft_hf.load_videorft_dataset or make_conversation."
             )
-        media.videos.append(load_video_frames(video, config, backend=backend, cache=cache))
+        media.videos.append(load_video_frames(video, config, backend=backend, cache=cache, store=store))
     images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
     for image in images:
         media.images.append(load_image(image, config) if isinstance(image, (str, os.PathLike)) else image)

@@ -216,6 +216,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         }
         self.sampling_config = self.video_args.sampling_config()
         self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
+        self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
         self._pending_media: list[_RowMedia] | None = None
         self._reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
         self._skipped_local: list[bool] | None = None  # rows skipped for bad media (on_bad_sample="skip")
@@ -353,7 +354,11 @@ class VideoGRPOTrainer(GRPOTrainer):
                     )
                 self.media_counts["video_decodes"] += 1
                 return load_video_frames(
-                    source, self.sampling_config, backend=self.video_args.video_backend, cache=self._frame_cache
+                    source,
+                    self.sampling_config,
+                    backend=self.video_args.video_backend,
+                    cache=self._frame_cache,
+                    store=self._frame_store,
                 )
             if isinstance(source, (str, os.PathLike)):
                 self.media_counts["image_decodes"] += 1
