@@ -43,6 +43,16 @@ def nearest(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def command_parser(subparsers, name: str, prog: str, doc: str | None, help: str) -> argparse.ArgumentParser:
+    """The plain `argparse` parser of a command without dataclasses (`env`, `demo`, `push`): registered as `name` on
+    `subparsers` when given (trl's CLI pattern, as every command's `make_parser(subparsers=None)`), else standalone.
+    """
+    kwargs = dict(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    if subparsers is not None:
+        return subparsers.add_parser(name, help=help, **kwargs)
+    return argparse.ArgumentParser(prog=prog, **kwargs)
+
+
 class VideoRFTParser(TrlParser):
     """`trl.TrlParser` with the command's description, its own options first and helpful errors (see module doc).
 
