@@ -150,7 +150,9 @@ def render_prompt(processor, prompt: Sequence[Mapping[str, Any]], **chat_templat
     )
 
 
-def encode_prompt(processor, text: str, videos: Sequence = (), images: Sequence = ()) -> tuple[list[int], dict]:
+def encode_prompt(
+    processor, text: str, videos: Sequence = (), images: Sequence = (), where: str = ""
+) -> tuple[list[int], dict]:
     """Runs the processor on one rendered prompt and its decoded media.
 
     Frames go in with their `VideoMetadata` and `do_sample_frames=False` (they are already sampled), so the processor
@@ -161,12 +163,28 @@ def encode_prompt(processor, text: str, videos: Sequence = (), images: Sequence 
         text: the rendered prompt (`render_prompt`).
         videos: `(frames, VideoMetadata)` pairs, in prompt order.
         images: PIL images (or arrays), in prompt order.
+        where: names the sample in the error, e.g. "Row 3 of the generation batch".
 
     Returns:
         `(input_ids, vision)`: the prompt's token ids and its vision tensors (the `VISION_KEYS` the processor
         returned; `second_per_grid_ts` as float32).
+
+    Raises:
+        VisionTokenMismatchError: the prompt's media placeholders and the media differ in number (checked before
+            the processor runs).
     """
     import torch
+
+    for token, items, what in (
+        (getattr(processor, "video_token", None), videos, "video"),
+        (getattr(processor, "image_token", None), images, "image"),
+    ):
+        if token is not None and text.count(token) != len(items):
+            raise VisionTokenMismatchError(
+                f"{where or 'The sample'} has {text.count(token)} {what} placeholder(s) in its prompt but "
+                f"{len(items)} {what}(s). Each {what} needs exactly one {{'type': '{what}'}} block in the prompt and "
+                f"one entry in the `{what}` column."
+            )
 
     kwargs: dict[str, Any] = {}
     if videos:

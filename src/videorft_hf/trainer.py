@@ -533,8 +533,9 @@ class VideoGRPOTrainer(GRPOTrainer):
             del model.generate
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
-        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images)
-        check_vision_tokens(self.processing_class, ids, vision, self.model.config, f"Row {index} of the generation batch")
+        where = f"Row {index} of the generation batch"
+        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
+        check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
         return ids, vision
 
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
