@@ -88,6 +88,14 @@ class VideoRFTParser(TrlParser):
                 if action.dest == "frame_store":
                     action.default = path
 
+    @classmethod
+    def for_command(cls, subparsers, name: str, dataclass_types, prog: str | None, doc: str | None, help: str):
+        """A command's parser, as every `make_parser(subparsers=None)` returns it (trl's CLI pattern): registered as
+        `name` on `subparsers` (whose parser class reads `dataclass_types`) when given, else a `VideoRFTParser`."""
+        if subparsers is not None:
+            return subparsers.add_parser(name, help=help, dataclass_types=dataclass_types)
+        return cls(dataclass_types, prog=prog, doc=doc)
+
     # ------------------------------------------------------------------------------------------------ help
     def _group_by_origin(self) -> None:
         """Moves each option into a group named after where its field is defined: this package first."""

@@ -36,25 +36,15 @@ DEFAULT_REWARDS = ["format_reward", "accuracy_reward", "semantic_consistency_rew
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft grpo"):
-    """Returns the `VideoRFTParser` (a trl `TrlParser`) for (`VideoRFTScriptArguments`, `VideoGRPOConfig`,
-    `ModelConfig`).
-
-    Args:
-        subparsers: an `argparse` subparsers action to register a `grpo` command on, as trl's CLI does.
-        prog: program name in the usage line.
-
-    Returns:
-        The parser; `parser.parse_args_and_config(argv)` returns the three dataclasses.
-    """
+    """The parser of `videorft grpo` (`VideoRFTScriptArguments`, `VideoGRPOConfig`, `ModelConfig`), registered as
+    `grpo` on `subparsers` when given; `parse_args_and_config(argv)` returns the three dataclasses."""
     from trl import ModelConfig
 
     from videorft_hf.configs import VideoGRPOConfig, VideoRFTScriptArguments
     from videorft_hf.scripts.arguments import VideoRFTParser
 
     dataclass_types = (VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("grpo", help="VideoRFT GRPO on video", dataclass_types=dataclass_types)
-    return VideoRFTParser(dataclass_types, prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(subparsers, "grpo", dataclass_types, prog, __doc__, "VideoRFT GRPO on video")
 
 
 def build_reward_funcs(script_args) -> list:

@@ -83,11 +83,9 @@ def make_parser(subparsers=None, prog: str | None = "videorft prepare-frames"):
         >>> args.video_sampling_preset, args.num_workers
         ('videorft-train', 2)
     """
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "prepare-frames", help="Prepare a frame store", dataclass_types=(PrepareFramesArguments,)
-        )
-    return VideoRFTParser((PrepareFramesArguments,), prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(
+        subparsers, "prepare-frames", (PrepareFramesArguments,), prog, __doc__, "Prepare a frame store"
+    )
 
 
 def dataset_videos(args: PrepareFramesArguments) -> list[str]:

@@ -54,9 +54,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft sft"):
         ...     ["--config", "recipes/tiny/sft.yaml", "--output_dir", "out"])  # doctest: +SKIP
     """
     dataclass_types = (VideoRFTScriptArguments, VideoSFTConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("sft", help="VideoRFT supervised fine-tuning", dataclass_types=dataclass_types)
-    return VideoRFTParser(dataclass_types, prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(subparsers, "sft", dataclass_types, prog, __doc__, "VideoRFT supervised fine-tuning")
 
 
 def load_model(model_args, training_args):
