@@ -96,7 +96,7 @@ def _cpu_seconds() -> float:
 # --------------------------------------------------------------------------------------------- the paths
 def ours(config: VideoSamplingConfig, backend: str = "auto") -> Callable[[str], tuple[np.ndarray, list[int]]]:
     def run(path: str):
-        frames, metadata = load_video_frames(path, config, backend=backend, store=False)
+        frames, metadata = load_video_frames(path, config, backend=backend)
         return frames, list(metadata.frames_indices)
 
     return run

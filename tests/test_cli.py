@@ -90,3 +90,45 @@ def test_no_command_prints_the_bitsandbytes_kernel_note():
     )
     assert result.returncode == 0 and "VideoRFT options:" in result.stdout
     assert "gemm_4bit" not in result.stderr + result.stdout and "kernels-community" not in result.stderr
+
+
+def test_every_command_has_make_parser_with_subparsers():
+    """`make_parser(subparsers=None)` in every command, as in trl's scripts: standalone, or registered on a CLI."""
+    import argparse
+    import importlib
+
+    from trl import TrlParser
+
+    top = argparse.ArgumentParser(prog="cli")
+    subparsers = top.add_subparsers(dest="command", parser_class=TrlParser)
+    for name, (module, _) in COMMANDS.items():
+        make_parser = importlib.import_module(f"videorft_hf.scripts.{module}").make_parser
+        assert isinstance(make_parser(), argparse.ArgumentParser), name
+        make_parser(subparsers)
+    assert set(subparsers.choices) == set(COMMANDS)
+    (args,) = subparsers.choices["eval"].parse_args_and_config(["--benchmarks", "b.json"])
+    assert args.benchmarks == ["b.json"]
+
+
+def test_one_resume_rule_for_sft_and_grpo(tmp_path):
+    from videorft_hf.scripts import grpo, sft
+    from videorft_hf.scripts.inputs import ResumeCheckpointError, resolve_checkpoint
+
+    out = tmp_path / "run"
+    assert resolve_checkpoint("last", str(out)) is None  # nothing to resume yet: start afresh
+    for step in (2, 10):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+    newest = str(out / "checkpoint-10")
+    assert [resolve_checkpoint(word, str(out)) for word in ("last", "latest", "auto", "true", True)] == [newest] * 5
+    assert resolve_checkpoint(str(out / "checkpoint-2"), str(out)) == str(out / "checkpoint-2")
+    assert resolve_checkpoint(None, str(out)) is None and resolve_checkpoint("", str(out)) is None
+    with pytest.raises(ResumeCheckpointError, match="'lastest' is not a folder.*'last'"):
+        resolve_checkpoint("lastest", str(out))
+    assert sft.resolve_checkpoint is resolve_checkpoint
+    for module in (sft, grpo):  # a bad value fails before any dataset or model loads
+        script_args, training_args, model_args = module.make_parser().parse_args_and_config(
+            ["--dataset_name", str(tmp_path / "missing.jsonl"), "--model_name_or_path", str(tmp_path / "no-model"),
+             "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--resume_from_checkpoint", "lastest"]
+        )
+        with pytest.raises(ResumeCheckpointError):
+            module.train(script_args, training_args, model_args)

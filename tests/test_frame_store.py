@@ -14,9 +14,7 @@ from videorft_hf.frame_store import (
     STORE_ENV,
     FrameStore,
     FrameStoreError,
-    configured_store,
     prepare_frames,
-    set_frame_store,
 )
 from videorft_hf.testing import decode_frame_index, write_test_video
 from videorft_hf.video import FrameCache, VideoDecodeError, VideoSamplingConfig, load_video_frames
@@ -26,11 +24,8 @@ OTHER = VideoSamplingConfig(min_frames=4, max_frames=4, min_pixels=56 * 56, max_
 
 
 @pytest.fixture(autouse=True)
-def _no_configured_store(monkeypatch):
+def _no_store_in_environment(monkeypatch):
     monkeypatch.delenv(STORE_ENV, raising=False)
-    set_frame_store(None)
-    yield
-    set_frame_store(None)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def clips(tmp_path_factory):
 
 
 def fresh(path, config=CONFIG):
-    return load_video_frames(path, config, store=False)
+    return load_video_frames(path, config)
 
 
 def refuse_decoding(monkeypatch):
@@ -160,30 +155,42 @@ def test_replaced_file_is_never_served_stale(tmp_path):
     assert metadata.total_num_frames == 48 and store.misses == 1
 
 
-def test_transparent_use_by_load_video_frames(tmp_path, clips, monkeypatch):
+def test_load_video_frames_reads_only_the_store_it_is_given(tmp_path, clips, monkeypatch):
     prepare_frames(clips, tmp_path / "store", CONFIG, num_workers=0, progress=False)
     expected = {clip: fresh(clip) for clip in clips}
     refuse_decoding(monkeypatch)
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "store"))  # the environment is the commands' default, never read here
     with pytest.raises(AssertionError, match="decoded"):
-        load_video_frames(clips[0], CONFIG)  # no store configured: decodes
-
-    monkeypatch.setenv(STORE_ENV, str(tmp_path / "store"))
-    frames, metadata = load_video_frames(clips[0], CONFIG)
-    assert np.array_equal(frames, expected[clips[0]][0]) and metadata == expected[clips[0]][1]
-    assert configured_store().hits == 1
-    with pytest.raises(AssertionError, match="decoded"):
-        load_video_frames(clips[0], CONFIG, store=False)
-
-    monkeypatch.delenv(STORE_ENV)
-    store = set_frame_store(tmp_path / "store")
+        load_video_frames(clips[0], CONFIG)
+    store = FrameStore(tmp_path / "store", create=False)
+    frames, metadata = load_video_frames(clips[0], CONFIG, store=store)
+    assert np.array_equal(frames, expected[clips[0]][0]) and metadata == expected[clips[0]][1] and store.hits == 1
     cache = FrameCache()
-    frames, _ = load_video_frames(clips[1], CONFIG, cache=cache)
-    assert np.array_equal(frames, expected[clips[1]][0]) and store.hits == 1
-    assert load_video_frames(clips[1], CONFIG, cache=cache)[0] is frames and store.hits == 1  # the cache comes first
+    frames, _ = load_video_frames(clips[1], CONFIG, cache=cache, store=store)
+    assert np.array_equal(frames, expected[clips[1]][0]) and store.hits == 2
+    assert load_video_frames(clips[1], CONFIG, cache=cache, store=store)[0] is frames and store.hits == 2  # cache first
+
+
+def test_two_stores_in_one_process_do_not_affect_each_other(tmp_path, clips):
+    """A lossy store changes the pixels of its own reader only: another store, and no store, keep theirs."""
+    lossless = FrameStore(tmp_path / "lossless", mode="lossless")
+    lossy = FrameStore(tmp_path / "lossy", mode="lossy")
+    decoded = fresh(clips[1])
+    for store in (lossless, lossy):
+        store.put(clips[1], CONFIG, *decoded)
+        store.flush()
+    from_lossy = load_video_frames(clips[1], CONFIG, store=lossy)[0]
+    assert not np.array_equal(from_lossy, decoded[0])  # noise frames: JPEG changes them
+    for _ in range(2):  # interleaved, in either order
+        assert np.array_equal(load_video_frames(clips[1], CONFIG, store=lossless)[0], decoded[0])
+        assert np.array_equal(load_video_frames(clips[1], CONFIG)[0], decoded[0])
+        assert np.array_equal(load_video_frames(clips[1], CONFIG, store=lossy)[0], from_lossy)
+    assert (lossless.hits, lossy.hits) == (2, 3)
 
 
 def test_transparent_use_by_collator_and_media_loader(tmp_path, clips, monkeypatch):
     from videorft_hf import DataCollatorForVideoLanguageModeling, make_conversation
+    from videorft_hf.configs import VideoSFTConfig
     from videorft_hf.processing import load_row_media
     from videorft_hf.testing import build_tiny_processor
 
@@ -195,13 +202,39 @@ def test_transparent_use_by_collator_and_media_loader(tmp_path, clips, monkeypat
         "data_source": "test",
     }
     row = make_conversation(record, media_root=os.path.dirname(clips[0]))
+    processor = build_tiny_processor("qwen2_5_vl")
+    args = VideoSFTConfig(
+        output_dir=str(tmp_path / "out"), report_to=[], bf16=False, use_cpu=True, frame_store=str(tmp_path / "store"), video_min_frames=4,
+        video_max_frames=4, video_min_pixels=3136, video_max_pixels=3136,
+    )
     refuse_decoding(monkeypatch)
-    monkeypatch.setenv(STORE_ENV, str(tmp_path / "store"))
-    collator = DataCollatorForVideoLanguageModeling(build_tiny_processor("qwen2_5_vl"), sampling_config=config)
+    collator = DataCollatorForVideoLanguageModeling.from_config(processor, args)
+    assert collator.frame_store.path == str(tmp_path / "store")
     batch = collator([row])
-    assert batch["pixel_values_videos"].shape[0] > 0
-    media = load_row_media(row, config)  # the loader of `videorft eval` and the trainer's processing path
+    assert batch["pixel_values_videos"].shape[0] > 0 and collator.frame_store.hits == 1
+    with pytest.raises(AssertionError, match="decoded"):  # a collator without a store decodes
+        DataCollatorForVideoLanguageModeling(processor, sampling_config=config)([row])
+    store = args.open_frame_store()
+    media = load_row_media(row, config, store=store)  # the loader of `videorft eval` and the trainer's processing path
     assert np.array_equal(media.videos[0][0], FrameStore(tmp_path / "store").get(clips[0], config)[0])
+    assert store.hits == 1
+
+
+def test_frame_store_field_and_environment_default(tmp_path, monkeypatch):
+    from videorft_hf.configs import VideoSFTConfig
+    from videorft_hf.scripts.eval import make_parser
+
+    FrameStore(tmp_path / "env-store")
+    FrameStore(tmp_path / "flag-store")
+    (args,) = make_parser().parse_args_and_config(["--benchmarks", "b.json"])
+    assert args.frame_store is None and args.open_frame_store() is None
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "env-store"))
+    (args,) = make_parser().parse_args_and_config(["--benchmarks", "b.json"])
+    assert args.frame_store == str(tmp_path / "env-store")
+    (args,) = make_parser().parse_args_and_config(["--benchmarks", "b.json", "--frame_store", str(tmp_path / "flag-store")])
+    assert args.open_frame_store().path == str(tmp_path / "flag-store")
+    with pytest.raises(FrameStoreError, match="frame_store=.*nowhere.*not a frame store"):  # before anything loads
+        VideoSFTConfig(output_dir=str(tmp_path / "out"), report_to=[], bf16=False, use_cpu=True, frame_store=str(tmp_path / "nowhere"))
 
 
 def test_store_pickles_for_dataloader_workers(tmp_path, clips):
@@ -212,12 +245,9 @@ def test_store_pickles_for_dataloader_workers(tmp_path, clips):
     assert np.array_equal(clone.get(clips[0], CONFIG)[0], fresh(clips[0])[0])
 
 
-def test_configuration_errors(tmp_path, monkeypatch):
+def test_configuration_errors(tmp_path):
     with pytest.raises(FrameStoreError, match="not a frame store"):
-        set_frame_store(tmp_path / "nowhere")
-    monkeypatch.setenv(STORE_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(FrameStoreError, match=STORE_ENV):
-        configured_store()
+        FrameStore(tmp_path / "nowhere", create=False)
     with pytest.raises(ValueError, match="mode"):
         FrameStore(tmp_path / "bad", mode="webp")
 
@@ -278,7 +308,17 @@ def test_fast_pyav_path_matches_a_full_decode(tmp_path, monkeypatch):
 
     monkeypatch.setattr(video_module, "_DECODE_THREADS", 2)
     monkeypatch.setattr(video_module, "ThreadPoolExecutor", CountingPool)
-    frames, metadata = load_video_frames(path, config, backend="pyav", store=False)
+    frames, metadata = load_video_frames(path, config, backend="pyav")
     assert len(metadata.frames_indices) == 10 and pools == [2]  # keyframe groups decoded by two threads
     expected = np.stack([everything[i] for i in metadata.frames_indices])
     assert np.array_equal(frames, video_module.resize_frames(expected, *frames.shape[1:3]))
+
+
+def test_video_does_not_depend_on_the_frame_store():
+    """`frame_store` builds on `video`, never the reverse (no import, not even a deferred one)."""
+    import ast
+
+    tree = ast.parse(open(video_module.__file__, encoding="utf-8").read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not any("frame_store" in (name or "") for name in imported), imported

@@ -127,3 +127,16 @@ def test_grpo_script_skips_invalid_first_and_last_records(release, tmp_path, cap
     data.write_text("".join(json.dumps({**r, "problem_type": "mcq"}) + "\n" for r in rows[:2]))
     with pytest.raises(NoValidRecordsError, match="all 2 records are invalid"):
         main([*args, "--on_invalid_record", "skip"])
+
+
+def test_grpo_script_evaluates_the_test_split_when_asked(release, tmp_path):
+    """`--eval_strategy steps` loads `dataset_test_split` (a release file serves any split) and evaluates it."""
+    from videorft_hf.scripts.grpo import main
+
+    out = tmp_path / "eval-run"
+    extra = ["--max_steps", "1", "--save_steps", "1", "--eval_strategy", "steps", "--eval_steps", "1"]
+    extra += ["--per_device_eval_batch_size", "8", "--max_train_samples", "4"]
+    assert main(common_args(release, out, *extra)) == 0
+    history = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
+    evaluated = [entry for entry in history if any(key.startswith("eval_") for key in entry)]
+    assert evaluated and "eval_rewards/accuracy_reward/mean" in evaluated[0], history

@@ -6,6 +6,7 @@ import math
 import re
 import sys
 import time
+import timeit
 
 import numpy as np
 import pytest
@@ -440,16 +441,27 @@ class TestRobustness:
             # generous: the slowest case (distinct words, stemmed for ROUGE) takes about 1.5 s on one core
             assert elapsed < 5.0, (completion[:40], elapsed)
 
-    def test_the_release_format_regex_is_quadratic_here(self):
-        # Why the linear check exists: the regex needs ~16x the time for 4x the input.
-        def seconds(pairs):
-            text = "<think>" + "</think><answer>" * pairs + "x"
-            start = time.perf_counter()
-            RELEASE_FORMAT.fullmatch(text)
-            return time.perf_counter() - start
+    @pytest.mark.parametrize(
+        "make_text",
+        [
+            lambda n: "<think>" + "</think><answer>" * n + "x",  # the release's regex: quadratic (16x for 4x)
+            lambda n: "<think>" + ("x" + " " * 100 + "<answer>") * n + "</answer>",  # long whitespace walks
+            lambda n: "<think>" + "</think>x<answer>" * n + "</answer>",  # many </think> ... <answer> pairs
+        ],
+        ids=["release-regex-worst-case", "whitespace-walks", "pairs"],
+    )
+    def test_format_reward_time_grows_at_most_linearly(self, make_text):
+        """`format_reward` itself, timed at n and 4n units (each timing long enough to measure): linear is ~4x."""
 
-        assert seconds(2000) > 4 * seconds(500)
-        assert format_reward(["<think>" + "</think><answer>" * 2000 + "x"]) == [0.0]
+        def per_call(n: int) -> float:
+            text = make_text(n)
+            assert format_reward([text]) in ([0.0], [1.0])
+            timer = timeit.Timer(lambda: format_reward([text]))
+            number, total = timer.autorange()
+            return min(total, *timer.repeat(repeat=2, number=number)) / number
+
+        small, large = per_call(4_000), per_call(16_000)
+        assert large < 8 * small, (small, large)
 
 
 # --------------------------------------------------------------------------------------------- semantic consistency

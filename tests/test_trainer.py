@@ -292,20 +292,45 @@ def test_vision_token_mismatch_is_a_typed_error(tmp_path, media, model_dirs):
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(rows)
     )
     trainer._pending_media = trainer._load_media(rows)
-    with pytest.raises((VisionTokenMismatchError, ValueError)):
-        trainer._tokenize_prompts([r["prompt"] for r in rows])
+    with pytest.raises(VisionTokenMismatchError, match=r"Row 0 of the generation batch has 0 video placeholder\(s\)"):
+        trainer._tokenize_prompts([r["prompt"] for r in rows])  # the typed error naming the row, not the processor's
 
 
 def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media):
+    """The model is biased to emit the video and image placeholders; the rollouts still contain none."""
+    seen: list[list[int]] = []
+
+    def recording_reward(completions, completion_ids, **kwargs):
+        seen.extend(list(ids) for ids in completion_ids)
+        return [0.0] * len(completions)
+
     trainer = VideoGRPOTrainer(
-        model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[recording_reward],
+        args=grpo_args(tmp_path, max_steps=1),
+        train_dataset=Dataset.from_list(video_rows(media)),
     )
     stock = list(trainer.generation_config.suppress_tokens)
+    placeholders = [trainer._video_token_id, trainer._image_token_id]
     assert trainer._video_token_id not in stock  # batches without video generate exactly as with trl
-    with trainer._vision_placeholders_suppressed():
-        suppressed = set(trainer.generation_config.suppress_tokens)
-        assert set(trainer.generation_kwargs["suppress_tokens"]) == suppressed
-    assert {trainer._video_token_id, trainer._image_token_id} <= suppressed
+
+    def prefer_placeholders(module, args, logits):
+        logits = logits.clone()
+        logits[..., placeholders] += 1e4
+        return logits
+
+    hook = trainer.model.get_output_embeddings().register_forward_hook(prefer_placeholders)
+    try:
+        processor = trainer.processing_class
+        ids = processor.tokenizer("What happens?", return_tensors="pt").input_ids
+        unsuppressed = trainer.model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)[0, ids.shape[1]:]
+        assert set(unsuppressed.tolist()) & set(placeholders)  # the bias works: without suppression they appear
+        trainer.train()
+    finally:
+        hook.remove()
+    assert len(seen) == 4 and all(seen)
+    emitted = [ids for ids in seen if set(ids) & set(placeholders)]
+    assert not emitted, emitted
     assert trainer.generation_config.suppress_tokens == stock == trainer.generation_kwargs["suppress_tokens"]
 
 

@@ -53,10 +53,10 @@ def test_every_file_decodes_right_or_raises_the_typed_error(corpus, name, backen
     expected_error = UNSUPPORTED.get(backend, {}).get(name)
     if expected_error is not None:
         with pytest.raises(UnsupportedVideoError, match=f"^{path}: {expected_error}") as info:
-            load_video_frames(path, sampling, backend=backend, store=False)
+            load_video_frames(path, sampling, backend=backend)
         assert str(info.value).endswith("Decode it with backend='pyav' (the default).")
         return
-    frames, metadata = load_video_frames(path, sampling, backend=backend, store=False)
+    frames, metadata = load_video_frames(path, sampling, backend=backend)
     total = CORPUS[name][1]
     assert metadata.total_num_frames == total
     indices = sampling.frame_indices(total, metadata.fps)
@@ -75,7 +75,7 @@ def test_backends_sample_the_same_indices(corpus, name):
     results = {}
     for backend in BACKENDS:
         if name not in UNSUPPORTED.get(backend, {}):
-            _, metadata = load_video_frames(path, sampling, backend=backend, store=False)
+            _, metadata = load_video_frames(path, sampling, backend=backend)
             results[backend] = (tuple(metadata.frames_indices), round(metadata.fps, 3), metadata.total_num_frames)
     assert "pyav" in results and len(set(results.values())) == 1, results
 
@@ -85,5 +85,5 @@ def test_backends_sample_the_same_indices(corpus, name):
 def test_pyav_seek_and_sequential_plans_decode_every_file(corpus, name, plan_overhead, monkeypatch):
     path = _path(corpus, name)
     monkeypatch.setattr(video_module, "_SEEK_OVERHEAD_FRAMES", plan_overhead)
-    frames, metadata = load_video_frames(path, CONFIGS["8-frames"], backend="pyav", store=False)
+    frames, metadata = load_video_frames(path, CONFIGS["8-frames"], backend="pyav")
     assert [decode_frame_index(frame) for frame in frames] == metadata.frames_indices

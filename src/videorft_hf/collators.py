@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from .frame_store import open_frame_store
 from .processing import VISION_KEYS
 from .video import FrameCache, MediaDecodeError, VideoSamplingConfig, load_image, load_video_frames
 
@@ -119,6 +120,8 @@ class DataCollatorForVideoLanguageModeling:
             media, `SampleTooLongError`), or "skip" it: it is dropped from its batch, logged and counted.
         video_backend: "auto", "decord", "pyav" or "torchcodec".
         frame_cache_bytes: keep decoded frames in memory (per process) up to this many bytes; 0 turns it off.
+        frame_store: a `videorft_hf.frame_store.FrameStore` (or the folder of one) of prepared frames, read before
+            decoding; None decodes every video.
         pad_to_multiple_of: pad the sequence length of each batch to a multiple of this.
         end_of_turn_token: the token that ends the assistant's turn, trained on; default `<|im_end|>` when the
             tokenizer has it, else its EOS token.
@@ -152,6 +155,7 @@ class DataCollatorForVideoLanguageModeling:
     on_bad_sample: str = "raise"
     video_backend: str = "auto"
     frame_cache_bytes: int = 0
+    frame_store: Any = None
     pad_to_multiple_of: int | None = None
     end_of_turn_token: str | None = None
     _skip_counts: torch.Tensor = field(init=False, repr=False, compare=False)
@@ -178,6 +182,7 @@ class DataCollatorForVideoLanguageModeling:
         except UnsupportedVideoModelError:
             pass
         self.sampling_config = config
+        self.frame_store = open_frame_store(self.frame_store)
         token = self.end_of_turn_token
         if token is None:
             token = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
@@ -211,6 +216,7 @@ class DataCollatorForVideoLanguageModeling:
             on_bad_sample=args.on_bad_sample,
             video_backend=args.video_backend,
             frame_cache_bytes=args.frame_cache_bytes,
+            frame_store=args.frame_store,
             pad_to_multiple_of=getattr(args, "pad_to_multiple_of", None),
         )
         kwargs.update(overrides)
@@ -310,7 +316,13 @@ class DataCollatorForVideoLanguageModeling:
 
         try:
             decoded_videos = [
-                load_video_frames(video, self.sampling_config, backend=self.video_backend, cache=self._frame_cache())
+                load_video_frames(
+                    video,
+                    self.sampling_config,
+                    backend=self.video_backend,
+                    cache=self._frame_cache(),
+                    store=self.frame_store,
+                )
                 for video in videos
             ]
             decoded_images = [

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ScriptArguments, SFTConfig
 
+from .frame_store import STORE_ENV, FrameStore, FrameStoreError, open_frame_store
 from .video import VideoSamplingConfig
 
 
@@ -31,6 +32,14 @@ class VideoSamplingArguments:
         default=0,
         metadata={"help": "Keep decoded frames in memory up to this many bytes and reuse them (0 turns it off)."},
     )
+    frame_store: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a frame store (`videorft prepare-frames`) to read sampled frames from; a video missing "
+            "from it is decoded. Only this config's consumers read it. The `videorft` commands default it to "
+            "$VIDEORFT_FRAME_STORE."
+        },
+    )
     on_bad_sample: str = field(
         default="raise",
         metadata={
@@ -46,6 +55,22 @@ class VideoSamplingArguments:
         if self.frame_cache_bytes < 0:
             raise ValueError(f"frame_cache_bytes must be >= 0, got {self.frame_cache_bytes}.")
         self.sampling_config()  # validates the preset name and the overrides now, not at the first batch
+        if self.frame_store is not None:
+            self.open_frame_store()  # a folder that holds no store fails now, not at the first batch
+
+    def open_frame_store(self) -> FrameStore | None:
+        """The `FrameStore` named by `frame_store`, opened for reading (None when unset).
+
+        Raises:
+            FrameStoreError: `frame_store` names a folder that holds no store.
+        """
+        try:
+            return open_frame_store(self.frame_store)
+        except FrameStoreError as error:
+            raise FrameStoreError(
+                f"frame_store={self.frame_store} (from --frame_store, the recipe or ${STORE_ENV}): {error} Unset it "
+                "to decode every video."
+            ) from error
 
     def sampling_config(self) -> VideoSamplingConfig:
         """The `VideoSamplingConfig` these fields describe."""

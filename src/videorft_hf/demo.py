@@ -264,17 +264,22 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="videorft demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
+def make_parser(subparsers=None, prog: str | None = "videorft demo") -> argparse.ArgumentParser:
+    """The parser of `videorft demo`, registered on `subparsers` when given."""
+    from .scripts.arguments import command_parser
+
+    parser = command_parser(subparsers, "demo", prog, __doc__, "The whole recipe end to end on a laptop CPU")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--quick", action="store_true", help="a shortened run (minutes less; no learning targets)")
     parser.add_argument("--recipes_dir", default=None, help="the recipes/ folder (default: this checkout's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft_steps", type=int, default=None, help="override the number of SFT steps")
     parser.add_argument("--grpo_steps", type=int, default=None, help="override the number of GRPO steps")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING)

@@ -1102,11 +1102,12 @@ def _run(
     if generator is None:
         generator = _build_generator(args, processor, model_config)
     cache = FrameCache(args.frame_cache_bytes) if args.frame_cache_bytes else None
+    store = args.open_frame_store()
 
     def prepare(sample: EvalSample) -> EvalSample:
         sample.text = render_prompt(generator.processor, sample.row["prompt"])
         try:
-            sample.media = load_row_media(sample.row, sampling, backend=args.video_backend, cache=cache)
+            sample.media = load_row_media(sample.row, sampling, backend=args.video_backend, cache=cache, store=store)
         except MediaDecodeError as error:
             if args.on_bad_sample == "raise":
                 raise

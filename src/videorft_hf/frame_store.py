@@ -1,11 +1,13 @@
 """A persistent store of sampled, resized video frames: decode every video of a dataset once, read it back many times.
 
 `videorft prepare-frames` (or `prepare_frames`) samples each video at a `VideoSamplingConfig` and stores the frames at
-their target size. When a store is configured, `load_video_frames` (and so the SFT collator, `VideoGRPOTrainer`, the
-rewards and `videorft eval`, which all call it) reads frames from it and falls back to decoding on a miss:
+their target size. `load_video_frames(..., store=...)` reads frames from the store it is given and falls back to
+decoding on a miss. The store is named by the `frame_store` field of the configs (`VideoSamplingArguments`), which
+hand it to the SFT collator, `VideoGRPOTrainer`, the semantic-consistency reward and `videorft eval`; nothing
+process-wide is read, so two configs in one process can use two stores (or none). On the command line:
 
-    export VIDEORFT_FRAME_STORE=/data/frames          # every process, dataloader workers included
-    # or, in Python: videorft_hf.frame_store.set_frame_store("/data/frames")
+    videorft grpo --frame_store /data/frames ...      # or in the recipe: frame_store: /data/frames
+    export VIDEORFT_FRAME_STORE=/data/frames          # the `videorft` commands' default for --frame_store
 
 Layout of a store folder:
 
@@ -59,9 +61,8 @@ __all__ = [
     "MODES",
     "LOSSY_TOLERANCE",
     "STORE_ENV",
-    "configured_store",
+    "open_frame_store",
     "prepare_frames",
-    "set_frame_store",
 ]
 
 STORE_ENV = "VIDEORFT_FRAME_STORE"
@@ -420,48 +421,18 @@ class FrameStore:
 
 
 # --------------------------------------------------------------------------------------------- configuration
-_configured: dict[str, Any] = {"explicit": None, "from_env": None}
-
-
-def set_frame_store(store: FrameStore | str | os.PathLike | None) -> FrameStore | None:
-    """Makes `load_video_frames` read from `store` in this process (None: back to `$VIDEORFT_FRAME_STORE`, if set).
-
-    Child processes started with fork inherit it; for spawned ones (and other ranks) set `VIDEORFT_FRAME_STORE`.
+def open_frame_store(store: FrameStore | str | os.PathLike | None) -> FrameStore | None:
+    """The existing store a config names (its `frame_store` field), opened for reading; None for None.
 
     Args:
         store: a `FrameStore`, the folder of an existing one, or None.
 
-    Returns:
-        The configured `FrameStore` (or None).
-
     Raises:
-        FrameStoreError: the folder holds no store.
+        FrameStoreError: the folder holds no store (prepare one with `videorft prepare-frames`).
     """
-    if store is not None and not isinstance(store, FrameStore):
-        store = FrameStore(store, create=False)
-    _configured["explicit"] = store
-    return store
-
-
-def configured_store() -> FrameStore | None:
-    """The store `load_video_frames` reads by default: `set_frame_store`'s, else `$VIDEORFT_FRAME_STORE`'s, else None.
-
-    Raises:
-        FrameStoreError: `VIDEORFT_FRAME_STORE` names a folder that holds no store.
-    """
-    if _configured["explicit"] is not None:
-        return _configured["explicit"]
-    path = os.environ.get(STORE_ENV)
-    if not path:
-        return None
-    cached = _configured["from_env"]
-    if cached is None or cached.path != os.path.abspath(path):
-        try:
-            cached = FrameStore(path, create=False)
-        except FrameStoreError as error:
-            raise FrameStoreError(f"{STORE_ENV}={path}: {error} Unset it to decode every video.") from error
-        _configured["from_env"] = cached
-    return cached
+    if store is None or isinstance(store, FrameStore):
+        return store
+    return FrameStore(store, create=False)
 
 
 # --------------------------------------------------------------------------------------------- prepare
@@ -469,7 +440,7 @@ def _prepare_one(task: tuple) -> tuple:
     """Worker: decode one video and encode its frames. Returns ("ok", ...) or ("failed", path, error)."""
     key, path, config, backend, mode = task
     try:
-        frames, metadata = load_video_frames(path, config, backend=backend, store=False)
+        frames, metadata = load_video_frames(path, config, backend=backend)
     except MediaDecodeError as error:
         return ("failed", path, f"{type(error).__name__}: {error}")
     payload, sizes = _encode(frames, mode)

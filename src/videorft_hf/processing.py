@@ -104,6 +104,7 @@ def load_row_media(
     config: VideoSamplingConfig,
     backend: str = "auto",
     cache: FrameCache | None = None,
+    store=None,
 ) -> RowMedia:
     """Decodes a row's `video` (a path) and its `image` / `images` (paths or in-memory images).
 
@@ -112,6 +113,7 @@ def load_row_media(
         config: sampling rules (see `model_sampling_config`).
         backend: video backend for `load_video_frames`.
         cache: optional `FrameCache` (a video asked by several questions is decoded once).
+        store: optional `videorft_hf.frame_store.FrameStore` of prepared frames, read before decoding.
 
     Returns:
         The row's `RowMedia` (empty for a text row).
@@ -128,7 +130,7 @@ def load_row_media(
                 f"The `video` column must hold file paths, got {type(video).__name__}. Build rows with "
                 "videorft_hf.load_videorft_dataset or make_conversation."
             )
-        media.videos.append(load_video_frames(video, config, backend=backend, cache=cache))
+        media.videos.append(load_video_frames(video, config, backend=backend, cache=cache, store=store))
     images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
     for image in images:
         media.images.append(load_image(image, config) if isinstance(image, (str, os.PathLike)) else image)
@@ -148,7 +150,9 @@ def render_prompt(processor, prompt: Sequence[Mapping[str, Any]], **chat_templat
     )
 
 
-def encode_prompt(processor, text: str, videos: Sequence = (), images: Sequence = ()) -> tuple[list[int], dict]:
+def encode_prompt(
+    processor, text: str, videos: Sequence = (), images: Sequence = (), where: str = ""
+) -> tuple[list[int], dict]:
     """Runs the processor on one rendered prompt and its decoded media.
 
     Frames go in with their `VideoMetadata` and `do_sample_frames=False` (they are already sampled), so the processor
@@ -159,12 +163,28 @@ def encode_prompt(processor, text: str, videos: Sequence = (), images: Sequence 
         text: the rendered prompt (`render_prompt`).
         videos: `(frames, VideoMetadata)` pairs, in prompt order.
         images: PIL images (or arrays), in prompt order.
+        where: names the sample in the error, e.g. "Row 3 of the generation batch".
 
     Returns:
         `(input_ids, vision)`: the prompt's token ids and its vision tensors (the `VISION_KEYS` the processor
         returned; `second_per_grid_ts` as float32).
+
+    Raises:
+        VisionTokenMismatchError: the prompt's media placeholders and the media differ in number (checked before
+            the processor runs).
     """
     import torch
+
+    for token, items, what in (
+        (getattr(processor, "video_token", None), videos, "video"),
+        (getattr(processor, "image_token", None), images, "image"),
+    ):
+        if token is not None and text.count(token) != len(items):
+            raise VisionTokenMismatchError(
+                f"{where or 'The sample'} has {text.count(token)} {what} placeholder(s) in its prompt but "
+                f"{len(items)} {what}(s). Each {what} needs exactly one {{'type': '{what}'}} block in the prompt and "
+                f"one entry in the `{what}` column."
+            )
 
     kwargs: dict[str, Any] = {}
     if videos:

@@ -676,6 +676,7 @@ def get_semantic_consistency_reward(
     media_root: str | os.PathLike | None = None,
     sampling_config: Any = None,
     video_backend: str = "auto",
+    frame_store: Any = None,
     lenient_multiple_choice: bool = False,
     text_batch_size: int = 64,
     frame_batch_size: int = 64,
@@ -718,6 +719,7 @@ def get_semantic_consistency_reward(
         sampling_config: `VideoSamplingConfig` for decoding; default the "videorft-train" preset (16 frames), as the
             release's reward sampled.
         video_backend: backend for `load_video_frames`.
+        frame_store: optional `videorft_hf.frame_store.FrameStore` of prepared frames, read before decoding.
         lenient_multiple_choice: gate with the lenient multiple-choice accuracy (see `get_accuracy_reward`).
         text_batch_size: texts per text-encoder pass.
         frame_batch_size: frames per image-encoder pass.
@@ -758,7 +760,7 @@ def get_semantic_consistency_reward(
 
         config = sampling_config or video_module.VideoSamplingConfig.from_preset("videorft-train")
         if source == "video":
-            frames, _ = video_module.load_video_frames(path, config, backend=video_backend)
+            frames, _ = video_module.load_video_frames(path, config, backend=video_backend, store=frame_store)
             return list(frames)
         return [video_module.load_image(path, config)]
 

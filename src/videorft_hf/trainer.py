@@ -216,6 +216,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         }
         self.sampling_config = self.video_args.sampling_config()
         self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
+        self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
         self._pending_media: list[_RowMedia] | None = None
         self._reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
         self._skipped_local: list[bool] | None = None  # rows skipped for bad media (on_bad_sample="skip")
@@ -353,7 +354,11 @@ class VideoGRPOTrainer(GRPOTrainer):
                     )
                 self.media_counts["video_decodes"] += 1
                 return load_video_frames(
-                    source, self.sampling_config, backend=self.video_args.video_backend, cache=self._frame_cache
+                    source,
+                    self.sampling_config,
+                    backend=self.video_args.video_backend,
+                    cache=self._frame_cache,
+                    store=self._frame_store,
                 )
             if isinstance(source, (str, os.PathLike)):
                 self.media_counts["image_decodes"] += 1
@@ -528,8 +533,9 @@ class VideoGRPOTrainer(GRPOTrainer):
             del model.generate
 
     def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
-        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images)
-        check_vision_tokens(self.processing_class, ids, vision, self.model.config, f"Row {index} of the generation batch")
+        where = f"Row {index} of the generation batch"
+        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
+        check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
         return ids, vision
 
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

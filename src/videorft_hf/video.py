@@ -677,9 +677,9 @@ def load_video_frames(
         backend: "auto" (PyAV, else decord), "decord", "pyav" or "torchcodec".
         start, end: optional clip bounds in seconds.
         cache: an optional `FrameCache`; the returned frames are then read-only.
-        store: a `videorft_hf.frame_store.FrameStore` of prepared frames, read before decoding (a miss decodes).
-            None: the configured store (`frame_store.set_frame_store` or `$VIDEORFT_FRAME_STORE`), if any;
-            False: never read a store.
+        store: prepared frames to read before decoding (a miss decodes): a `videorft_hf.frame_store.FrameStore`,
+            or any object with its `get(path, config, start, end)`. None (or False): decode, read no store. Only
+            the store passed here is read; nothing process-wide is consulted.
 
     Returns:
         `(frames, metadata)`: uint8 frames of shape (T, H, W, 3), upright, resized; and a `VideoMetadata` with
@@ -705,12 +705,9 @@ def load_video_frames(
         hit = cache.get(key)
         if hit is not None:
             return hit
-    # Frame store hook (videorft_hf.frame_store): prepared frames are served before decoding; a miss decodes.
-    if store is not False:
-        from .frame_store import configured_store  # imported here: frame_store imports this module
-
-        store = store if store is not None else configured_store()
-        hit = store.get(path, config, start, end) if store is not None else None
+    # The caller's frame store (videorft_hf.frame_store, which builds on this module) serves prepared frames first.
+    if store is not None and store is not False:  # (a FrameStore has a length: an empty one is still read)
+        hit = store.get(path, config, start, end)
         if hit is not None:
             if cache is not None:
                 cache.put(key, *hit)

@@ -623,6 +623,7 @@ class _Curation:
         self._semantic_reward = semantic_reward
         self.base_sampling = args.sampling_config()
         self.cache = FrameCache(args.frame_cache_bytes) if args.frame_cache_bytes else None
+        self.store = args.open_frame_store()
         self.stage_dir = os.path.join(args.output_dir, "stages")
         self.lines: dict[str, dict[str, dict]] = {}
         self.runs: dict[str, _StageRun] = {stage: _StageRun() for stage in STAGES}
@@ -704,7 +705,7 @@ class _Curation:
         """The item's media as a content part (frames decoded with `config`, through the frame cache)."""
         if item.record["data_type"] == "video":
             frames, metadata = load_video_frames(
-                item.media_path, config, backend=self.args.video_backend, cache=self.cache
+                item.media_path, config, backend=self.args.video_backend, cache=self.cache, store=self.store
             )
             return {"type": "video", "frames": frames, "metadata": metadata}
         return {"type": "image", "image": load_image(item.media_path, config)}

@@ -6,7 +6,9 @@
 - lists the package's own options first, then trl's and transformers' (grouped by the dataclass that defines them);
 - describes each `--no_<flag>` as turning `--<flag>` off;
 - rejects abbreviated flags (`--max_step` is not `--max_steps`);
-- answers an unknown flag or recipe key with the nearest known name, in two lines, not the whole usage.
+- answers an unknown flag or recipe key with the nearest known name, in two lines, not the whole usage;
+- defaults `--frame_store` to `$VIDEORFT_FRAME_STORE` (a recipe key or the flag overrides it). The environment is read
+  here, by the commands, only: the package reads the store its config names.
 
     parser = VideoRFTParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo", doc=__doc__)
     script_args, training_args, model_args = parser.parse_args_and_config()
@@ -41,6 +43,16 @@ def nearest(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def command_parser(subparsers, name: str, prog: str, doc: str | None, help: str) -> argparse.ArgumentParser:
+    """The plain `argparse` parser of a command without dataclasses (`env`, `demo`, `push`): registered as `name` on
+    `subparsers` when given (trl's CLI pattern, as every command's `make_parser(subparsers=None)`), else standalone.
+    """
+    kwargs = dict(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    if subparsers is not None:
+        return subparsers.add_parser(name, help=help, **kwargs)
+    return argparse.ArgumentParser(prog=prog, **kwargs)
+
+
 class VideoRFTParser(TrlParser):
     """`trl.TrlParser` with the command's description, its own options first and helpful errors (see module doc).
 
@@ -60,10 +72,29 @@ class VideoRFTParser(TrlParser):
         ))
         super().__init__(dataclass_types, prog=prog, description=(doc or "").strip() or None, allow_abbrev=False, **kwargs)
         self._group_by_origin()
+        self._environment_defaults()
         for action in self._actions:
             if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
                 action.help = f"Turn off --{action.dest}."
                 action.default = argparse.SUPPRESS  # not shown as "(default: False)"; --<flag> holds the default
+
+    def _environment_defaults(self) -> None:
+        """`--frame_store` defaults to `$VIDEORFT_FRAME_STORE` (`--config` and the flag override it)."""
+        from videorft_hf.frame_store import STORE_ENV
+
+        path = os.environ.get(STORE_ENV)
+        if path:
+            for action in self._actions:
+                if action.dest == "frame_store":
+                    action.default = path
+
+    @classmethod
+    def for_command(cls, subparsers, name: str, dataclass_types, prog: str | None, doc: str | None, help: str):
+        """A command's parser, as every `make_parser(subparsers=None)` returns it (trl's CLI pattern): registered as
+        `name` on `subparsers` (whose parser class reads `dataclass_types`) when given, else a `VideoRFTParser`."""
+        if subparsers is not None:
+            return subparsers.add_parser(name, help=help, dataclass_types=dataclass_types)
+        return cls(dataclass_types, prog=prog, doc=doc)
 
     # ------------------------------------------------------------------------------------------------ help
     def _group_by_origin(self) -> None:

@@ -49,9 +49,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft curate"):
         >>> args.concurrency, args.stage_setting("reason", "model")
         (4, 'm')
     """
-    if subparsers is not None:
-        return subparsers.add_parser("curate", help="VideoRFT CoT curation", dataclass_types=(CurationArguments,))
-    return VideoRFTParser((CurationArguments,), prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(subparsers, "curate", (CurationArguments,), prog, __doc__, "VideoRFT CoT curation")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 import sys
 
-from videorft_hf.demo import main
+from videorft_hf.demo import main, make_parser  # noqa: F401  (make_parser(subparsers=None), as every command)
 
 if __name__ == "__main__":
     sys.exit(main())

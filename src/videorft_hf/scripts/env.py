@@ -64,11 +64,15 @@ def collect() -> dict[str, str]:
     return info
 
 
+def make_parser(subparsers=None, prog: str | None = "videorft env") -> argparse.ArgumentParser:
+    """The parser of `videorft env` (no options), registered on `subparsers` when given."""
+    from videorft_hf.scripts.arguments import command_parser
+
+    return command_parser(subparsers, "env", prog, __doc__, "Print the versions and video backends of this machine")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="videorft env", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
-    parser.parse_args(argv)
+    make_parser().parse_args(argv)
     print("\nCopy-paste the following information when you file an issue:\n")
     for key, value in collect().items():
         print(f"- {key}: {value}")

@@ -38,9 +38,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft eval"):
         >>> args.temperature, args.video_sampling_preset
         (0.0, 'videorft-eval')
     """
-    if subparsers is not None:
-        return subparsers.add_parser("eval", help="VideoRFT evaluation", dataclass_types=(EvalArguments,))
-    return VideoRFTParser((EvalArguments,), prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(subparsers, "eval", (EvalArguments,), prog, __doc__, "VideoRFT evaluation")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,9 @@ On a laptop CPU with a tiny model (what the demo runs):
     videorft grpo --config recipes/tiny/grpo.yaml --model_name_or_path tiny-model \\
         --dataset_name data/rl.jsonl --media_root data --output_dir outputs/tiny-grpo
 
+Resume with `--resume_from_checkpoint last` (the newest checkpoint in `output_dir`; `latest` also works) or a
+checkpoint folder. With `--eval_strategy steps` (or `epoch`) the `--dataset_test_split` split is loaded and evaluated.
+
 Flags override the values of `--config`. The model, its processor and the run record (`videorft_run.json`, from
 which `videorft push` writes the model card) are saved to `output_dir`.
 """
@@ -32,13 +35,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_REWARDS = ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
 
 
-def make_parser():
+def make_parser(subparsers=None, prog: str | None = "videorft grpo"):
+    """The parser of `videorft grpo` (`VideoRFTScriptArguments`, `VideoGRPOConfig`, `ModelConfig`), registered as
+    `grpo` on `subparsers` when given; `parse_args_and_config(argv)` returns the three dataclasses."""
     from trl import ModelConfig
 
     from videorft_hf.configs import VideoGRPOConfig, VideoRFTScriptArguments
     from videorft_hf.scripts.arguments import VideoRFTParser
 
-    return VideoRFTParser((VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig), prog="videorft grpo", doc=__doc__)
+    dataclass_types = (VideoRFTScriptArguments, VideoGRPOConfig, ModelConfig)
+    return VideoRFTParser.for_command(subparsers, "grpo", dataclass_types, prog, __doc__, "VideoRFT GRPO on video")
 
 
 def build_reward_funcs(script_args) -> list:
@@ -59,24 +65,16 @@ def train(script_args, training_args, model_args):
     """Runs GRPO and saves the model and processor to `training_args.output_dir`. Returns the trainer."""
     from trl import get_quantization_config
 
-    from videorft_hf.data import load_videorft_dataset
     from videorft_hf.hub import record_run
     from videorft_hf.modeling import freeze_vision_tower, model_structure, peft_config_for
+    from videorft_hf.scripts.inputs import load_datasets, resolve_checkpoint
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
         raise ValueError("Pass --dataset_name (a dataset folder, a JSON/JSONL file or a Hub dataset id).")
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     reward_funcs = build_reward_funcs(script_args)  # a misspelled reward model fails here, before anything loads
-    dataset = load_videorft_dataset(
-        script_args.dataset_name,
-        subset=script_args.dataset_config,
-        split=script_args.dataset_train_split,
-        media_root=script_args.media_root,
-        system_prompt=script_args.system_prompt,
-        on_invalid=script_args.on_invalid_record,
-    )
-    if script_args.max_train_samples is not None:
-        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+    dataset, eval_dataset = load_datasets(script_args, training_args, include_target=False)
 
     quantization_config = get_quantization_config(model_args)
     model_init_kwargs = dict(
@@ -102,6 +100,7 @@ def train(script_args, training_args, model_args):
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         quantization_config=quantization_config,
         peft_config=peft_config,
     )
@@ -111,9 +110,6 @@ def train(script_args, training_args, model_args):
         state.process_index, state.num_processes, state.distributed_type.value, len(dataset),
     )
     run_record = record_run(trainer, "grpo", script_args, training_args, model_args)
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint in ("true", "True", "latest"):
-        checkpoint = True
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.media_counts["skipped_samples"]:
         logger.warning(

@@ -10,7 +10,8 @@ training, evaluation or anything calling `load_video_frames` at the store; a vid
     # a dataset folder and an eval file, 32 frames at 256*28*28, JPEG (a fraction of the bytes)
     videorft prepare-frames --dataset_name out/mini/hub/VideoRFT-mini-RL out/mini/eval.jsonl \\
         --media_root out/mini --video_sampling_preset videorft-eval --store frames-eval/ --mode lossy
-    export VIDEORFT_FRAME_STORE=$PWD/frames   # then: videorft grpo ... / videorft eval ...
+    videorft grpo --config recipes/tiny/grpo.yaml --frame_store frames/ ...   # then read it (also: videorft eval)
+    export VIDEORFT_FRAME_STORE=$PWD/frames   # or: the default --frame_store of every videorft command
     python -m videorft_hf.scripts.prepare_frames --help
 
 It prints a JSON summary: videos, stored, present (skipped), failed (each with its error), seconds.
@@ -33,7 +34,10 @@ class PrepareFramesArguments(VideoSamplingArguments):
 
     store: str | None = field(
         default=None,
-        metadata={"help": "Frame store folder (created when missing). Then set VIDEORFT_FRAME_STORE to it."},
+        metadata={
+            "help": "Frame store folder (created when missing); defaults to --frame_store (and so to "
+            "$VIDEORFT_FRAME_STORE). Then pass it to training and evaluation as --frame_store."
+        },
     )
     dataset_name: list[str] = field(
         default_factory=list,
@@ -55,6 +59,11 @@ class PrepareFramesArguments(VideoSamplingArguments):
     num_workers: int = field(default=2, metadata={"help": "Decoding processes (0: decode in this process)."})
 
     def __post_init__(self):
+        # The store being prepared need not exist yet: `frame_store` (a training recipe's, or the environment's)
+        # only names it here, and is not opened for reading.
+        if not self.store:
+            self.store = self.frame_store
+        self.frame_store = None
         super().__post_init__()
         if isinstance(self.dataset_name, str):  # a training recipe gives one dataset as a string
             self.dataset_name = [self.dataset_name]
@@ -74,11 +83,9 @@ def make_parser(subparsers=None, prog: str | None = "videorft prepare-frames"):
         >>> args.video_sampling_preset, args.num_workers
         ('videorft-train', 2)
     """
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "prepare-frames", help="Prepare a frame store", dataclass_types=(PrepareFramesArguments,)
-        )
-    return VideoRFTParser((PrepareFramesArguments,), prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(
+        subparsers, "prepare-frames", (PrepareFramesArguments,), prog, __doc__, "Prepare a frame store"
+    )
 
 
 def dataset_videos(args: PrepareFramesArguments) -> list[str]:
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     if summary["failed"]:
         print(f"{len(summary['failed'])} videos failed to decode (listed above); they fail the same way when read.")
-    print(f"Use it: export VIDEORFT_FRAME_STORE={summary['store']}")
+    print(f"Use it: --frame_store {summary['store']} (or export VIDEORFT_FRAME_STORE={summary['store']})")
     return 0
 
 

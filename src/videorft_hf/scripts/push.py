@@ -38,10 +38,11 @@ from videorft_hf.hub import (
 )
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="videorft push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
+def make_parser(subparsers=None, prog: str | None = "videorft push") -> argparse.ArgumentParser:
+    """The parser of `videorft push model|dataset`, registered as `push` on `subparsers` when given."""
+    from videorft_hf.scripts.arguments import command_parser
+
+    parser = command_parser(subparsers, "push", prog, __doc__, "Publish a checkpoint or a built dataset to the Hub")
     commands = parser.add_subparsers(dest="what", required=True, metavar="{model,dataset}")
 
     def add_common(sub: argparse.ArgumentParser) -> None:

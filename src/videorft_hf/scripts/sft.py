@@ -12,7 +12,7 @@ only. Arguments: `VideoRFTScriptArguments`, `VideoSFTConfig` and trl's `ModelCon
     # QLoRA on one GPU
     videorft sft --config recipes/Qwen2.5-VL-7B-Instruct/sft/config_qlora.yaml \\
         --dataset_name path/to/VideoRFT-CoT-102K --media_root path/to/media
-    # resume from the newest checkpoint in output_dir (or pass a checkpoint folder)
+    # resume from the newest checkpoint in output_dir (`latest` also works), or pass a checkpoint folder
     videorft sft --config ... --resume_from_checkpoint last
     # two CPU processes (the tiny recipe; `--multi_gpu` picks torchrun, `use_cpu: true` keeps it on CPU)
     accelerate launch --multi_gpu --num_processes 2 -m videorft_hf.scripts.sft --config recipes/tiny/sft.yaml ...
@@ -24,7 +24,6 @@ The model and processor are saved to `output_dir` (the LoRA adapter only, with `
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from trl import ModelConfig
@@ -32,11 +31,11 @@ from trl import ModelConfig
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
 from videorft_hf.hub import apply_videorft_tags, record_run
 from videorft_hf.modeling import freeze_vision_tower, keep_updates, peft_config_for, vision_tower_name  # noqa: F401
+from videorft_hf.scripts import inputs
 from videorft_hf.scripts.arguments import VideoRFTParser
+from videorft_hf.scripts.inputs import resolve_checkpoint  # noqa: F401  (the rule of both training commands)
 
 logger = logging.getLogger("videorft_hf.scripts.sft")
-
-_RESUME_LAST = ("last", "auto", "true", "True")
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft sft"):
@@ -55,9 +54,7 @@ def make_parser(subparsers=None, prog: str | None = "videorft sft"):
         ...     ["--config", "recipes/tiny/sft.yaml", "--output_dir", "out"])  # doctest: +SKIP
     """
     dataclass_types = (VideoRFTScriptArguments, VideoSFTConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("sft", help="VideoRFT supervised fine-tuning", dataclass_types=dataclass_types)
-    return VideoRFTParser(dataclass_types, prog=prog, doc=__doc__)
+    return VideoRFTParser.for_command(subparsers, "sft", dataclass_types, prog, __doc__, "VideoRFT supervised fine-tuning")
 
 
 def load_model(model_args, training_args):
@@ -93,37 +90,12 @@ def load_model(model_args, training_args):
 
 
 def load_datasets(script_args, training_args):
-    """Loads the training (and, when evaluating, the test) split as SFT rows with `load_videorft_dataset`.
+    """Loads the training (and, when evaluating, the test) split as SFT rows (`videorft_hf.scripts.inputs`).
 
     Returns:
         `(train_dataset, eval_dataset or None)`.
     """
-    from videorft_hf.data import load_videorft_dataset
-
-    if not script_args.dataset_name:
-        raise ValueError("Pass --dataset_name: a VideoRFT-CoT file, a folder, or a Hub dataset repo id.")
-    kwargs = {
-        "media_root": script_args.media_root,
-        "system_prompt": script_args.system_prompt,
-        "include_target": True,
-        "on_invalid": script_args.on_invalid_record,
-        "streaming": script_args.dataset_streaming,
-    }
-    with training_args.main_process_first(desc="loading the dataset"):
-        train = load_videorft_dataset(
-            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split, **kwargs
-        )
-        evaluation = None
-        if training_args.eval_strategy != "no":
-            evaluation = load_videorft_dataset(
-                script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_test_split, **kwargs
-            )
-    if script_args.max_train_samples is not None:
-        if script_args.dataset_streaming:
-            train = train.take(script_args.max_train_samples)
-        else:
-            train = train.select(range(min(script_args.max_train_samples, len(train))))
-    return train, evaluation
+    return inputs.load_datasets(script_args, training_args, include_target=True, streaming=script_args.dataset_streaming)
 
 
 def build_trainer(script_args, training_args, model_args):
@@ -179,33 +151,13 @@ def build_trainer(script_args, training_args, model_args):
     return trainer
 
 
-def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint`: a checkpoint folder, or "last" (also "auto", "true") for the newest one in
-    `output_dir` (starting afresh when there is none).
-
-    Returns:
-        The checkpoint folder, or None to start afresh.
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if resume_from_checkpoint in _RESUME_LAST:
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
-            logger.info("No checkpoint in %s to resume from; starting afresh.", output_dir)
-        return last
-    if resume_from_checkpoint and not os.path.isdir(resume_from_checkpoint):
-        raise ValueError(
-            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder; pass a checkpoint folder or 'last'."
-        )
-    return resume_from_checkpoint or None
-
-
 def train(script_args, training_args, model_args):
     """Runs the SFT stage: build the trainer, train (resuming when asked), save model and processor.
 
     Returns:
         The trainer after training.
     """
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)  # before loading
     trainer = build_trainer(script_args, training_args, model_args)
     state = trainer.accelerator.state
     logger.info(
@@ -216,7 +168,6 @@ def train(script_args, training_args, model_args):
         len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else "streaming",
     )
     run_record = record_run(trainer, "sft", script_args, training_args, model_args)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
     skipped = trainer.data_collator.skipped_samples
     if any(skipped.values()):
