@@ -542,7 +542,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         return mm_token_type_ids(input_ids, self._image_token_id, self._video_token_id)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
-        # Adds: each chunk's own vision tensors and mm_token_type_ids; trl's loop does the rest.
+        # Adds: each row's own vision tensors, and each unique prompt with its media computed once (prompt sharing);
+        # MoE aux losses keep per-row chunks through trl's own loop.
         rows = self._vision_rows
         if rows is None or all(row is None or row is _SKIPPED for row in rows):
             return super()._get_per_token_logps_and_entropies(
