@@ -1,6 +1,6 @@
 """`videorft eval`: a model on the paper's video benchmarks, resumable, scored by the `videorft_accuracy` metric.
 
-Benchmarks are files in the Video-R1-eval record schema (REFERENCE section 2: a JSON array or JSON lines, or a Hub
+Benchmarks are files in the Video-R1-eval record schema (the release schema: a JSON array or JSON lines, or a Hub
 dataset), with media under `media_root`. A relative benchmark path is looked up in the current folder, then under
 `media_root` (`resolve_benchmark_spec`); a local path found in neither place, a missing `media_root`, or a benchmark
 none of whose media files exist stops the run before the model loads. Rows are built by `videorft_hf.data` (the package's prompts, the same code as
@@ -97,7 +97,7 @@ __all__ = [
     "run_evaluation",
 ]
 
-# The paper's six benchmarks (REFERENCE section 6), in its table's order.
+# The paper's six benchmarks, in its results table's order.
 PAPER_BENCHMARKS: tuple[str, ...] = ("VSI-Bench", "VideoMMMU", "MMVU", "MVBench", "TempCompass", "VideoMME")
 # Hub datasets the benchmarks come from, used as `dataset.type` in model-index entries.
 BENCHMARK_DATASET_IDS: dict[str, str] = {

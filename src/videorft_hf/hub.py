@@ -11,8 +11,7 @@ if needed (and the `--revision` branch) and uploads the same plan in one commit.
 push uploads.
 
 - Model cards are rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/model_card.md`, which
-  ships inside the package (`videorft_hf/model_cards/`, package data) so that an installed wheel has it; DESIGN.md
-  draws the folder at the top level, where a wheel would not carry it.
+  ships inside the package (`videorft_hf/model_cards/`, package data) so that an installed wheel has it.
 - The card states what ran: `videorft sft` / `videorft grpo` save a run record (`videorft_run.json`, see
   `run_record`) with the checkpoint (stage, base model, adapter or full, rewards, shaping, sampling, training arguments,
   steps, hardware); the adapter's `adapter_config.json` names the model an adapter applies to. A recipe file is read

@@ -81,7 +81,7 @@ def build_prompt_text(problem: str, problem_type: str, options: Sequence[str] | 
 
 
 # --------------------------------------------------------------------------------------------- CoT curation
-# Prompts of `videorft curate` (videorft_hf.curation), the paper's CoT data engine (REFERENCE section 7). Unlike the
+# Prompts of `videorft curate` (videorft_hf.curation), the paper's CoT data engine. Unlike the
 # templates above, they are not compatibility strings: change them freely; the curation run records a hash of them
 # and refuses to resume a run made with other prompts.
 

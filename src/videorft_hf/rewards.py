@@ -6,7 +6,7 @@ Every reward is `reward(completions, **kwargs) -> list[float | None]`, one value
 arrive as keyword arguments, one entry per completion. `None` means "cannot score this one" and trl then leaves the
 row out of that reward.
 
-The definitions are those of the VideoRFT release (see REFERENCE.md, section 5), computed exactly but without its
+The definitions are those of the VideoRFT release (the paper's section on rewards and its public code), computed exactly but without its
 pitfalls: tags are found by linear scans instead of regular expressions that backtrack catastrophically on long
 adversarial text, word edit distance and ROUGE-L's longest common subsequence come from `rapidfuzz` instead of
 quadratic Python tables, every row uses its own `problem_type`, and no completion string can make a reward raise or

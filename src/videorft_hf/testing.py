@@ -1012,7 +1012,7 @@ def make_record(
     problem: str = "What happens?",
     data_source: str = "synthetic",
 ) -> dict:
-    """One record in the release schema (REFERENCE section 2), `solution` wrapped in answer tags.
+    """One record in the release schema, `solution` wrapped in answer tags.
 
     `options` is left out of the record when `None` (it is optional in the release files).
     """

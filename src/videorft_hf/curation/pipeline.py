@@ -1,4 +1,4 @@
-"""`videorft curate`: the paper's CoT data engine (REFERENCE section 7), resumable, over records of the release schema.
+"""`videorft curate`: the paper's CoT data engine, resumable, over records of the release schema.
 
 Four stages turn question-answer records into verified chain-of-thought records:
 

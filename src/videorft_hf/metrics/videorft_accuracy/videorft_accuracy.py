@@ -13,7 +13,7 @@ imports the scoring functions below, and `evaluate.load` runs the same file offl
     ... )  # doctest: +SKIP
     {'accuracy': 0.5, 'num_samples': 2, ...}
 
-Rules (REFERENCE section 6, the paper's evaluation):
+Rules (the paper's evaluation):
 
 - Prediction: the first `<answer>...</answer>` span of the output, stripped. An output without one (or whose span
   is empty) is taken whole, stripped.
