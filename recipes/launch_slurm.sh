@@ -32,7 +32,8 @@ ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-$DEFAULT_CONFIG}
 
 NUM_NODES=${SLURM_NNODES:?run this under sbatch or srun (SLURM_NNODES is not set)}
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(nvidia-smi --list-gpus | wc -l)}
-MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# awk reads every line (head would close the pipe early: SIGPIPE under pipefail)
+MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')
 MAIN_PROCESS_PORT=${MAIN_PROCESS_PORT:-29500}
 
 # One task per node; each resolves its own machine rank from SLURM_NODEID. Single quotes: expanded on each node.
