@@ -167,7 +167,8 @@ TINY_MEDIA = ["--video_min_pixels", "3136", "--video_max_pixels", "3136"]
 
 @dataclass
 class Run:
-    """One command run: `command` (grpo, sft or eval) with `recipe` and extra flags, on a model family."""
+    """One command run: `command` (grpo, sft or eval) with `recipe` and extra flags, on a model family; or `prefix`,
+    the log-prob passes of `bench_prefix.py` with the prompt shared and per row (`flags` are its arguments)."""
 
     name: str
     command: str
@@ -178,21 +179,31 @@ class Run:
     prompts_per_step: int = 1  # GRPO: prompts per optimizer step (G = 8 completions each); SFT: samples per step
     estimate_s: float = 60.0  # on one H200, loading included: what --budget_s plans with
     flags: list[str] = field(default_factory=list)
+    gpu_flags: list[str] = field(default_factory=list)  # added on a GPU only (not with --tiny)
 
 
 def default_runs(tiny: bool = False) -> list[Run]:
     """The benchmark's runs, most important first; at tiny sizes the completion lengths are `TINY_LENGTHS`."""
     short, long = TINY_LENGTHS if tiny else LENGTHS
+    # Full fine-tuning on one GPU: fp32 trainable weights with AdamW's two fp32 moments (16 bytes a parameter,
+    # 124 GiB) and the bf16 reference model do not fit in 141 GB; AdamW with 8-bit moments (bitsandbytes) does.
+    one_gpu_full = ["--optim", "adamw_bnb_8bit"]
     return [
+        # The paper's shape (1 prompt x 8 completions of up to 1024 tokens, a 1,186-token video prompt) on the 7B
+        # architecture: the reference / policy log-prob passes with the prompt computed once and per row.
+        Run("prefix-sharing-1024", "prefix", "", family="", completion_length=long, estimate_s=90),
         # The QLoRA recipe as it ships: 8 completions per micro-batch, 2 micro-batches = 2 prompts x 8.
         # Two steps: lora_A receives its first gradient in the second (lora_B starts at zero).
         Run("grpo-qlora-256", "grpo", str(GRPO_QLORA), completion_length=short, prompts_per_step=2,
             steps=1 if tiny else 2, estimate_s=160),
-        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=70),
-        Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=140),
-        Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170),
+        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=90, gpu_flags=one_gpu_full),
         Run("sft-qlora", "sft", str(SFT_QLORA), steps=2 if tiny else 3, estimate_s=45),
         Run("eval", "eval", str(EVAL_RECIPE), estimate_s=40),
+        Run("prefix-sharing-1024-2prompts", "prefix", "", family="", completion_length=long, prompts_per_step=2,
+            estimate_s=60),
+        Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=160,
+            gpu_flags=one_gpu_full),
+        Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170),
         Run("qwen3-grpo-qlora-256", "grpo", str(GRPO_QLORA), family="qwen3_vl", completion_length=short,
             estimate_s=90),
     ]
@@ -567,6 +578,15 @@ def _instrument(recorder: Recorder, report: dict) -> list:
     return patches
 
 
+def run_prefix(spec: dict) -> dict:
+    """Runs `bench_prefix.py` with the run's arguments; returns its figures."""
+    from benchmarks import bench_prefix
+
+    started = time.perf_counter()
+    figures = bench_prefix.main(spec["argv"])
+    return {"name": spec["name"], **figures, "wall_s": round(time.perf_counter() - started, 2)}
+
+
 def run_command(spec: dict) -> dict:
     """Runs one command in this process with the instrumentation on; returns its figures."""
     import torch
@@ -620,6 +640,11 @@ def summarise(report: dict) -> dict:
 def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, extra_reward: bool = True) -> list[str]:
     """The command line of a run: the recipe, then flags for the model, data and sizes (flags override).
     `extra_reward` adds `ungated_semantic_reward` to a GRPO run's rewards (see the module docstring)."""
+    if run.command == "prefix":
+        argv = ["--prompts", str(run.prompts_per_step), "--completion", str(run.completion_length),
+                "--trainer_steps", "0", "--repeats", "1" if tiny else "2"]
+        return argv + (["--generation_tokens", "2"] if tiny else
+                       ["--model", "full", "--device", "cuda", "--generation_tokens", "16"]) + run.flags
     model = paths[run.family]
     out = str(workdir / "outputs" / run.name)
     if run.command == "eval":
@@ -645,7 +670,7 @@ def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, ext
             argv += ["--dataloader_num_workers", "0", "--dataloader_persistent_workers", "false"]
     if tiny:
         argv += ["--use_cpu", "true"] + TINY_MEDIA
-    return argv + run.flags
+    return argv + run.flags + ([] if tiny else run.gpu_flags)
 
 
 def recipe_values(recipe: str) -> dict:
@@ -680,6 +705,8 @@ def _execute(spec: dict) -> dict:
         figures = build_vlm(spec["family"], Path(spec["path"]), spec["tiny"])
     elif spec["kind"] == "build_siglip":
         figures = build_siglip(Path(spec["path"]), spec["tiny"])
+    elif spec["command"] == "prefix":
+        return run_prefix(spec)
     else:
         return run_command(spec)
     return {**figures, "name": spec["name"], "wall_s": round(time.perf_counter() - started, 2)}
@@ -754,7 +781,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     for run in runs:
         elapsed = time.perf_counter() - started
-        if run.family not in paths:
+        if run.family and run.family not in paths:
             path = workdir / "models" / run.family
             build_estimate = 0 if (path / "bench_gpu_built.json").is_file() else 60
             if not args.tiny and elapsed + build_estimate + run.estimate_s > args.budget_s:
@@ -774,7 +801,10 @@ def main(argv: list[str] | None = None) -> dict:
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             result = {"error": str(error)}
         figures["runs"][run.name] = {**asdict(run), **result}
-        figures["machine"] = result.get("device", figures["machine"])
+        if args.json:  # after every run: a run cut short by an outer time limit keeps the ones before it
+            Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+        if result.get("device", "cpu") != "cpu":
+            figures["machine"] = result["device"]
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(table(figures))
     if args.json:
@@ -819,6 +849,16 @@ def _moved(trainable: dict) -> str:
 def _row(name: str, run: dict) -> str:
     if "error" in run:
         return f"| {name} | FAILED: {run['error'][-300:].replace('|', '/')} |" + " |" * 9
+    if run["command"] == "prefix":
+        shared, per_row = run["step_s"]["shared"], run["step_s"]["per_row"]
+        peak = run.get("peak_allocated_gib") or {}
+        shape = run["shape"]
+        return (f"| {name} | {shape['prompts']} x 8, log-prob forward + backward, shared / per row | "
+                f"{_fmt(shared, 2)} / {_fmt(per_row, 2)} ({run['step_speedup']:.2f}x) | | "
+                f"prefill of {shape['generation_tokens']} tokens: {_fmt(run['generation']['s']['shared'], 2)} / "
+                f"{_fmt(run['generation']['s']['per_row'], 2)} | | | | "
+                f"{_fmt(peak.get('shared'))} / {_fmt(peak.get('per_row'))} (allocated, shared / per row) | | "
+                f"LM tokens {run['lm_token_ratio']:.2f}x, vision patches {run['vision_patch_ratio']:.0f}x |")
     memory = run.get("memory_run", {})
     peak = f"{_fmt(memory.get('allocated_gib'))} / {_fmt(memory.get('reserved_gib'))}"
     if run["command"] == "eval":

@@ -17,6 +17,13 @@ optimiser) are timed with `share_prompt_compute` on and off (`--trainer_steps`).
 
 Tiny Qwen2.5-VL on the CPU: the figures are ratios measured in one run, not absolute speeds. `main(argv)` returns
 them as a dict, for the benchmark runner.
+
+On a GPU, `--model full --device cuda` runs the same passes at the paper's scale: Qwen2.5-VL-7B's exact architecture
+(random weights, bf16, built on the GPU from its config as in `bench_gpu.py`), with gradient checkpointing as the
+recipes set it, and adds each path's peak allocated GPU memory. `bench_gpu.py` runs it so (`prefix-sharing-1024`):
+
+    HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py --model full --device cuda --completion 1024 \
+        --generation_tokens 16 --trainer_steps 0
 """
 
 from __future__ import annotations
@@ -65,6 +72,29 @@ def build_batch(model, processor, videos: list[str], completion: int, seed: int 
     return torch.tensor(input_ids), torch.tensor(mask), vision_rows, prompt_ids
 
 
+def build_model(kind: str, device: str):
+    """The tiny Qwen2.5-VL of the test kit (fp32), or Qwen2.5-VL-7B's architecture in bf16 built on `device`."""
+    if kind == "tiny":
+        model, processor = build_tiny_vlm("qwen2_5_vl")
+        return model.to(device), processor
+    from transformers import AutoModelForImageTextToText
+
+    from benchmarks.bench_gpu import full_config, tokenizer_corpus
+    from videorft_hf.testing import build_tiny_processor
+
+    processor = build_tiny_processor("qwen2_5_vl", tokenizer_corpus=tokenizer_corpus())
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(full_config("qwen2_5_vl", processor.tokenizer),
+                                                        dtype=torch.bfloat16)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, processor
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def step(model, logps, entropies, mask) -> None:
     loss = ((torch.exp(logps) - 0.01 * entropies) * mask).sum() / mask.sum()
     loss.backward()
@@ -96,11 +126,13 @@ def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, new_
     with torch.no_grad():
         for repeat in range(repeats + 1):
             for name in seconds:
+                _synchronize()
                 start = time.perf_counter()
                 sequences[name] = generate_with_shared_prefill(
                     model, prompt_ids, prompt_mask, vision_rows, share=name == "shared", max_new_tokens=new_tokens,
                     min_new_tokens=new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
                 )
+                _synchronize()
                 if repeat:
                     seconds[name].append(time.perf_counter() - start)
     model.train()
@@ -168,10 +200,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--completion", type=int, default=16, help="completion width in tokens")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--trainer_steps", type=int, default=2, help="timed VideoGRPOTrainer steps (0: none)")
+    parser.add_argument("--model", choices=("tiny", "full"), default="tiny",
+                        help="the test kit's tiny Qwen2.5-VL, or Qwen2.5-VL-7B's architecture (GPU)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--generation_tokens", type=int, help="new tokens of the timed generation (default: --completion)")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cuda = torch.device(args.device).type == "cuda"
+    if args.trainer_steps and (args.model != "tiny" or cuda):
+        parser.error("--trainer_steps times the tiny model on the CPU; pass --trainer_steps 0 with --model full")
 
-    model, processor = build_tiny_vlm("qwen2_5_vl")
+    model, processor = build_model(args.model, args.device)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     model.train()
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for i in range(args.prompts)
         ]
         input_ids, mask, vision_rows, prompt_ids = build_batch(model, processor, videos, args.completion)
+        input_ids, mask = input_ids.to(args.device), mask.to(args.device)
         trainer = time_trainer_steps(videos, args.completion, args.trainer_steps) if args.trainer_steps else None
     keep = args.completion
     completion_mask = mask[:, -keep:]
@@ -200,15 +241,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     seconds: dict[str, list[float]] = {name: [] for name in paths}
     cpu_seconds: dict[str, list[float]] = {name: [] for name in paths}
+    peak_gib: dict[str, float] = {}
     vision: dict[str, int] = {}
     results: dict[str, torch.Tensor] = {}
     stats = {}
     for repeat in range(args.repeats + 1):  # the first round warms up
         for name in paths if repeat % 2 else reversed(paths):
             patches = 0
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             start, cpu_start = time.perf_counter(), time.process_time()
             out = paths[name]()
             step(model, out.logps, out.entropies, completion_mask)
+            if cuda:
+                torch.cuda.synchronize()
+                peak_gib[name] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             if repeat:
                 seconds[name].append(time.perf_counter() - start)
                 cpu_seconds[name].append(time.process_time() - cpu_start)
@@ -217,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stats[name] = out.stats
     activations = {name: saved_for_backward_mib(run) for name, run in paths.items()}
     prompts, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
-    generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, keep, args.repeats)
+    new_tokens = args.generation_tokens or keep
+    generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, new_tokens, args.repeats)
     for name in ("shared", "per_row"):  # the tower's patches per generate call
         patches = 0
         generate_with_shared_prefill(
@@ -230,9 +279,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # Best of the repeats: on a shared machine, other processes only ever add time.
     step_s = {name: min(values) for name, values in seconds.items()}
     step_cpu_s = {name: min(values) for name, values in cpu_seconds.items()}
-    return {
+    figures = {
+        "model": args.model,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "shape": {"rows": input_ids.size(0), "prompts": args.prompts, "video_tokens": video_tokens,
-                  "prompt_tokens": len(prompt_ids[0]), "completion": keep},
+                  "prompt_tokens": len(prompt_ids[0]), "completion": keep, "generation_tokens": new_tokens},
         "step_s": step_s,
         "step_speedup": step_s["per_row"] / step_s["shared"],
         "step_cpu_s": step_cpu_s,
@@ -244,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "lm_tokens_over_needed": stats["shared"].lm_tokens / needed,
         "activation_mib": activations,
         "activation_memory_ratio": activations["per_row"] / activations["shared"],
+        "peak_allocated_gib": peak_gib or None,
         "max_abs_logp_difference": (results["shared"] - results["per_row"]).abs().max().item(),
         "trainer_step": trainer,
         "generation": {
@@ -252,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "vision_patch_ratio": generation["vision_patches"]["per_row"] / generation["vision_patches"]["shared"],
         },
     }
+    if args.json:
+        import json
+
+        with open(args.json, "w") as stream:
+            json.dump(figures, stream, indent=2, default=str)
+    return figures
 
 
 def _print(figures: dict) -> None:

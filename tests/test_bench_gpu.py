@@ -14,7 +14,7 @@ from benchmarks import bench_gpu  # noqa: E402
 
 # One run of each command: GRPO with the paper recipe (full fine-tuning), SFT with the QLoRA recipe (4-bit, LoRA),
 # eval. The slow test runs every run (GRPO with QLoRA, both lengths, Qwen3-VL), each in its own process as on a GPU.
-RUNS = ["grpo-paper-256", "sft-qlora", "eval"]
+RUNS = ["grpo-paper-256", "sft-qlora", "eval", "prefix-sharing-1024"]
 STAGES = ("decode", "encode", "generation", "rewards", "logprob_nograd", "logprob_policy", "backward_optimizer")
 
 
@@ -23,6 +23,12 @@ def check_figures(figures: dict, names: list[str]) -> None:
     assert sorted(figures["runs"]) == sorted(names)
     for name, run in figures["runs"].items():
         assert "error" not in run, run.get("error")
+        if run["command"] == "prefix":  # the log-prob passes, shared and per row: same values, less work shared
+            assert run["shape"]["completion"] == run["completion_length"] and run["shape"]["rows"] == 8 * run["prompts_per_step"]
+            assert run["max_abs_logp_difference"] < 1e-4 and run["generation"]["same_sequences"]
+            assert run["lm_token_ratio"] > 1 and run["vision_patch_ratio"] == 8
+            assert run["step_s"]["shared"] > 0 and run["peak_allocated_gib"] is None  # CPU: no GPU peak
+            continue
         assert run["memory_run"] == {"allocated_gib": None, "reserved_gib": None} and run["max_rss_gib"] > 0
         if run["command"] != "sft":
             assert run["generated_tokens"] > 0 and run["tokens_per_s"] > 0, name
@@ -121,6 +127,10 @@ def test_gpu_command_lines_parse_with_the_recipes_and_the_run_sizes(tmp_path):
     paths = {key: str(tmp_path / key) for key in ("root", "rl", "cot", "eval", "siglip", "qwen2_5_vl", "qwen3_vl")}
     parsers = {"grpo": grpo.make_parser, "sft": sft.make_parser, "eval": eval_script.make_parser}
     for run in bench_gpu.default_runs():
+        if run.command == "prefix":
+            argv = bench_gpu.command_argv(run, paths, tiny=False, workdir=tmp_path)
+            assert argv[argv.index("--completion") + 1] == "1024" and "--model" in argv and "cuda" in argv
+            continue
         for extra_reward in (True, False):
             argv = bench_gpu.command_argv(run, paths, tiny=False, workdir=tmp_path, extra_reward=extra_reward)
             parsed = parsers[run.command]().parse_args_and_config(argv + (["--use_cpu", "true"] * (run.command != "eval")))
@@ -140,6 +150,8 @@ def test_gpu_command_lines_parse_with_the_recipes_and_the_run_sizes(tmp_path):
                 assert script_args.reward_funcs[:3] == ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
                 assert ("benchmarks.bench_gpu.ungated_semantic_reward" in script_args.reward_funcs) == extra_reward
                 assert model_args.load_in_4bit == ("qlora" in run.name)
+                # Full fine-tuning on one GPU: 8-bit AdamW moments (fp32 ones and the fp32 weights exceed 141 GB).
+                assert (training_args.optim == "adamw_bnb_8bit") == ("paper" in run.name)
             else:
                 assert model_args.load_in_4bit and model_args.use_peft
     lengths = {run.completion_length for run in bench_gpu.default_runs() if run.command == "grpo"}
