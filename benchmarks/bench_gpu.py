@@ -21,7 +21,10 @@ and completion length, in a process of its own (peak memory is the run's own), a
 
 The final `save_model` of each command is skipped (writing a 7B checkpoint measures the disk, not the recipe), and
 checkpoints are off (`--save_strategy no`). The paper's GRPO recipe runs without vLLM and without DeepSpeed
-(`--use_vllm false`, one process): transformers generation, the recipe's other values unchanged. A random policy is
+(`--use_vllm false`, one process): transformers generation, and AdamW's moments in 8 bits (`--optim adamw_bnb_8bit`:
+float32 weights, gradients and moments and the reference model exceed one GPU's memory), the recipe's other values
+unchanged. The `prefix-*` runs time `bench_prefix.py`'s log-prob passes on the 7B architecture, prompt shared and per
+row. A random policy is
 never correct, so the recipe's rewards are all 0, every advantage is 0 and no weight would receive a gradient: the
 GRPO runs add `ungated_semantic_reward` (the semantic-consistency reward without its accuracy gate) to the recipe's
 rewards. It varies between completions, so every step trains, and SigLIP encodes every rollout's frames and texts,
@@ -177,7 +180,7 @@ class Run:
     completion_length: int | None = None
     steps: int = 1
     prompts_per_step: int = 1  # GRPO: prompts per optimizer step (G = 8 completions each); SFT: samples per step
-    estimate_s: float = 60.0  # on one H200, loading included: what --budget_s plans with
+    estimate_s: float = 60.0  # on one H200, loading included: what --budget_s plans with (measured 2026-11-29)
     flags: list[str] = field(default_factory=list)
     gpu_flags: list[str] = field(default_factory=list)  # added on a GPU only (not with --tiny)
 
@@ -191,16 +194,16 @@ def default_runs(tiny: bool = False) -> list[Run]:
     return [
         # The paper's shape (1 prompt x 8 completions of up to 1024 tokens, a 1,186-token video prompt) on the 7B
         # architecture: the reference / policy log-prob passes with the prompt computed once and per row.
-        Run("prefix-sharing-1024", "prefix", "", family="", completion_length=long, estimate_s=90),
+        Run("prefix-sharing-1024", "prefix", "", family="", completion_length=long, estimate_s=70),
         # The QLoRA recipe as it ships: 8 completions per micro-batch, 2 micro-batches = 2 prompts x 8.
         # Two steps: lora_A receives its first gradient in the second (lora_B starts at zero).
         Run("grpo-qlora-256", "grpo", str(GRPO_QLORA), completion_length=short, prompts_per_step=2,
-            steps=1 if tiny else 2, estimate_s=160),
-        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=90, gpu_flags=one_gpu_full),
-        Run("sft-qlora", "sft", str(SFT_QLORA), steps=2 if tiny else 3, estimate_s=45),
+            steps=1 if tiny else 2, estimate_s=110),
+        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=95, gpu_flags=one_gpu_full),
+        Run("sft-qlora", "sft", str(SFT_QLORA), steps=2 if tiny else 3, estimate_s=40),
         Run("eval", "eval", str(EVAL_RECIPE), estimate_s=40),
         Run("prefix-sharing-1024-2prompts", "prefix", "", family="", completion_length=long, prompts_per_step=2,
-            estimate_s=60),
+            estimate_s=125),
         Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=160,
             gpu_flags=one_gpu_full),
         Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170),

@@ -264,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[name] = out.logps.detach()
             stats[name] = out.stats
     activations = {name: saved_for_backward_mib(run) for name, run in paths.items()}
+    real = completion_mask.bool()
+
+    def differences(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+        delta = (a.float() - b.float()).abs()[real]
+        return {"max": delta.max().item(), "mean": delta.mean().item()}
     prompts, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
     new_tokens = args.generation_tokens or keep
     generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, new_tokens, args.repeats)
@@ -297,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "activation_memory_ratio": activations["per_row"] / activations["shared"],
         "peak_allocated_gib": peak_gib or None,
         "max_abs_logp_difference": (results["shared"] - results["per_row"]).abs().max().item(),
+        "logp_difference": differences(results["shared"], results["per_row"]),
         "trainer_step": trainer,
         "generation": {
             **generation,
@@ -304,6 +310,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "vision_patch_ratio": generation["vision_patches"]["per_row"] / generation["vision_patches"]["shared"],
         },
     }
+    if next(model.parameters()).dtype != torch.float32:
+        # In bf16 the two paths round differently: measure each one's error against the per-row computation in
+        # float32 (the model cast in place, at the end), so that the shared path's error reads against trl's own.
+        model.float()
+        with torch.no_grad():
+            exact = shared_prompt_logps(model, input_ids, mask, keep, vision_rows, share=False).logps
+        figures["logp_error_vs_fp32"] = {name: differences(results[name], exact) for name in ("shared", "per_row")}
     if args.json:
         import json
 
