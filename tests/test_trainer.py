@@ -353,7 +353,8 @@ def test_length_bonus_shaping(tmp_path, media, model_dirs):
     # group 1: two correct, lengths 3 (in range) and 6 (out); group 2: only one correct -> no bonus
     assert (shaped - rewards)[:, 1].tolist() == [pytest.approx(0.2), 0.0, 0.0, 0.0]
     assert torch.equal(shaped[:, 0], rewards[:, 0])  # the bonus goes to the accuracy reward only
-    assert trainer._metrics["train"]["shaping/length_bonus"] == [pytest.approx(0.05)]
+    mode = "train" if trainer.model.training else "eval"
+    assert trainer._metrics[mode]["shaping/length_bonus"] == [pytest.approx(0.05)]  # logged under its own name
     nan_rows = rewards.clone()
     nan_rows[0, :2] = torch.nan
     assert torch.isnan(trainer._shape_rewards(nan_rows, completion_ids)[0]).all()
@@ -408,7 +409,7 @@ def test_temporal_grpo_and_the_length_bonus_each_read_their_own_threshold(tmp_pa
         model_dirs["qwen2_5_vl"], reward_funcs=[accuracy_reward], args=args,
         train_dataset=Dataset.from_list(video_rows(media)),
     )  # fmt: skip
-    assert VideoGRPOConfig(output_dir=str(tmp_path), report_to=[]).temporal_accuracy_threshold == 0.1  # as before
+    assert grpo_args(tmp_path).temporal_accuracy_threshold == 0.1  # the default: T-GRPO's threshold as before
     rewards = torch.tensor([[0.3], [0.3], [0.9], [0.9]])
     trainer._shuffled_local = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # p~ = 0 in both groups
     shaped = trainer._shape_rewards(rewards.clone(), [[1, 2]] * 4)
