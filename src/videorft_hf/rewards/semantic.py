@@ -206,7 +206,7 @@ class _SemanticEncoder:
 
 
 # --------------------------------------------------------------------------------------------- media
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Media:
     """What one row is scored against: the frames the trainer passed, or a video or image file to decode."""
 

@@ -32,6 +32,7 @@ import sys
 
 logger = logging.getLogger(__name__)
 
+
 def make_parser(subparsers=None, prog: str | None = "videorft grpo"):
     """The parser of `videorft grpo` (`VideoRFTScriptArguments`, `VideoGRPOConfig`, `ModelConfig`), registered as
     `grpo` on `subparsers` when given; `parse_args_and_config(argv)` returns the three dataclasses."""
