@@ -59,7 +59,7 @@ def test_grpo_script_trains_saves_and_resumes(release, tmp_path):
     assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and "rewards/accuracy_reward/mean" in state["log_history"][0]
-    assert "rewards/length_bonus/mean" in state["log_history"][0]
+    assert "shaping/length_bonus" in state["log_history"][0]  # the recipe's length bonus, logged as shaping
 
     assert main(common_args(release, out, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"))) == 0
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())

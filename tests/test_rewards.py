@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import timeit
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from PIL import Image
 
 from videorft_hf import rewards
 from videorft_hf.rewards import (
+    DEFAULT_REWARD_FUNCS,
     REWARD_FUNCS,
     accuracy_reward,
     completion_text,
@@ -26,6 +28,14 @@ from videorft_hf.rewards import (
     get_reward_funcs,
     get_semantic_consistency_reward,
     reasoning_span,
+)
+from videorft_hf.rewards.format import _is_well_formed
+from videorft_hf.rewards.semantic import _gate, _Media, consistency_score
+from videorft_hf.rewards.shaping import (
+    correct_completions,
+    group_length_bonus,
+    group_temporal_bonus,
+    shuffled_correct_counts,
 )
 from videorft_hf.testing import (
     build_tiny_siglip,
@@ -127,7 +137,7 @@ class TestTags:
     @settings(max_examples=600, deadline=None)
     @given(st.one_of(shaped_text, tag_text))
     def test_format_check_equals_release_fullmatch(self, text):
-        assert rewards._is_well_formed(text) == (RELEASE_FORMAT.fullmatch(text) is not None)
+        assert _is_well_formed(text) == (RELEASE_FORMAT.fullmatch(text) is not None)
 
     def test_format_check_equivalence_sees_both_outcomes(self):
         # Seeded fuzzing alongside hypothesis, counting outcomes so that the equivalence is not checked on
@@ -139,7 +149,7 @@ class TestTags:
         for _ in range(4000):
             text = random_shaped_text(rng)
             expected = RELEASE_FORMAT.fullmatch(text) is not None
-            assert rewards._is_well_formed(text) == expected, text
+            assert _is_well_formed(text) == expected, text
             assert extract_answer(text) == release_extract_answer(text), text
             assert reasoning_span(text) == release_reasoning(text), text
             outcomes[expected] += 1
@@ -658,16 +668,24 @@ class TestSemanticConsistency:
 
 
 # --------------------------------------------------------------------------------------------- registry
+def script_args(**values) -> SimpleNamespace:
+    """What `get_reward_funcs` reads of `VideoRFTScriptArguments`."""
+    return SimpleNamespace(**{"reward_funcs": None, "semantic_model_name_or_path": "unused", **values})
+
+
 class TestRegistry:
-    def test_keys_are_function_names(self):
+    def test_keys_are_function_names(self, tmp_path):
+        args = script_args(semantic_model_name_or_path=str(save_tiny_siglip(tmp_path / "siglip")))
         assert set(REWARD_FUNCS) == {"format_reward", "accuracy_reward", "semantic_consistency_reward"}
-        for name, func in REWARD_FUNCS.items():
-            assert func.__name__ == name
-        assert not REWARD_FUNCS["semantic_consistency_reward"].encoder.loaded
+        for name, build in REWARD_FUNCS.items():
+            assert build(args).__name__ == name
+        assert not REWARD_FUNCS["semantic_consistency_reward"](args).encoder.loaded
 
     def test_get_reward_funcs(self, tmp_path, monkeypatch):
-        assert get_reward_funcs("format_reward") == [format_reward]
-        assert get_reward_funcs(["accuracy_reward", "videorft_hf.rewards.format_reward"]) == [
+        assert get_reward_funcs(script_args(reward_funcs=["format_reward"])) == [format_reward]
+        assert get_reward_funcs(
+            script_args(reward_funcs=["accuracy_reward", "videorft_hf.rewards.format_reward"])
+        ) == [
             accuracy_reward,
             format_reward,
         ]
@@ -676,11 +694,50 @@ class TestRegistry:
         )
         monkeypatch.chdir(tmp_path)
         monkeypatch.setattr(sys, "path", list(sys.path))
-        [custom] = get_reward_funcs(["my_rewards_mod.my_reward"])
+        [custom] = get_reward_funcs(script_args(reward_funcs=["my_rewards_mod.my_reward"]))
         assert custom(["a"]) == [0.5]
         for bad in ["nope", "my_rewards_mod.missing", "no_such_module.f"]:
             with pytest.raises(ValueError, match="Could not load reward function"):
-                get_reward_funcs([bad])
+                get_reward_funcs(script_args(reward_funcs=[bad]))
+
+    def test_the_semantic_reward_is_built_from_the_script_arguments(self, tmp_path):
+        from videorft_hf.configs import VideoRFTScriptArguments
+        from videorft_hf.rewards import RewardModelError
+
+        path = str(save_tiny_siglip(tmp_path / "siglip"))
+        args = VideoRFTScriptArguments(semantic_model_name_or_path=path)  # reward_funcs unset: the paper's three
+        funcs = get_reward_funcs(args)
+        assert [f.__name__ for f in funcs] == list(DEFAULT_REWARD_FUNCS) == [
+            "format_reward", "accuracy_reward", "semantic_consistency_reward"
+        ]  # fmt: skip
+        assert funcs[2].encoder.model_name_or_path == path and not funcs[2].encoder.loaded
+        assert get_reward_funcs(args)[2] is not funcs[2]  # built per call, never shared through the registry
+        with pytest.raises(RewardModelError, match="'tiny-siglp' cannot be loaded"):
+            get_reward_funcs(
+                script_args(reward_funcs=["semantic_consistency_reward"], semantic_model_name_or_path="tiny-siglp")
+            )
+
+    def test_importing_the_rewards_builds_nothing(self, monkeypatch):
+        """A fresh import of the package constructs no encoder and asks no loader for a model."""
+        import gc
+        import importlib
+
+        import transformers
+        import transformers.utils
+
+        import videorft_hf
+
+        asked = []
+        monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **k: asked.append(a))
+        monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", lambda *a, **k: asked.append(a))
+        monkeypatch.setattr(transformers.utils, "cached_file", lambda *a, **k: asked.append(a))
+        for name in [n for n in sys.modules if n == "videorft_hf.rewards" or n.startswith("videorft_hf.rewards.")]:
+            monkeypatch.delitem(sys.modules, name)  # restored after the test, with the package attribute
+        monkeypatch.setattr(videorft_hf, "rewards", rewards)
+        fresh = importlib.import_module("videorft_hf.rewards")
+        assert fresh is not rewards and hasattr(fresh, "REWARD_FUNCS")
+        encoders = [obj for obj in gc.get_objects() if isinstance(obj, fresh.semantic._SemanticEncoder)]
+        assert encoders == [] and asked == []
 
 
 # --------------------------------------------------------------------------------------------- trl
@@ -727,3 +784,59 @@ def test_rewards_run_inside_stock_grpo_trainer(tmp_path, tiny_siglip):
     } <= logged
     assert logged & {"rewards/accuracy_reward/multiple_choice/mean", "rewards/accuracy_reward/numerical/mean"}
     assert "rewards/accuracy_reward/unknown_problem_type_frac" in logged
+
+
+# --------------------------------------------------------------------------------------------- semantic steps
+def test_semantic_gate_decides_which_rows_are_scored():
+    video, image = _Media("video", "/v.mp4", 0), _Media("image", "/i.png", 1)
+    media = [video, image, None, video, image]
+    # the gate off: every row with media is scored
+    assert _gate(media, None) == ([None] * 5, [0, 1, 3, 4])
+    # on: accuracy <= 0 gives 0.0 (as released), an unknown accuracy None, a text row None whatever its accuracy
+    assert _gate(media, [1.0, 0.0, 1.0, None, 0.25]) == ([None, 0.0, None, None, None], [0, 4])
+    # passed frames are one media per array object, files one per path
+    frames = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    assert _Media("frames", frames, 0).key == _Media("frames", frames, 3).key != _Media("frames", frames.copy(), 0).key
+    assert _Media("video", "/v.mp4", 0).key == _Media("video", "/v.mp4", 2).key != _Media("image", "/v.mp4", 0).key
+
+
+def test_consistency_score_clips_each_frame_then_averages():
+    frames = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    text = torch.tensor([0.6, 0.8])
+    # cosines 0.6, 0.8, -0.6: negative ones count 0; w = 1 -> mean(0.6, 0.8, 0); w = 2 -> mean(1, 1, 0), clipped at 1
+    assert consistency_score(frames, text, 1.0) == pytest.approx((0.6 + 0.8) / 3)
+    assert consistency_score(frames, text, 2.0) == pytest.approx(2 / 3)
+    assert consistency_score(frames, text, 0.0) == 0.0
+
+
+# --------------------------------------------------------------------------------------------- group shaping
+class TestShaping:
+    def test_correct_completions_never_counts_an_unscored_one(self):
+        accuracy = torch.tensor([0.1, 0.11, torch.nan, 1.0])
+        assert correct_completions(accuracy, 0.1).tolist() == [False, True, False, True]
+        assert correct_completions(accuracy, 0.5).tolist() == [False, False, False, True]
+
+    def test_length_bonus_needs_several_correct_in_the_group_and_a_length_in_range(self):
+        correct = torch.tensor([True, True, True, False, True, False, True, True])
+        lengths = torch.tensor([320, 512, 600, 400, 400, 400, 319, 513])
+        bonus = group_length_bonus(correct, lengths, 4, min_tokens=320, max_tokens=512, value=0.2)
+        # group 1: three correct, the 600-token one out of range; group 2: three correct, 319 and 513 out of range
+        assert bonus.tolist() == pytest.approx([0.2, 0.2, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0])
+        lone = group_length_bonus(torch.tensor([True, False]), torch.tensor([400, 400]), 2, 320, 512, 0.2)
+        assert lone.tolist() == [0.0, 0.0]  # one correct completion alone earns nothing
+
+    def test_temporal_bonus_compares_ordered_and_shuffled_rates(self):
+        correct = torch.tensor([True, True, False, True, True, True, True, True])
+        # groups of 2: shuffled (correct, rolled out) credited to the first row of each group
+        counts = torch.tensor(
+            [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+        )
+        bonus, shuffled_accuracy = group_temporal_bonus(correct, counts, 2, ratio=0.8, value=0.3)
+        # p = 1 >= 0.8 * 1; p = 0.5 < 0.8 * 1; p = 1 >= 0.8 * 0.5; no shuffled rollout: nothing, and p~ unknown
+        assert bonus.tolist() == pytest.approx([0.3, 0.3, 0.0, 0.0, 0.3, 0.3, 0.0, 0.0])
+        assert shuffled_accuracy[:3].tolist() == [1.0, 1.0, 0.5] and math.isnan(shuffled_accuracy[3])
+
+    def test_shuffled_counts_use_the_threshold_they_are_given(self):
+        scores, owners = [0.3, 0.05, None, 1.0], [0, 0, 2, 2]
+        assert shuffled_correct_counts(scores, owners, 3, threshold=0.1).tolist() == [[1, 2], [0, 0], [1, 2]]
+        assert shuffled_correct_counts(scores, owners, 3, threshold=0.5).tolist() == [[0, 2], [0, 0], [1, 2]]

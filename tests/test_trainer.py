@@ -344,12 +344,17 @@ def test_length_bonus_shaping(tmp_path, media, model_dirs):
         args=grpo_args(tmp_path, length_bonus=True, length_bonus_min_tokens=2, length_bonus_max_tokens=4),
         train_dataset=Dataset.from_list(video_rows(media)),
     )
-    assert trainer.reward_func_names == ["length_reward", "accuracy_reward", "length_bonus"]
-    rewards = torch.tensor([[0.1, 1.0, 0.0], [0.1, 1.0, 0.0], [0.1, 0.0, 0.0], [0.1, 1.0, 0.0]])
+    # shaping adds no reward function: trl's reward lists and weights stay as the user gave them
+    assert trainer.reward_func_names == ["length_reward", "accuracy_reward"]
+    assert trainer.reward_weights.tolist() == [1.0, 1.0] and len(trainer.reward_processing_classes) == 2
+    rewards = torch.tensor([[0.1, 1.0], [0.1, 1.0], [0.1, 0.0], [0.1, 1.0]])
     completion_ids = [[1, 2, 3], [1] * 6, [1, 2], [1, 2]]
     shaped = trainer._shape_rewards(rewards.clone(), completion_ids)
     # group 1: two correct, lengths 3 (in range) and 6 (out); group 2: only one correct -> no bonus
-    assert shaped[:, 2].tolist() == [pytest.approx(0.2), 0.0, 0.0, 0.0]
+    assert (shaped - rewards)[:, 1].tolist() == [pytest.approx(0.2), 0.0, 0.0, 0.0]
+    assert torch.equal(shaped[:, 0], rewards[:, 0])  # the bonus goes to the accuracy reward only
+    mode = "train" if trainer.model.training else "eval"
+    assert trainer._metrics[mode]["shaping/length_bonus"] == [pytest.approx(0.05)]  # logged under its own name
     nan_rows = rewards.clone()
     nan_rows[0, :2] = torch.nan
     assert torch.isnan(trainer._shape_rewards(nan_rows, completion_ids)[0]).all()
@@ -376,19 +381,40 @@ def test_temporal_grpo(tmp_path, media, model_dirs):
         args=grpo_args(tmp_path, temporal_grpo=True, num_generations=4, max_steps=1),
         train_dataset=Dataset.from_list(video_rows(media)),
     )
-    assert trainer.reward_func_names == ["accuracy_reward", "temporal_bonus"]
+    assert trainer.reward_func_names == ["accuracy_reward"]
     trainer.train()
     # one group of 4 ordered rollouts, plus 4 // 2 = 2 shuffled rollouts scored by the accuracy reward
     assert sorted(calls) == [2, 4]
     logs = trainer.state.log_history[0]
     assert logs["temporal/shuffled_accuracy"] == 1.0
-    assert logs["rewards/temporal_bonus/mean"] == pytest.approx(0.3)  # p = 1 >= 0.8 * p~ = 0.8: all earn it
+    assert logs["shaping/temporal_bonus"] == pytest.approx(0.3)  # p = 1 >= 0.8 * p~ = 0.8: all earn it
+    assert logs["rewards/accuracy_reward/mean"] == pytest.approx(1.3)  # added to the accuracy reward
 
     # the rule itself: p = 0.5 against p~ = 1.0 earns nothing; p = 1.0 against p~ = 0.5 earns 0.3 per correct one
     correct = torch.tensor([True, False, True, True])
     trainer._shuffled_local = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
     bonus = trainer._temporal_bonus(correct, 2, "cpu")
     assert bonus.tolist() == [0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3)]
+
+
+def test_temporal_grpo_and_the_length_bonus_each_read_their_own_threshold(tmp_path, media, model_dirs):
+    def accuracy_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    args = grpo_args(
+        tmp_path, temporal_grpo=True, temporal_accuracy_threshold=0.5, length_bonus=True,
+        length_bonus_accuracy_threshold=0.1, length_bonus_min_tokens=1, length_bonus_max_tokens=8,
+    )  # fmt: skip
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"], reward_funcs=[accuracy_reward], args=args,
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )  # fmt: skip
+    assert grpo_args(tmp_path).temporal_accuracy_threshold == 0.1  # the default: T-GRPO's threshold as before
+    rewards = torch.tensor([[0.3], [0.3], [0.9], [0.9]])
+    trainer._shuffled_local = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # p~ = 0 in both groups
+    shaped = trainer._shape_rewards(rewards.clone(), [[1, 2]] * 4)
+    # 0.3 is correct for the length bonus (> 0.1), not for T-GRPO (> 0.5); 0.9 is correct for both
+    assert (shaped - rewards)[:, 0].tolist() == pytest.approx([0.2, 0.2, 0.5, 0.5])
 
 
 class _FakeLLM:

@@ -110,8 +110,67 @@ class PrecisionArguments:
 
 
 @dataclass
-class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, GRPOConfig):
-    """`trl.GRPOConfig` plus video sampling and the VideoRFT group-level reward shaping.
+class RewardShapingArguments:
+    """The group-level reward shaping of the GRPO config: VideoRFT's length bonus and Video-R1's T-GRPO.
+
+    These fields are the whole list `VideoGRPOTrainer` reads (a plain `GRPOConfig` gives their defaults). Each bonus
+    is computed by `videorft_hf.rewards.shaping` after the rewards of all processes are gathered, added to the
+    accuracy reward (so trl weights it as the accuracy reward) and logged as `shaping/length_bonus` or
+    `shaping/temporal_bonus`.
+    """
+
+    accuracy_reward_name: str = field(
+        default="accuracy_reward",
+        metadata={
+            "help": "Name of the reward function whose value the shaping terms test for correctness; the bonuses are "
+            "added to it."
+        },
+    )
+    length_bonus: bool = field(
+        default=False,
+        metadata={
+            "help": "VideoRFT length control: when more than one completion of a group is correct (accuracy > "
+            "`length_bonus_accuracy_threshold`), each correct one whose length lies in [length_bonus_min_tokens, "
+            "length_bonus_max_tokens] gets `length_bonus_value`, added to the accuracy reward. Logged as "
+            "shaping/length_bonus."
+        },
+    )
+    length_bonus_min_tokens: int = field(default=320, metadata={"help": "Shortest completion that earns the bonus."})
+    length_bonus_max_tokens: int = field(default=512, metadata={"help": "Longest completion that earns the bonus."})
+    length_bonus_value: float = field(default=0.2, metadata={"help": "The length bonus."})
+    length_bonus_accuracy_threshold: float = field(
+        default=0.1, metadata={"help": "Length bonus: accuracy above which a completion counts as correct."}
+    )
+    temporal_grpo: bool = field(
+        default=False,
+        metadata={
+            "help": "Video-R1's T-GRPO: also roll out num_generations/2 completions on frame-shuffled video (not "
+            "trained on); if the ordered group's accuracy rate p >= temporal_ratio * the shuffled rate, correct "
+            "ordered completions (accuracy > temporal_accuracy_threshold) get temporal_bonus, added to the accuracy "
+            "reward. Logged as shaping/temporal_bonus, the shuffled rate as temporal/shuffled_accuracy."
+        },
+    )
+    temporal_bonus: float = field(default=0.3, metadata={"help": "The T-GRPO bonus."})
+    temporal_ratio: float = field(default=0.8, metadata={"help": "T-GRPO: p must reach this fraction of p~."})
+    temporal_accuracy_threshold: float = field(
+        default=0.1,
+        metadata={
+            "help": "T-GRPO: accuracy above which a completion, ordered or shuffled, counts as correct (in p, p~ and "
+            "for the bonus)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.length_bonus_min_tokens > self.length_bonus_max_tokens:
+            raise ValueError(
+                f"length_bonus_min_tokens ({self.length_bonus_min_tokens}) is above length_bonus_max_tokens "
+                f"({self.length_bonus_max_tokens})."
+            )
+
+
+@dataclass
+class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, RewardShapingArguments, GRPOConfig):
+    """`trl.GRPOConfig` plus video sampling, training precision and the group-level reward shaping.
 
     The defaults of the fields inherited from trl are trl's; the paper's values (beta 0.04, `loss_type="grpo"`,
     8 generations, ...) live in the recipes under `recipes/`.
@@ -135,44 +194,12 @@ class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, GRPOConfig):
             "(within float rounding); off runs the per-row passes. Needs sdpa or eager attention, else per row."
         },
     )
-    accuracy_reward_name: str = field(
-        default="accuracy_reward",
-        metadata={"help": "Name of the reward function whose value the shaping terms test for correctness."},
-    )
-    length_bonus: bool = field(
-        default=False,
-        metadata={
-            "help": "VideoRFT length control: when more than one completion of a group is correct (accuracy > "
-            "`length_bonus_accuracy_threshold`), each correct one whose length lies in [length_bonus_min_tokens, "
-            "length_bonus_max_tokens] gets `length_bonus_value`. Logged as rewards/length_bonus."
-        },
-    )
-    length_bonus_min_tokens: int = field(default=320, metadata={"help": "Shortest completion that earns the bonus."})
-    length_bonus_max_tokens: int = field(default=512, metadata={"help": "Longest completion that earns the bonus."})
-    length_bonus_value: float = field(default=0.2, metadata={"help": "The length bonus."})
-    length_bonus_accuracy_threshold: float = field(
-        default=0.1, metadata={"help": "Accuracy above which a completion counts as correct for shaping."}
-    )
-    temporal_grpo: bool = field(
-        default=False,
-        metadata={
-            "help": "Video-R1's T-GRPO: also roll out num_generations/2 completions on frame-shuffled video (not "
-            "trained on); if the ordered group's accuracy rate p >= temporal_ratio * the shuffled rate, correct "
-            "ordered completions get temporal_bonus. Logged as rewards/temporal_bonus."
-        },
-    )
-    temporal_bonus: float = field(default=0.3, metadata={"help": "The T-GRPO bonus."})
-    temporal_ratio: float = field(default=0.8, metadata={"help": "T-GRPO: p must reach this fraction of p~."})
 
     def __post_init__(self):
         GRPOConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)
-        if self.length_bonus_min_tokens > self.length_bonus_max_tokens:
-            raise ValueError(
-                f"length_bonus_min_tokens ({self.length_bonus_min_tokens}) is above length_bonus_max_tokens "
-                f"({self.length_bonus_max_tokens})."
-            )
+        RewardShapingArguments.__post_init__(self)
         if self.temporal_grpo and self.num_generations < 2:
             raise ValueError("temporal_grpo needs num_generations >= 2 (it rolls out num_generations // 2 shuffled).")
 
@@ -204,7 +231,7 @@ class VideoRFTScriptArguments(ScriptArguments):
         default=None,
         metadata={
             "help": "GRPO reward functions: names in videorft_hf.rewards.REWARD_FUNCS (format_reward, "
-            "accuracy_reward, semantic_consistency_reward) or dotted import paths."
+            "accuracy_reward, semantic_consistency_reward; all three when unset) or dotted import paths."
         },
     )
     semantic_model_name_or_path: str = field(

@@ -60,6 +60,7 @@ SHAPING_ARGS = (
     "temporal_grpo",
     "temporal_bonus",
     "temporal_ratio",
+    "temporal_accuracy_threshold",
 )
 _PEFT_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules")
 

@@ -45,7 +45,7 @@ import logging
 import os
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from trl import GRPOConfig
     from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
-from .configs import VideoGRPOConfig, VideoSamplingArguments
+from .configs import RewardShapingArguments, VideoSamplingArguments
 from .hub import videorft_tags, write_trainer_card
 from .modeling import keep_updates
 from .processing import (
@@ -83,6 +83,7 @@ from .processing import (
     vision_patch_factor,
 )
 from .prompt_sharing import generate_with_shared_prefill, shared_prompt_logps
+from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
 from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
 from .vllm_media import MultimodalClient, MultimodalLLM, VLLMMedia, place_features
 
@@ -114,16 +115,6 @@ class _ModelWithInputs:
 
     def __call__(self, *args, **kwargs):
         return self.model(*args, **kwargs, **self.extra)
-
-
-def length_bonus(completions, **kwargs) -> list[float]:
-    """Placeholder column for the length bonus; its values are set after rewards are gathered across processes."""
-    return [0.0] * len(completions)
-
-
-def temporal_bonus(completions, **kwargs) -> list[float]:
-    """Placeholder column for the T-GRPO bonus; its values are set after rewards are gathered across processes."""
-    return [0.0] * len(completions)
 
 
 def _has_media(row: dict) -> bool:
@@ -208,11 +199,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         )
         # A plain `GRPOConfig` keeps working (drop-in); the video fields then take their defaults.
         self.video_args = self.args if isinstance(self.args, VideoSamplingArguments) else VideoSamplingArguments()
-        shaping_defaults = VideoGRPOConfig.__dataclass_fields__
-        self.shaping = {
-            name: getattr(self.args, name, shaping_defaults[name].default)
-            for name in shaping_defaults
-            if name.startswith(("length_bonus", "temporal_")) or name == "accuracy_reward_name"
+        self.shaping = {  # the fields of RewardShapingArguments, from `args` or their defaults
+            field.name: getattr(self.args, field.name, field.default) for field in fields(RewardShapingArguments)
         }
         self.sampling_config = self.video_args.sampling_config()
         self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
@@ -248,12 +236,6 @@ class VideoGRPOTrainer(GRPOTrainer):
                     "temporal_grpo with vllm_mode='server' on several processes is not supported: use "
                     "vllm_mode='colocate' (each process generates its own shuffled rollouts) or one process."
                 )
-            for flag, func in (("length_bonus", length_bonus), ("temporal_grpo", temporal_bonus)):
-                if self.shaping[flag]:
-                    self.reward_funcs.append(func)
-                    self.reward_func_names.append(func.__name__)
-                    self.reward_processing_classes.append(None)
-                    self.reward_weights = torch.cat([self.reward_weights, torch.ones(1)])
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
         keep_updates(self.model, self.args)
         self._check_video_support(self.train_dataset, self.eval_dataset)
@@ -621,28 +603,34 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------------------------ shaping
     def _shape_rewards(self, rewards: torch.Tensor, completion_ids_list) -> torch.Tensor:
-        names = self.reward_func_names
-        if "length_bonus" not in names and "temporal_bonus" not in names:
+        """Adds the group-level bonuses (`videorft_hf.rewards.shaping`) to the accuracy reward's column of the rewards
+        gathered from every process, and logs each as `shaping/<field>` (its mean over the scorable completions)."""
+        shaping = self.shaping
+        if not (shaping["length_bonus"] or shaping["temporal_grpo"]):
             return rewards
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        correct = rewards[:, names.index(self.shaping["accuracy_reward_name"])] > self.shaping[
-            "length_bonus_accuracy_threshold"
-        ]
-        base = [i for i, name in enumerate(names) if name not in ("length_bonus", "temporal_bonus")]
-        unscorable = torch.isnan(rewards[:, base]).all(dim=1)
-        if "length_bonus" in names:
+        accuracy_column = self.reward_func_names.index(shaping["accuracy_reward_name"])
+        accuracy = rewards[:, accuracy_column]
+        scorable = ~torch.isnan(rewards).all(dim=1)
+        bonuses = {}
+        if shaping["length_bonus"]:
             lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=rewards.device)
-            lengths = self.accelerator.gather(lengths)
-            in_range = (lengths >= self.shaping["length_bonus_min_tokens"]) & (
-                lengths <= self.shaping["length_bonus_max_tokens"]
+            bonuses["length_bonus"] = group_length_bonus(
+                correct_completions(accuracy, shaping["length_bonus_accuracy_threshold"]),
+                self.accelerator.gather(lengths),
+                group,
+                shaping["length_bonus_min_tokens"],
+                shaping["length_bonus_max_tokens"],
+                shaping["length_bonus_value"],
             )
-            several_correct = correct.view(-1, group).sum(dim=1, keepdim=True) > 1
-            bonus = (correct.view(-1, group) & several_correct).view(-1) & in_range
-            rewards[:, names.index("length_bonus")] = bonus.float() * self.shaping["length_bonus_value"]
-        if "temporal_bonus" in names:
-            rewards[:, names.index("temporal_bonus")] = self._temporal_bonus(correct, group, rewards.device)
-        rewards[unscorable] = torch.nan
+        if shaping["temporal_grpo"]:
+            correct = correct_completions(accuracy, shaping["temporal_accuracy_threshold"])
+            bonuses["temporal_bonus"] = self._temporal_bonus(correct, group, rewards.device)
+        for name, bonus in bonuses.items():
+            # Only correct completions earn a bonus, so an unscored (NaN) accuracy stays NaN.
+            rewards[:, accuracy_column] += bonus
+            self._metrics[mode][f"shaping/{name}"].append(bonus[scorable].mean().item())
         return rewards
 
     def _rollout_shuffled(self, inputs: list[dict], media: list[_RowMedia]) -> torch.Tensor:
@@ -693,26 +681,23 @@ class VideoGRPOTrainer(GRPOTrainer):
             log_metric=lambda *args, **kwargs: None,
             **columns,
         )
-        threshold = self.shaping["length_bonus_accuracy_threshold"]
-        for owner, score in zip(owners, scores, strict=True):
-            counts[owner, 0] += float(score is not None and score > threshold)
-            counts[owner, 1] += 1
-        return counts
+        threshold = self.shaping["temporal_accuracy_threshold"]
+        return shuffled_correct_counts(scores, owners, len(inputs), threshold, device)
 
     def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
+        """T-GRPO's bonus per completion from this batch's shuffled rollouts (`_rollout_shuffled`), gathered."""
         local = self._shuffled_local
         if local is None:
             local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=device)
         self._shuffled_local = None
-        shuffled = self.accelerator.gather(local).view(-1, group, 2).sum(dim=1)
-        rolled_out = shuffled[:, 1] > 0
-        shuffled_rate = shuffled[:, 0] / shuffled[:, 1].clamp(min=1)
-        ordered_rate = correct.view(-1, group).float().mean(dim=1)
-        earns = rolled_out & (ordered_rate >= self.shaping["temporal_ratio"] * shuffled_rate)
-        mode = "train" if self.model.training else "eval"
-        if rolled_out.any():
-            self._metrics[mode]["temporal/shuffled_accuracy"].append(shuffled_rate[rolled_out].mean().item())
-        return (correct.view(-1, group) & earns[:, None]).view(-1).float() * self.shaping["temporal_bonus"]
+        shaping = self.shaping
+        bonus, shuffled_accuracy = group_temporal_bonus(
+            correct, self.accelerator.gather(local), group, shaping["temporal_ratio"], shaping["temporal_bonus"]
+        )
+        if not torch.isnan(shuffled_accuracy).all():
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["temporal/shuffled_accuracy"].append(shuffled_accuracy.nanmean().item())
+        return bonus
 
 
 class _Skipped:
@@ -726,7 +711,5 @@ __all__ = [
     "VideoGRPOTrainer",
     "VisionTokenMismatchError",
     "UnsupportedVideoModelError",
-    "length_bonus",
-    "temporal_bonus",
     "vision_patch_factor",
 ]

@@ -86,7 +86,8 @@ from ..prompts import (
     TYPE_TEMPLATE,
     format_question,
 )
-from ..rewards import DEFAULT_SEMANTIC_MODEL, accuracy_reward
+from ..rewards.accuracy import accuracy_reward
+from ..rewards.semantic import DEFAULT_SEMANTIC_MODEL
 from ..video import FrameCache, MediaDecodeError, VideoSamplingConfig, load_image, load_video_frames
 from .backends import (
     MEDIA_MODES,
@@ -826,7 +827,7 @@ class _Curation:
 
     def semantic_reward(self) -> Callable:
         if self._semantic_reward is None:
-            from ..rewards import get_semantic_consistency_reward
+            from ..rewards.semantic import get_semantic_consistency_reward
 
             self._semantic_reward = get_semantic_consistency_reward(self.args.semantic_model, device=self.args.device)
         return self._semantic_reward

@@ -32,8 +32,6 @@ import sys
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REWARDS = ["format_reward", "accuracy_reward", "semantic_consistency_reward"]
-
 
 def make_parser(subparsers=None, prog: str | None = "videorft grpo"):
     """The parser of `videorft grpo` (`VideoRFTScriptArguments`, `VideoGRPOConfig`, `ModelConfig`), registered as
@@ -47,33 +45,20 @@ def make_parser(subparsers=None, prog: str | None = "videorft grpo"):
     return VideoRFTParser.for_command(subparsers, "grpo", dataclass_types, prog, __doc__, "VideoRFT GRPO on video")
 
 
-def build_reward_funcs(script_args) -> list:
-    """Reward callables named by the script arguments; the semantic reward uses `semantic_model_name_or_path`."""
-    from videorft_hf.rewards import get_reward_funcs, get_semantic_consistency_reward
-
-    names = script_args.reward_funcs or DEFAULT_REWARDS
-    funcs = []
-    for name in names:
-        if name == "semantic_consistency_reward":
-            funcs.append(get_semantic_consistency_reward(model_name_or_path=script_args.semantic_model_name_or_path))
-        else:
-            funcs.extend(get_reward_funcs([name]))
-    return funcs
-
-
 def train(script_args, training_args, model_args):
     """Runs GRPO and saves the model and processor to `training_args.output_dir`. Returns the trainer."""
     from trl import get_quantization_config
 
     from videorft_hf.hub import record_run
     from videorft_hf.modeling import freeze_vision_tower, model_structure, peft_config_for
+    from videorft_hf.rewards import get_reward_funcs
     from videorft_hf.scripts.inputs import load_datasets, resolve_checkpoint
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
         raise ValueError("Pass --dataset_name (a dataset folder, a JSON/JSONL file or a Hub dataset id).")
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    reward_funcs = build_reward_funcs(script_args)  # a misspelled reward model fails here, before anything loads
+    reward_funcs = get_reward_funcs(script_args)  # a misspelled reward model fails here, before anything loads
     dataset, eval_dataset = load_datasets(script_args, training_args, include_target=False)
 
     quantization_config = get_quantization_config(model_args)
