@@ -129,6 +129,8 @@ def _plot(history: list[dict], stages: dict[str, dict], path: Path) -> None:
     for key in sorted({k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
         if key.count("/") == 2:  # rewards/<name>/mean, not the per-type accuracy breakdown
             left.plot(steps, [h.get(key) for h in history], label=key.split("/")[1])
+    for key in sorted({k for h in history for k in h if k.startswith("shaping/")}):  # bonuses within accuracy
+        left.plot(steps, [h.get(key) for h in history], label=key, linestyle="--")
     left.plot(steps, [h["reward"] for h in history], label="total", color="black", linewidth=2)
     left.set(title="GRPO rewards", xlabel="step", ylabel="mean reward")
     left.legend(fontsize=8)

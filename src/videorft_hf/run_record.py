@@ -109,11 +109,7 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
     dtypes = {str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad}
     record["trainable_dtypes"] = sorted(dtypes) or None
     if stage == "grpo":
-        record["reward_funcs"] = [
-            getattr(func, "__name__", str(func))
-            for func in trainer.reward_funcs
-            if getattr(func, "__module__", None) != "videorft_hf.trainer"  # the shaping columns, recorded below
-        ]
+        record["reward_funcs"] = [getattr(func, "__name__", str(func)) for func in trainer.reward_funcs]
         if training_args.reward_weights is not None:
             record["reward_weights"] = [float(w) for w in training_args.reward_weights]
         if script_args is not None and "semantic_consistency_reward" in record["reward_funcs"]:
