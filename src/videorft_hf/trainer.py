@@ -98,15 +98,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GenerationMedia:
-    """The media of one generation batch on this class's media path, as the seams trl calls hand it to each other.
+    """The media of one generation batch, as the seams trl calls hand it to each other.
 
-    `_generate_and_score_completions` creates it from the decoded rows and enters it (`_media_scope`) for the batch;
-    inside, trl calls the seams in its own order and each reads what it needs here: `_tokenize_prompts` sets `vision`
-    (each row's processor outputs), `_generate_single_turn` generates from `rows` and `vision`,
+    `_generate_and_score_completions` creates it from the batch's decoded rows and enters it (`_media_scope`) for the
+    batch; inside, trl calls the seams in its own order and each reads what it needs here: `_tokenize_prompts` sets
+    `vision` (each row's processor outputs), `_generate_single_turn` generates from `rows` and `vision`,
     `_get_per_token_logps_and_entropies` scores with `vision`, and `_calculate_rewards` reads `reward_rows` and
     `skipped` (T-GRPO's shuffled counts are in `shuffled`). The scope ends in a `finally`, so no seam ever sees another
-    batch's media. T-GRPO's shuffled rollouts enter their own object inside it, and each loss micro-batch enters one
-    that holds only its `vision`.
+    batch's media. A batch that takes trl's own image path (`encode=False`) uses only `reward_rows` and `skipped`.
+    T-GRPO's shuffled rollouts enter their own object inside the batch's, and each loss micro-batch enters one that
+    holds only its `vision`.
     """
 
     rows: list[RowMedia] = field(default_factory=list)  # decoded media per row (skipped rows: `error` set)
