@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from videorft_hf import DataCollatorForVideoLanguageModeling, SampleTooLongError, make_conversation
+from videorft_hf.processing import VisionTokenMismatchError
 from videorft_hf.prompts import R1_SYSTEM_PROMPT
 from videorft_hf.testing import (
     build_tiny_processor,
@@ -17,7 +18,6 @@ from videorft_hf.testing import (
     write_test_video,
     write_truncated_video,
 )
-from videorft_hf.trainer import VisionTokenMismatchError
 from videorft_hf.video import ImageDecodeError, VideoDecodeError, VideoNotFoundError, VideoSamplingConfig
 
 # 4 frames of 56x56 (Qwen3-VL: 32x64) per video and one 56x56 image: a handful of vision tokens per row.

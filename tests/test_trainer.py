@@ -9,8 +9,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOConfig
 
 from videorft_hf.configs import VideoGRPOConfig
+from videorft_hf.processing import VisionTokenMismatchError
 from videorft_hf.testing import save_tiny_vlm, write_test_video
-from videorft_hf.trainer import VideoGRPOTrainer, VisionTokenMismatchError
+from videorft_hf.trainer import GenerationMedia, VideoGRPOTrainer
 from videorft_hf.video import VideoNotFoundError
 
 # Small frames keep the tiny models fast: 4..16 frames at 16*28*28 pixels.
@@ -186,14 +187,15 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
     model, processor = trainer.model, trainer.processing_class
     model.eval()
     rows = mixed_rows(media)
-    trainer._pending_media = trainer._load_media(rows)
-    prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
-    vision_rows = trainer._vision_rows
-    completion = processor.tokenizer("<think>a</think><answer>B</answer>", add_special_tokens=False)["input_ids"]
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.tensor([[processor.tokenizer.pad_token_id] * (width - len(p)) + p + completion for p in prompt_ids])
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(completion)) for p in prompt_ids])
-    with torch.no_grad():
+    batch = GenerationMedia(trainer._load_media(rows))
+    with trainer._media_scope(batch), torch.no_grad():  # as inside a generation batch
+        prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
+        vision_rows = batch.vision
+        completion = processor.tokenizer("<think>a</think><answer>B</answer>", add_special_tokens=False)["input_ids"]
+        width = max(len(p) for p in prompt_ids)
+        pad = processor.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p + completion for p in prompt_ids])
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(completion)) for p in prompt_ids])
         full, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=4)
         micro, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion), batch_size=1)
         for i, (ids, vision) in enumerate(zip(prompt_ids, vision_rows, strict=True)):
@@ -204,7 +206,7 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
             direct = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(completion)[:, None])[:, 0]
             torch.testing.assert_close(full[i], direct, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(micro[i], direct, atol=1e-4, rtol=1e-4)
-    trainer._pending_media = trainer._vision_rows = None
+    assert trainer._media is None  # the scope ended with the block
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
@@ -291,9 +293,9 @@ def test_vision_token_mismatch_is_a_typed_error(tmp_path, media, model_dirs):
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(rows)
     )
-    trainer._pending_media = trainer._load_media(rows)
-    with pytest.raises(VisionTokenMismatchError, match=r"Row 0 of the generation batch has 0 video placeholder\(s\)"):
-        trainer._tokenize_prompts([r["prompt"] for r in rows])  # the typed error naming the row, not the processor's
+    with trainer._media_scope(GenerationMedia(trainer._load_media(rows))):
+        with pytest.raises(VisionTokenMismatchError, match=r"Row 0 of the generation batch has 0 video placeholder\(s\)"):
+            trainer._tokenize_prompts([r["prompt"] for r in rows])  # the typed error naming the row, not the processor's
 
 
 def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media):
@@ -392,8 +394,9 @@ def test_temporal_grpo(tmp_path, media, model_dirs):
 
     # the rule itself: p = 0.5 against p~ = 1.0 earns nothing; p = 1.0 against p~ = 0.5 earns 0.3 per correct one
     correct = torch.tensor([True, False, True, True])
-    trainer._shuffled_local = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
-    bonus = trainer._temporal_bonus(correct, 2, "cpu")
+    shuffled = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
+    with trainer._media_scope(GenerationMedia(shuffled=shuffled)):
+        bonus = trainer._temporal_bonus(correct, 2, "cpu")
     assert bonus.tolist() == [0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3)]
 
 
@@ -411,10 +414,42 @@ def test_temporal_grpo_and_the_length_bonus_each_read_their_own_threshold(tmp_pa
     )  # fmt: skip
     assert grpo_args(tmp_path).temporal_accuracy_threshold == 0.1  # the default: T-GRPO's threshold as before
     rewards = torch.tensor([[0.3], [0.3], [0.9], [0.9]])
-    trainer._shuffled_local = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # p~ = 0 in both groups
-    shaped = trainer._shape_rewards(rewards.clone(), [[1, 2]] * 4)
+    shuffled = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # p~ = 0 in both groups
+    with trainer._media_scope(GenerationMedia(shuffled=shuffled)):
+        shaped = trainer._shape_rewards(rewards.clone(), [[1, 2]] * 4)
     # 0.3 is correct for the length bonus (> 0.1), not for T-GRPO (> 0.5); 0.9 is correct for both
     assert (shaped - rewards)[:, 0].tolist() == pytest.approx([0.2, 0.2, 0.5, 0.5])
+
+
+def test_temporal_grpo_shuffled_rollouts_see_the_ordinary_prompt(tmp_path, media, model_dirs):
+    """The shuffled rollouts are rendered with the trainer's chat template, tools and template kwargs, as the ordinary
+    ones: here trl's `chat_template` (which trl sets for tool training) carries a marker, and both prompts have it."""
+
+    def accuracy_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[accuracy_reward],
+        args=grpo_args(tmp_path, temporal_grpo=True, num_generations=4, max_steps=1),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    marker = "CUSTOM-TEMPLATE-MARKER"
+    trainer.chat_template = marker + trainer.processing_class.chat_template
+    prompts = []
+    generate = trainer._generate_single_turn
+
+    def recording(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        prompts.append([list(ids) for ids in prompt_ids])
+        return generate(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    trainer._generate_single_turn = recording
+    trainer.train()
+    shuffled, ordinary = prompts  # the shuffled rollouts generate first: 4 // 2 of them, then the group of 4
+    assert (len(shuffled), len(ordinary)) == (2, 4)
+    decode = trainer.processing_class.tokenizer.decode
+    assert decode(ordinary[0]).startswith(marker) and decode(shuffled[0]).startswith(marker)
+    assert shuffled[0] == ordinary[0]  # the same prompt and as many vision tokens; only the frame order differs
 
 
 class _FakeLLM:
@@ -629,15 +664,25 @@ def test_vllm_server_mode_two_processes(tmp_path, media, model_dirs):
 def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, model_dirs):
     from types import SimpleNamespace
 
+    from videorft_hf import vllm_media
+
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(video_rows(media))
     )
     # the bias is set while a video batch generates; batches without video keep trl's settings
-    trainer.use_vllm, trainer.vllm_generation = True, SimpleNamespace(generation_kwargs={})
-    with trainer._vision_placeholders_suppressed():
+    engine = object()
+    generation = SimpleNamespace(mode="colocate", llm=engine, generation_kwargs={})
+    trainer.use_vllm, trainer.vllm_generation = True, generation
+    rows = trainer._load_media(video_rows(media))
+    with vllm_media.patched(generation, rows, trainer._vision_placeholder_ids) as images:
         bias = dict(trainer.vllm_generation.generation_kwargs["logit_bias"])
+        assert isinstance(generation.llm, vllm_media.MultimodalLLM) and generation.llm.llm is engine
+        assert [payload.name for payload, in images] == [f"row {i} of the generation batch" for i in range(4)]
     assert bias == {trainer._image_token_id: -100.0, trainer._video_token_id: -100.0}
-    assert trainer.vllm_generation.generation_kwargs == {}
+    assert trainer.vllm_generation.generation_kwargs == {} and generation.llm is engine
+    # the transformers-only suppression leaves vLLM's settings alone
+    with trainer._vision_placeholders_suppressed():
+        assert trainer.vllm_generation.generation_kwargs == {}
 
 
 def test_a_plain_grpo_config_user_is_told_the_config_that_can_skip(tmp_path, media, model_dirs):

@@ -2,7 +2,10 @@
 
 trl's private methods and attributes change without notice between releases. This list is the one place that says
 which of them `videorft_hf` relies on; on another trl version the test fails with a single message that names every
-seam that changed. A second test greps `src/` so that a new private name cannot be used without being listed here.
+seam that changed. A second test greps `src/` so that a new private name cannot be used without being listed here,
+and a third so that a name `src/` no longer uses does not stay listed: the lists are exactly the package's surface on
+trl's internals. (`trainer.py` hands media between the seams through its own `GenerationMedia` object, never through
+attributes of trl's; `vllm_media.patched` is the only code that changes trl's vLLM generation object.)
 """
 
 import importlib
@@ -32,7 +35,7 @@ METHODS = {
     "trl:GRPOTrainer._compute_loss": ["self", "model", "inputs"],
     "trl:GRPOTrainer._calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
     "trl:GRPOTrainer._set_signature_columns_if_needed": ["self"],
-    # trainer.py (vLLM server mode) replaces it on the generation object with vllm_media.place_features.
+    # vllm_media.patched (vLLM server mode) replaces it on the generation object with vllm_media.place_features.
     "trl.generation.vllm_generation:VLLMGeneration._place_features": ["self", "features", "prompt_ids"],
     # prompt_sharing.py calls the models as trl's log-prob passes do (`labels=..., fused_lm_head=True`, returning
     # `log_probs` and `entropy`): the contract of the head this function adds to GRPOTrainer's models.
@@ -43,14 +46,19 @@ METHODS = {
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
 }
 
-# Private attributes read or written: "module:Class.attribute" -> where trl sets it (an `__init__` assignment is
-# found in the class source; a class attribute must exist on the class).
+# Attributes read or written: "module:Class.attribute" -> where trl sets it (an instance attribute's assignment is
+# found in the class source; a class attribute must exist on the class). Private ones, and the public attributes of
+# trl's vLLM generation object that `vllm_media.patched` swaps for a media batch and restores.
 ATTRIBUTES = {
     "trl:GRPOTrainer._is_vlm": "instance",  # trainer.py: media handling only for processors
     "trl:GRPOTrainer._metrics": "instance",  # trainer.py: media/* and temporal/* metrics
     "trl:GRPOTrainer._tag_names": "class",  # hub.py and trainer.py: model card and Hub tags
     "trl:SFTTrainer._tag_names": "class",  # hub.py: the SFT script's tags
     "transformers:Trainer._signature_columns": "instance",  # trainer.py: the `video` column survives
+    "trl.generation.vllm_generation:VLLMGeneration.mode": "instance",  # vllm_media.patched: colocate or server
+    "trl.generation.vllm_generation:VLLMGeneration.llm": "instance",  # wrapped in MultimodalLLM (colocate)
+    "trl.generation.vllm_generation:VLLMGeneration.vllm_client": "instance",  # wrapped in MultimodalClient (server)
+    "trl.generation.vllm_generation:VLLMGeneration.generation_kwargs": "instance",  # logit_bias on vision tokens
 }
 
 # Private module-level names imported (type aliases of the constructor signature, for annotations only).
@@ -146,3 +154,15 @@ def test_every_private_trl_name_used_in_src_is_listed():
     unlisted |= {f"trainer.py: self.{name}" for name in (used & trl_names) - listed_methods - listed_attributes}
     assert not unlisted, f"private trl names used in src/ but not listed in tests/test_trl_seams.py: {sorted(unlisted)}"
 
+
+
+def test_every_listed_name_is_used_in_src():
+    """No stale entry: each listed method, import and attribute is still used somewhere in src/ (by name; a public
+    attribute as `.name`)."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in SRC.rglob("*.py"))
+    patterns = {spec: rf"\b{spec.partition(':')[2].rpartition('.')[2]}\b" for spec in [*METHODS, *MODULE_NAMES]}
+    for spec in ATTRIBUTES:
+        name = spec.rpartition(".")[2]
+        patterns[spec] = rf"\b{name}\b" if name.startswith("_") else rf"\.{name}\b"
+    unused = [spec for spec, pattern in patterns.items() if not re.search(pattern, text)]
+    assert not unused, f"listed in tests/test_trl_seams.py but no longer used in src/: {unused}"

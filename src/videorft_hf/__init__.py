@@ -18,9 +18,10 @@ from .data import (
 from .evaluation import EvalArguments, load_metric, results_to_model_index, run_evaluation
 from .frame_store import FrameStore, open_frame_store
 from .hub import apply_videorft_tags, push_dataset, push_model, videorft_tags
+from .processing import VisionTokenMismatchError
 from .prompts import DEFAULT_SYSTEM_PROMPT, QUESTION_TEMPLATE, TYPE_TEMPLATE, build_prompt_text
 from .rewards import REWARD_FUNCS, accuracy_reward, format_reward, get_reward_funcs, get_semantic_consistency_reward
-from .trainer import VideoGRPOTrainer, VisionTokenMismatchError
+from .trainer import VideoGRPOTrainer
 from .video import (
     FrameCache,
     VideoDecodeError,

@@ -1,10 +1,11 @@
 """SFT collator for video, image and text rows: decode media, run the processor, pad, mask labels.
 
 `DataCollatorForVideoLanguageModeling` takes the prompt-completion rows of `videorft_hf.data` (any mix of video, image
-and text-only rows in one batch), decodes each video with `videorft_hf.video` and the run's `VideoSamplingConfig`,
-passes frames with their `VideoMetadata` to the model's processor (so `second_per_grid_ts` and Qwen3-VL timestamps
-come from the true fps), pads on the right, and sets the labels to -100 everywhere except the assistant's response
-tokens and its end-of-turn token (`<|im_end|>`).
+and text-only rows in one batch) and builds each prompt through `videorft_hf.processing`, the path the GRPO trainer
+and evaluation take: media decoded with the run's `VideoSamplingConfig`, frames passed with their `VideoMetadata` to
+the model's processor (so `second_per_grid_ts` and Qwen3-VL timestamps come from the true fps). This module adds what
+SFT needs around it: the completion's tokens and labels (-100 everywhere except the assistant's response tokens and
+its end-of-turn token, `<|im_end|>`), right padding, and skipping bad samples.
 
 Each sample is encoded as inference sees it: the processor runs on the prompt rendered with the generation prompt
 (`...<|im_start|>assistant\\n`), the completion is the rest of the rendered conversation, tokenized on its own; the
@@ -36,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -45,12 +45,22 @@ from typing import Any
 import torch
 
 from .frame_store import open_frame_store
-from .processing import VISION_KEYS
-from .video import FrameCache, MediaDecodeError, VideoSamplingConfig, load_image, load_video_frames
+from .processing import (
+    RowMedia,
+    VisionTokenMismatchError,
+    collate_vision,
+    encode_prompt,
+    load_row_media,
+    media_sources,
+    mm_token_type_ids,
+    model_sampling_config,
+    render_prompt,
+)
+from .video import FrameCache, MediaDecodeError, VideoSamplingConfig
 
 logger = logging.getLogger(__name__)
 
-# Processor outputs that carry vision features; concatenated over the rows of a batch in row order.
+# Why a sample was skipped (on_bad_sample="skip"), in the order of the skip counters' columns.
 SKIP_REASONS = ("bad_media", "too_long")
 # Skip counters: one row per process (main process = row 0, DataLoader worker i = row i + 1), so that no two
 # processes ever write the same element (workers past the last row share it, and two skips at once could lose one).
@@ -79,29 +89,14 @@ class SampleTooLongError(ValueError):
         return (self.__class__, (self.sample, self.length, self.max_length, self.vision_tokens))
 
 
-def _media_list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [item for item in value if item is not None]
-    return [value]
-
-
-def _count_blocks(messages: list[dict], kind: str) -> int:
-    count = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            count += sum(1 for block in content if isinstance(block, dict) and block.get("type") == kind)
-    return count
-
-
 def _sample_name(example: dict, index: int) -> str:
     parts = [f"problem_id={example['problem_id']!r}"] if example.get("problem_id") is not None else []
-    for kind in ("video", "image"):
-        media = _media_list(example.get(kind))
-        if media and isinstance(media[0], (str, os.PathLike)):
-            parts.append(f"{kind} {os.fspath(media[0])}")
+    first: dict[str, Any] = {}
+    for kind, source in media_sources({"video": example.get("video"), "image": example.get("image")}):
+        first.setdefault(kind, source)
+    for kind, source in first.items():
+        if isinstance(source, (str, os.PathLike)):
+            parts.append(f"{kind} {os.fspath(source)}")
     parts.append(f"position {index} of its batch")
     return ", ".join(parts)
 
@@ -173,15 +168,9 @@ class DataCollatorForVideoLanguageModeling:
             raise TypeError(
                 f"{type(self.processor).__name__} has no tokenizer: pass the model's processor (AutoProcessor)."
             )
-        # Imported here: `import videorft_hf` must not pull in trl's trainer stack.
-        from .processing import UnsupportedVideoModelError, vision_patch_factor
-
         config = self.sampling_config or VideoSamplingConfig.from_preset("videorft-train")
-        try:  # frame sides must be multiples of the processor's patch * merge, or it would resize them again
-            config = dataclasses.replace(config, patch_factor=vision_patch_factor(self.processor))
-        except UnsupportedVideoModelError:
-            pass
-        self.sampling_config = config
+        # The collator knows the processor, not the model: a Qwen-VL style processor sets the patch factor.
+        self.sampling_config = model_sampling_config(config, None, self.processor)
         self.frame_store = open_frame_store(self.frame_store)
         token = self.end_of_turn_token
         if token is None:
@@ -278,57 +267,50 @@ class DataCollatorForVideoLanguageModeling:
         Raises:
             See the class docstring.
         """
-        if not isinstance(example.get("prompt"), list) or not isinstance(example.get("completion"), list):
-            raise KeyError(
-                "Each row needs conversational `prompt` and `completion` message lists (as "
-                f"videorft_hf.make_conversation builds them); got keys {sorted(example)}."
-            )
-        prompt, completion = example["prompt"], example["completion"]
         name = _sample_name(example, index)
-        videos = _media_list(example.get("video"))
-        images = _media_list(example.get("images")) or _media_list(example.get("image"))
-        for kind, media, columns in (("video", videos, ("video",)), ("image", images, ("image", "images"))):
-            blocks = _count_blocks(prompt, kind)
-            column = " / ".join(f"`{c}`" for c in columns)
-            if blocks and not any(c in example for c in columns):
-                raise KeyError(
-                    f"Sample {name} has a {{'type': '{kind}'}} block but no {column} column. trl's SFTTrainer drops "
-                    "columns it does not know unless `remove_unused_columns=False`; set it in the SFT config."
-                )
-            if blocks != len(media):
-                from .trainer import VisionTokenMismatchError
+        _check_row(example, name)
+        prompt_text, completion_text = self._split_conversation(example["prompt"], example["completion"], name)
+        media = self._load_media(example, name)
+        if media is None:
+            return None
+        prompt_ids, vision = encode_prompt(self.processor, prompt_text, media.videos, media.images, f"Sample {name}")
+        prompt_types = self._token_types(prompt_ids)
+        completion_ids = self.processor.tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+        if not self._fits(prompt_ids, completion_ids, prompt_types, name):
+            return None
+        return {
+            "input_ids": prompt_ids + completion_ids,
+            "labels": [-100] * len(prompt_ids) + self._completion_labels(completion_ids),
+            "mm_token_type_ids": prompt_types + [0] * len(completion_ids),
+            "vision": vision,
+        }
 
-                raise VisionTokenMismatchError(
-                    f"Sample {name} has {blocks} {{'type': '{kind}'}} block(s) in its prompt but {len(media)} "
-                    f"{kind}(s) in {column}. Each {kind} needs exactly one block and one entry."
-                )
+    def _split_conversation(self, prompt: list[dict], completion: list[dict], name: str) -> tuple[str, str]:
+        """The prompt as inference renders it (with the generation prompt) and the rest of the conversation.
 
-        template = self.processor.apply_chat_template
-        prompt_text = template(prompt, tokenize=False, add_generation_prompt=True)
-        full_text = template(prompt + completion, tokenize=False)
+        Raises:
+            ValueError: the template's rendered prompt does not begin the rendered conversation.
+        """
+        prompt_text = render_prompt(self.processor, prompt)
+        full_text = self.processor.apply_chat_template(prompt + completion, tokenize=False)
         if not full_text.startswith(prompt_text):
             raise ValueError(
                 f"Sample {name}: the chat template renders the prompt with its generation prompt as a text that does "
                 "not begin the rendered conversation, so the response cannot be located. Use a template whose "
                 "`add_generation_prompt` output is a prefix of the conversation (the Qwen-VL templates are)."
             )
-        completion_text = full_text[len(prompt_text) :]
+        return prompt_text, full_text[len(prompt_text) :]
 
+    def _load_media(self, example: dict[str, Any], name: str) -> RowMedia | None:
+        """The row's decoded media, or None when a bad file makes it skipped (`on_bad_sample="skip"`).
+
+        Raises:
+            MediaDecodeError: (the subclass naming the cause) with the sample's name, with `on_bad_sample="raise"`.
+        """
         try:
-            decoded_videos = [
-                load_video_frames(
-                    video,
-                    self.sampling_config,
-                    backend=self.video_backend,
-                    cache=self._frame_cache(),
-                    store=self.frame_store,
-                )
-                for video in videos
-            ]
-            decoded_images = [
-                load_image(image, self.sampling_config) if isinstance(image, (str, os.PathLike)) else image
-                for image in images
-            ]
+            return load_row_media(
+                example, self.sampling_config, backend=self.video_backend, cache=self._frame_cache(), store=self.frame_store
+            )
         except MediaDecodeError as error:
             if self.on_bad_sample == "skip":
                 self._skip("bad_media", name, error)
@@ -338,46 +320,37 @@ class DataCollatorForVideoLanguageModeling:
                 error.path, f"{detail} [sample {name}; set on_bad_sample='skip' to skip such samples]"
             ) from error
 
-        kwargs: dict[str, Any] = {}
-        if decoded_videos:
-            kwargs.update(
-                videos=[frames for frames, _ in decoded_videos],
-                video_metadata=[metadata for _, metadata in decoded_videos],
-                do_sample_frames=False,
-            )
-        if decoded_images:
-            kwargs["images"] = decoded_images
-        processed = self.processor(text=[prompt_text], return_tensors="pt", add_special_tokens=False, **kwargs)
-        prompt_ids = processed["input_ids"][0].tolist()
-        completion_ids = self.processor.tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    def _token_types(self, ids: list[int]) -> list[int]:
+        """The prompt's `mm_token_type_ids` as the processor marks them (1 image, 2 video tokens; 0 when the processor
+        returns none)."""
+        processor = self.processor
+        if not getattr(processor, "return_mm_token_type_ids", False):
+            return [0] * len(ids)
+        image_id, video_id = getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)
+        return mm_token_type_ids(torch.tensor(ids), image_id, video_id).tolist()
 
+    def _fits(self, prompt_ids: list[int], completion_ids: list[int], prompt_types: list[int], name: str) -> bool:
+        """Whether the sample is within `max_length`; False when it is not and is skipped.
+
+        Raises:
+            SampleTooLongError: with `on_bad_sample="raise"`.
+        """
         length = len(prompt_ids) + len(completion_ids)
-        if self.max_length is not None and length > self.max_length:
-            mm_types = processed.get("mm_token_type_ids")
-            vision_tokens = int((mm_types[0] != 0).sum()) if mm_types is not None else 0
-            error = SampleTooLongError(name, length, self.max_length, vision_tokens)
-            if self.on_bad_sample == "skip":
-                self._skip("too_long", name, error)
-                return None
-            raise error
+        if self.max_length is None or length <= self.max_length:
+            return True
+        vision_tokens = sum(1 for t in prompt_types if t != 0)
+        error = SampleTooLongError(name, length, self.max_length, vision_tokens)
+        if self.on_bad_sample == "skip":
+            self._skip("too_long", name, error)
+            return False
+        raise error
 
+    def _completion_labels(self, completion_ids: list[int]) -> list[int]:
+        """The completion's tokens up to and including its last end-of-turn token; -100 after it."""
         trained = len(completion_ids)
         if self.end_of_turn_id is not None and self.end_of_turn_id in completion_ids:
             trained = len(completion_ids) - completion_ids[::-1].index(self.end_of_turn_id)
-        labels = [-100] * len(prompt_ids) + completion_ids[:trained] + [-100] * (len(completion_ids) - trained)
-        if "mm_token_type_ids" in processed:
-            mm_token_type_ids = processed["mm_token_type_ids"][0].tolist() + [0] * len(completion_ids)
-        else:
-            mm_token_type_ids = [0] * length
-        vision = {key: processed[key] for key in VISION_KEYS if key in processed}
-        if "second_per_grid_ts" in vision:
-            vision["second_per_grid_ts"] = torch.as_tensor(vision["second_per_grid_ts"], dtype=torch.float32)
-        return {
-            "input_ids": prompt_ids + completion_ids,
-            "labels": labels,
-            "mm_token_type_ids": mm_token_type_ids,
-            "vision": vision,
-        }
+        return completion_ids[:trained] + [-100] * (len(completion_ids) - trained)
 
     def _frame_cache(self) -> FrameCache | None:
         if self.frame_cache_bytes and self._cache is None:
@@ -397,18 +370,14 @@ class DataCollatorForVideoLanguageModeling:
         messages = [{"role": "user", "content": [{"type": "image"}]}]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         try:
-            processed = self.processor(
-                text=[text], images=[Image.new("RGB", (width, height))], return_tensors="pt", add_special_tokens=False
-            )
+            ids, vision = encode_prompt(self.processor, text, images=[Image.new("RGB", (width, height))])
         except (TypeError, ValueError):  # a processor without images: text only
-            processed = self.processor(text=[text], return_tensors="pt", add_special_tokens=False)
-        ids = processed["input_ids"][0].tolist()
-        mm_types = processed.get("mm_token_type_ids")
+            ids, vision = encode_prompt(self.processor, text)
         return {
             "input_ids": ids,
             "labels": [-100] * len(ids),
-            "mm_token_type_ids": mm_types[0].tolist() if mm_types is not None else [0] * len(ids),
-            "vision": {key: processed[key] for key in VISION_KEYS if key in processed},
+            "mm_token_type_ids": self._token_types(ids),
+            "vision": vision,
         }
 
     def _pad(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -419,24 +388,59 @@ class DataCollatorForVideoLanguageModeling:
         input_ids = torch.full((batch_size, length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
         labels = torch.full((batch_size, length), -100, dtype=torch.long)
-        mm_token_type_ids = torch.zeros((batch_size, length), dtype=torch.long)
+        token_types = torch.zeros((batch_size, length), dtype=torch.long)
         for row, sample in enumerate(samples):
             n = len(sample["input_ids"])
             input_ids[row, :n] = torch.tensor(sample["input_ids"], dtype=torch.long)
             attention_mask[row, :n] = 1
             labels[row, :n] = torch.tensor(sample["labels"], dtype=torch.long)
-            mm_token_type_ids[row, :n] = torch.tensor(sample["mm_token_type_ids"], dtype=torch.long)
+            token_types[row, :n] = torch.tensor(sample["mm_token_type_ids"], dtype=torch.long)
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
-            "mm_token_type_ids": mm_token_type_ids,
+            "mm_token_type_ids": token_types,
         }
-        for key in VISION_KEYS:
-            parts = [sample["vision"][key] for sample in samples if key in sample["vision"]]
-            if parts:
-                batch[key] = torch.cat(parts, dim=0)
+        batch.update(collate_vision([sample["vision"] for sample in samples]))
         return batch
 
 
-__all__ = ["DataCollatorForVideoLanguageModeling", "SampleTooLongError", "SKIP_REASONS", "VISION_KEYS"]
+def _count_blocks(messages: list[dict], kind: str) -> int:
+    count = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            count += sum(1 for block in content if isinstance(block, dict) and block.get("type") == kind)
+    return count
+
+
+def _check_row(example: dict[str, Any], name: str) -> None:
+    """Checks that the row is a prompt-completion conversation whose media columns match its media blocks.
+
+    Raises:
+        KeyError: no `prompt` / `completion` message lists, or a media block without its column.
+        VisionTokenMismatchError: media blocks and media differ in number (a dataset bug: never skipped).
+    """
+    if not isinstance(example.get("prompt"), list) or not isinstance(example.get("completion"), list):
+        raise KeyError(
+            "Each row needs conversational `prompt` and `completion` message lists (as "
+            f"videorft_hf.make_conversation builds them); got keys {sorted(example)}."
+        )
+    sources = media_sources(example)
+    for kind, columns in (("video", ("video",)), ("image", ("image", "images"))):
+        blocks = _count_blocks(example["prompt"], kind)
+        media = sum(1 for k, _ in sources if k == kind)
+        column = " / ".join(f"`{c}`" for c in columns)
+        if blocks and not any(c in example for c in columns):
+            raise KeyError(
+                f"Sample {name} has a {{'type': '{kind}'}} block but no {column} column. trl's SFTTrainer drops "
+                "columns it does not know unless `remove_unused_columns=False`; set it in the SFT config."
+            )
+        if blocks != media:
+            raise VisionTokenMismatchError(
+                f"Sample {name} has {blocks} {{'type': '{kind}'}} block(s) in its prompt but {media} "
+                f"{kind}(s) in {column}. Each {kind} needs exactly one block and one entry."
+            )
+
+
+__all__ = ["DataCollatorForVideoLanguageModeling", "SampleTooLongError", "SKIP_REASONS"]

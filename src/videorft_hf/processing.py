@@ -1,9 +1,10 @@
 """From a conversational row to model inputs: media decoding, prompt rendering and the processor call.
 
-One code path for every stage that feeds a Qwen-VL model: `VideoGRPOTrainer` builds its rollouts this way and
-`videorft eval` builds its generation inputs this way, so the prompt text, the sampled frames, their `VideoMetadata`
-(hence `second_per_grid_ts` and Qwen3-VL timestamps) and the vision-token check cannot drift between training and
-evaluation.
+The one code path for every stage that feeds a Qwen-VL model: `VideoGRPOTrainer` builds its rollouts (T-GRPO's
+shuffled ones included) this way, the SFT collator `DataCollatorForVideoLanguageModeling` builds its prompts this way
+and `videorft eval` builds its generation inputs this way, so the sampling rules, the prompt text, the sampled frames,
+their `VideoMetadata` (hence `second_per_grid_ts` and Qwen3-VL timestamps) and the vision-token check cannot drift
+between SFT, RL and evaluation.
 
 Example:
     ```python
@@ -23,11 +24,12 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .video import FrameCache, VideoSamplingConfig, load_image, load_video_frames
+from .video import FrameCache, MediaDecodeError, VideoSamplingConfig, load_image, load_video_frames
 
 __all__ = [
     "SUPPORTED_VIDEO_MODEL_TYPES",
@@ -39,6 +41,7 @@ __all__ = [
     "collate_vision",
     "encode_prompt",
     "load_row_media",
+    "media_sources",
     "mm_token_type_ids",
     "model_sampling_config",
     "render_prompt",
@@ -61,10 +64,17 @@ class UnsupportedVideoModelError(ValueError):
 
 @dataclass
 class RowMedia:
-    """Decoded media of one row: `videos` as `(uint8 frames (T, H, W, 3), VideoMetadata)` pairs, `images` as PIL."""
+    """Decoded media of one row: `videos` as `(uint8 frames (T, H, W, 3), VideoMetadata)` pairs, `images` as PIL.
+
+    `key` names the row's media sources (rows with equal keys show the same media); `error` is the decode error of a
+    row whose media could not be loaded, when `load_row_media` captures errors (its `videos` and `images` are then
+    empty).
+    """
 
     videos: list = field(default_factory=list)
     images: list = field(default_factory=list)
+    key: tuple = ()
+    error: MediaDecodeError | None = None
 
 
 def vision_patch_factor(processor) -> int:
@@ -84,19 +94,51 @@ def vision_patch_factor(processor) -> int:
 
 
 def model_sampling_config(config: VideoSamplingConfig, model_config, processor) -> VideoSamplingConfig:
-    """`config` with its `patch_factor` set to the model's vision tower (frame sides must be multiples of it).
+    """`config` with its `patch_factor` set to the model's vision tower (frame sides must be multiples of it, or the
+    processor would resize them again).
 
     Args:
         config: the run's sampling rules.
-        model_config: the model's `PretrainedConfig` (its `model_type` decides; never the checkpoint name).
+        model_config: the model's `PretrainedConfig`: its `model_type` decides (never the checkpoint name). None when
+            only the processor is known (the SFT collator): then a Qwen-VL style processor (one with `patch_size` and
+            `merge_size`) sets the factor.
         processor: the model's processor.
 
     Returns:
-        The config to decode with: unchanged for model types outside `SUPPORTED_VIDEO_MODEL_TYPES`.
+        The config to decode with: unchanged for model types outside `SUPPORTED_VIDEO_MODEL_TYPES` (or, without a
+        model config, for a processor without a patch size).
+
+    Raises:
+        UnsupportedVideoModelError: a supported model type whose processor has no `patch_size` / `merge_size`.
     """
+    if model_config is None:
+        try:
+            return replace(config, patch_factor=vision_patch_factor(processor))
+        except UnsupportedVideoModelError:
+            return config
     if getattr(model_config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
         return replace(config, patch_factor=vision_patch_factor(processor))
     return config
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [item for item in value if item is not None]
+    return [value]
+
+
+def media_sources(row: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A row's media in prompt order, as `(kind, source)` pairs: its `video` (a path, or a list of paths), then its
+    `images` (or, without them, its `image`), each a path or an in-memory image.
+
+    Example:
+        >>> media_sources({"video": "clip.mp4", "image": None})
+        [('video', 'clip.mp4')]
+    """
+    images = _as_list(row.get("images")) or _as_list(row.get("image"))
+    return [("video", video) for video in _as_list(row.get("video"))] + [("image", image) for image in images]
 
 
 def load_row_media(
@@ -105,36 +147,73 @@ def load_row_media(
     backend: str = "auto",
     cache: FrameCache | None = None,
     store=None,
+    *,
+    decoded: MutableMapping[tuple, Any] | None = None,
+    counts: Counter | None = None,
+    errors: str = "raise",
 ) -> RowMedia:
-    """Decodes a row's `video` (a path) and its `image` / `images` (paths or in-memory images).
+    """Decodes a row's `video` (a path, or a list of paths) and its `image` / `images` (paths or in-memory images).
 
     Args:
         row: a conversational row (`load_videorft_dataset`, `make_conversation` or a stock trl dataset).
         config: sampling rules (see `model_sampling_config`).
         backend: video backend for `load_video_frames`.
-        cache: optional `FrameCache` (a video asked by several questions is decoded once).
+        cache: optional `FrameCache` (a video asked by several questions is decoded once, across batches).
         store: optional `videorft_hf.frame_store.FrameStore` of prepared frames, read before decoding.
+        decoded: the media already loaded for other rows of the same batch, by source (pass one dict for every row
+            of a batch): a source in it is reused, not decoded again, and a source decoded here is added to it (its
+            decode error too, so that a bad file is opened once).
+        counts: if given, counts `video_decodes` / `image_decodes` (files opened; in-memory images are not) and
+            `video_reuses` / `image_reuses` (sources found in `decoded`).
+        errors: "raise" the row's first `MediaDecodeError`, or "capture" it in the returned `RowMedia.error` (whose
+            media are then empty), for callers that skip bad samples.
 
     Returns:
         The row's `RowMedia` (empty for a text row).
 
     Raises:
-        MediaDecodeError: (a typed subclass) a media file is missing or cannot be decoded.
-        TypeError: the `video` column holds something other than a path.
+        MediaDecodeError: (a typed subclass) a media file is missing or cannot be decoded, with `errors="raise"`.
+        TypeError: the `video` column holds something other than paths.
     """
+    if errors not in ("raise", "capture"):
+        raise ValueError(f"errors must be 'raise' or 'capture', got {errors!r}.")
+    decoded = {} if decoded is None else decoded
+    counts = Counter() if counts is None else counts
     media = RowMedia()
-    video = row.get("video")
-    if video is not None:
-        if not isinstance(video, (str, os.PathLike)):
+    for kind, source in media_sources(row):
+        is_path = isinstance(source, (str, os.PathLike))
+        if kind == "video" and not is_path:
             raise TypeError(
-                f"The `video` column must hold file paths, got {type(video).__name__}. Build rows with "
+                f"The `video` column must hold file paths, got {type(source).__name__}. Build rows with "
                 "videorft_hf.load_videorft_dataset or make_conversation."
             )
-        media.videos.append(load_video_frames(video, config, backend=backend, cache=cache, store=store))
-    images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
-    for image in images:
-        media.images.append(load_image(image, config) if isinstance(image, (str, os.PathLike)) else image)
+        key = (kind, os.fspath(source) if is_path else id(source))
+        media.key += (key,)
+        if key in decoded:
+            counts[f"{kind}_reuses"] += 1
+        else:
+            decoded[key] = _load_source(kind, source, config, backend, cache, store, counts)
+        result = decoded[key]
+        if isinstance(result, MediaDecodeError):  # the row's first bad file decides
+            if errors == "raise":
+                raise result
+            return RowMedia(key=media.key, error=result)
+        (media.videos if kind == "video" else media.images).append(result)
     return media
+
+
+def _load_source(kind: str, source, config, backend, cache, store, counts: Counter):
+    """One video or image, or its `MediaDecodeError` (so that a batch remembers a bad file as it does a good one)."""
+    try:
+        if kind == "video":
+            counts["video_decodes"] += 1
+            return load_video_frames(source, config, backend=backend, cache=cache, store=store)
+        if isinstance(source, (str, os.PathLike)):
+            counts["image_decodes"] += 1
+            return load_image(source, config)
+        return source  # an in-memory image, passed to the processor as a stock trl dataset would
+    except MediaDecodeError as error:
+        return error
 
 
 def render_prompt(processor, prompt: Sequence[Mapping[str, Any]], **chat_template_kwargs) -> str:
@@ -195,7 +274,8 @@ def encode_prompt(
         )
     if images:
         kwargs["images"] = list(images)
-    encoding = processor(text=[text], return_tensors="pt", **kwargs)
+    # The rendered template already holds any BOS token (as trl's `apply_chat_template(tokenize=True)` assumes).
+    encoding = processor(text=[text], return_tensors="pt", add_special_tokens=False, **kwargs)
     ids = encoding["input_ids"][0].tolist()
     vision = {key: encoding[key] for key in VISION_KEYS if key in encoding}
     if "second_per_grid_ts" in vision:

@@ -13,10 +13,16 @@ so the loss is computed as if the video were text. This subclass overrides only 
   prompt and its media once and letting its completions attend to it (`videorft_hf.prompt_sharing`; the same
   log-probs and gradients as per-row passes, `share_prompt_compute=False` turns it off).
 - `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
-  images (`videorft_hf.vllm_media`), generating from the same prompt ids the log-prob passes see.
+  images (`videorft_hf.vllm_media.patched`, the only code that changes trl's `VLLMGeneration`, entered per call),
+  generating from the same prompt ids the log-prob passes see.
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
 - `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
   shaping (length bonus, T-GRPO) to the rewards gathered from every process.
+
+The seams hand the batch's media to each other through one `GenerationMedia` object, entered for the batch (and for
+each loss micro-batch) and dropped in a `finally`, so that no seam depends on the order trl calls them in. Rows go to
+model inputs through `videorft_hf.processing` only (`load_row_media`, `render_prompt`, `encode_prompt`), as in SFT and
+evaluation; T-GRPO's shuffled rollouts render their prompts with the same arguments as the ordinary ones.
 
 The constructor has `GRPOTrainer.__init__`'s signature. Text batches, and batches whose rows all carry images and
 no video, take trl's own path (image paths decoded first with the run's image pixel bounds), so a trl script on a
@@ -42,10 +48,10 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,6 +72,7 @@ if TYPE_CHECKING:
     from trl import GRPOConfig
     from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
+from . import vllm_media
 from .configs import RewardShapingArguments, VideoSamplingArguments
 from .hub import videorft_tags, write_trainer_card
 from .modeling import keep_updates
@@ -74,36 +81,55 @@ from .processing import (
     VISION_KEYS,
     RowMedia,
     UnsupportedVideoModelError,
-    VisionTokenMismatchError,
     check_vision_tokens,
     collate_vision,
     encode_prompt,
+    load_row_media,
+    media_sources,
     mm_token_type_ids,
     model_sampling_config,
-    vision_patch_factor,
+    render_prompt,
 )
 from .prompt_sharing import generate_with_shared_prefill, shared_prompt_logps
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
-from .video import FrameCache, MediaDecodeError, load_image, load_video_frames
-from .vllm_media import MultimodalClient, MultimodalLLM, VLLMMedia, place_features
+from .video import FrameCache
 
 logger = logging.getLogger(__name__)
 
-@dataclass
-class _RowMedia(RowMedia):
-    """Decoded media of one row of a generation batch, with its dedup key and decode error (if skipped)."""
 
-    key: tuple = ()
-    error: Exception | None = None
+@dataclass
+class GenerationMedia:
+    """The media of one generation batch, as the seams trl calls hand it to each other.
+
+    `_generate_and_score_completions` creates it from the batch's decoded rows and enters it (`_media_scope`) for the
+    batch; inside, trl calls the seams in its own order and each reads what it needs here: `_tokenize_prompts` sets
+    `vision` (each row's processor outputs), `_generate_single_turn` generates from `rows` and `vision`,
+    `_get_per_token_logps_and_entropies` scores with `vision`, and `_calculate_rewards` reads `reward_rows` and
+    `skipped` (T-GRPO's shuffled counts are in `shuffled`). The scope ends in a `finally`, so no seam ever sees another
+    batch's media. A batch that takes trl's own image path (`encode=False`) uses only `reward_rows` and `skipped`.
+    T-GRPO's shuffled rollouts enter their own object inside the batch's, and each loss micro-batch enters one that
+    holds only its `vision`.
+    """
+
+    rows: list[RowMedia] = field(default_factory=list)  # decoded media per row (skipped rows: `error` set)
+    reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
+    encode: bool = True  # this class encodes the prompts; False: the batch takes trl's own image path
+    vision: list[dict | None] | None = None  # processor outputs per row (None: no media, or skipped)
+    shuffled: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
 
     @property
-    def reward_frames(self):
-        """What reward functions receive as `frames` for this row."""
-        if self.videos:
-            return self.videos[0][0]
-        if self.images:
-            return self.images[0]
-        return None
+    def skipped(self) -> list[bool]:
+        """Rows skipped for bad media (on_bad_sample="skip")."""
+        return [media.error is not None for media in self.rows]
+
+
+def _reward_frames(media: RowMedia):
+    """What reward functions receive as `frames` for a row: its first video's frames, else its first image."""
+    if media.videos:
+        return media.videos[0][0]
+    if media.images:
+        return media.images[0]
+    return None
 
 
 class _ModelWithInputs:
@@ -115,10 +141,6 @@ class _ModelWithInputs:
 
     def __call__(self, *args, **kwargs):
         return self.model(*args, **kwargs, **self.extra)
-
-
-def _has_media(row: dict) -> bool:
-    return any(row.get(key) is not None and row.get(key) != [] for key in ("video", "image", "images"))
 
 
 def _with_decoded_images(inputs: list[dict], media: list) -> list[dict]:
@@ -205,13 +227,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.sampling_config = self.video_args.sampling_config()
         self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
         self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
-        self._pending_media: list[_RowMedia] | None = None
-        self._reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
-        self._skipped_local: list[bool] | None = None  # rows skipped for bad media (on_bad_sample="skip")
-        self._vision_rows: list[dict | None] | None = None
-        self._shuffled_local: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
-        self._generation_media: list[_RowMedia] | None = None  # media of the prompts being generated now
-        self._generation_vision: list[dict | None] | None = None  # and their processor outputs, per row
+        self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
         for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
             if callable(getattr(getattr(func, "encoder", None), "load", None)):
@@ -266,28 +282,29 @@ class VideoGRPOTrainer(GRPOTrainer):
             "Qwen-VL model for video."
         )
 
+    @property
+    def _vision_placeholder_ids(self) -> list[int]:
+        return [t for t in (self._image_token_id, self._video_token_id) if t is not None]
+
     @contextmanager
     def _vision_placeholders_suppressed(self):
-        """While a batch on this class's media path generates, neither the image nor the video placeholder can be
-        sampled (a sampled one would mismatch the vision features). Other batches keep trl's generation settings."""
-        suppress = {t for t in (self._image_token_id, self._video_token_id) if t is not None}
+        """While a batch on this class's media path generates with transformers, neither the image nor the video
+        placeholder can be sampled (a sampled one would mismatch the vision features). Other batches keep trl's
+        generation settings. (vLLM: `vllm_media.patched` sets a logit bias around each generation call.)"""
         if self.use_vllm:
-            kwargs = self.vllm_generation.generation_kwargs
-            saved = {"logit_bias": kwargs["logit_bias"]} if "logit_bias" in kwargs else {}
-            kwargs["logit_bias"] = {**(kwargs.get("logit_bias") or {}), **{token: -100.0 for token in suppress}}
-        else:
-            kwargs = self.generation_kwargs
-            saved = {"suppress_tokens": kwargs["suppress_tokens"]} if "suppress_tokens" in kwargs else {}
-            saved_config = self.generation_config.suppress_tokens
-            tokens = sorted(set(self.generation_config.suppress_tokens or []) | suppress)
-            kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = tokens
+            yield
+            return
+        kwargs = self.generation_kwargs
+        saved = {"suppress_tokens": kwargs["suppress_tokens"]} if "suppress_tokens" in kwargs else {}
+        saved_config = self.generation_config.suppress_tokens
+        tokens = sorted(set(self.generation_config.suppress_tokens or []) | set(self._vision_placeholder_ids))
+        kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = tokens
         try:
             yield
         finally:
-            kwargs.pop("logit_bias" if self.use_vllm else "suppress_tokens", None)
+            kwargs.pop("suppress_tokens", None)
             kwargs.update(saved)
-            if not self.use_vllm:
-                self.generation_config.suppress_tokens = saved_config
+            self.generation_config.suppress_tokens = saved_config
 
     def _set_signature_columns_if_needed(self):
         # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
@@ -296,58 +313,27 @@ class VideoGRPOTrainer(GRPOTrainer):
             self._signature_columns = [*self._signature_columns, "video"]
 
     # ------------------------------------------------------------------------------------------ media
-    def _load_media(self, inputs: list[dict]) -> list[_RowMedia]:
-        """Decodes each unique video and image of the batch once; rows of the same prompt share the arrays."""
+    def _load_media(self, inputs: list[dict]) -> list[RowMedia]:
+        """Decodes each unique video and image of the batch once (`processing.load_row_media` with one memo for the
+        batch); rows of the same prompt share the arrays. A bad file raises, or (on_bad_sample="skip") leaves its
+        row's `error` set, counted and logged."""
         decoded: dict[tuple, Any] = {}
         rows = []
         for index, row in enumerate(inputs):
-            media = _RowMedia()
-            video = row.get("video")
-            sources = [("video", video)] if video is not None else []
-            images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
-            sources += [("image", image) for image in images]
-            for kind, source in sources:
-                key = (kind, os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source))
-                media.key += (key,)
-                if key not in decoded:
-                    decoded[key] = self._decode(kind, source)
-                else:
-                    self.media_counts[f"{kind}_reuses"] += 1
-                result = decoded[key]
-                if isinstance(result, MediaDecodeError):
-                    media.error = result
-                elif kind == "video":
-                    media.videos.append(result)
-                else:
-                    media.images.append(result)
+            media = load_row_media(
+                row,
+                self.sampling_config,
+                backend=self.video_args.video_backend,
+                cache=self._frame_cache,
+                store=self._frame_store,
+                decoded=decoded,
+                counts=self.media_counts,
+                errors="capture",
+            )
             if media.error is not None:
                 self._handle_bad_sample(index, row, media.error)
-                media.videos, media.images = [], []
             rows.append(media)
         return rows
-
-    def _decode(self, kind: str, source):
-        try:
-            if kind == "video":
-                if not isinstance(source, (str, os.PathLike)):
-                    raise TypeError(
-                        f"The `video` column must hold file paths, got {type(source).__name__}. Build rows with "
-                        "videorft_hf.load_videorft_dataset or make_conversation."
-                    )
-                self.media_counts["video_decodes"] += 1
-                return load_video_frames(
-                    source,
-                    self.sampling_config,
-                    backend=self.video_args.video_backend,
-                    cache=self._frame_cache,
-                    store=self._frame_store,
-                )
-            if isinstance(source, (str, os.PathLike)):
-                self.media_counts["image_decodes"] += 1
-                return load_image(source, self.sampling_config)
-            return source  # an in-memory image, passed to the processor as a stock trl dataset would
-        except MediaDecodeError as error:
-            return error
 
     @property
     def _skip_hint(self) -> str:
@@ -365,57 +351,97 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.media_counts["skipped_samples"] += 1
         logger.warning("Skipping %s: %s (%d skipped so far)", name, error, self.media_counts["skipped_samples"])
 
+    @contextmanager
+    def _media_scope(self, media: GenerationMedia) -> Iterator[GenerationMedia]:
+        """Makes `media` the one the seams read until the block ends, then restores the enclosing one (None outside
+        any batch)."""
+        outer, self._media = self._media, media
+        try:
+            yield media
+        finally:
+            self._media = outer
+
+    def _encode_prompt(
+        self, prompt: list[dict], media: RowMedia, index: int, encoded: dict[tuple, tuple] | None = None
+    ) -> tuple[list[int], dict]:
+        """A generation prompt's token ids and vision tensors: rendered with the arguments trl's `_tokenize_prompts`
+        uses (the trainer's chat template, tools and template kwargs), encoded with its media, vision tokens checked.
+        Every rollout (T-GRPO's shuffled ones too) is encoded here.
+
+        Args:
+            prompt: the row's conversational prompt.
+            media: its decoded media.
+            index: its row in the generation batch, for errors.
+            encoded: results by (text, media), shared over a batch: each unique prompt is encoded once.
+
+        Raises:
+            VisionTokenMismatchError: naming the row.
+        """
+        text = render_prompt(
+            self.processing_class,
+            prompt,
+            tools=self.tools or None,  # `or None`: as trl, no tool boilerplate for tools=[]
+            chat_template=self.chat_template,
+            **self.chat_template_kwargs,
+        )
+        key = (text, media.key, media.error is not None)
+        if encoded is not None and key in encoded:
+            return encoded[key]
+        where = f"Row {index} of the generation batch"
+        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
+        check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
+        if encoded is not None:
+            encoded[key] = ids, vision
+        return ids, vision
+
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
         # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
         # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer;
         # any other batch with media (video, or image rows mixed with text or skipped rows) takes this class's path,
         # which carries per-row vision tensors in the batch and is built for Qwen-VL models.
-        if not self._is_vlm or not any(_has_media(row) for row in inputs):
+        if not self._is_vlm or not any(media_sources(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
         has_video = any(row.get("video") is not None for row in inputs)
         model_type = getattr(self.model.config, "model_type", None)
         if has_video and model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
             raise UnsupportedVideoModelError(self._unsupported_video_message("The batch has video rows"))
         before = Counter(self.media_counts)
-        media = self._load_media(inputs)
-        self._reward_rows = [{**row, "frames": m.reward_frames} for row, m in zip(inputs, media, strict=True)]
-        self._skipped_local = [m.error is not None for m in media]
-        every_row_has_images = all(m.images and m.error is None for m in media)
-        try:
-            if not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES):
-                output = super()._generate_and_score_completions(_with_decoded_images(inputs, media))
+        rows = self._load_media(inputs)
+        every_row_has_images = all(m.images and m.error is None for m in rows)
+        trl_path = not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES)
+        media = GenerationMedia(
+            rows,
+            reward_rows=[{**row, "frames": _reward_frames(m)} for row, m in zip(inputs, rows, strict=True)],
+            encode=not trl_path,
+        )
+        with self._media_scope(media):
+            if trl_path:
+                output = super()._generate_and_score_completions(_with_decoded_images(inputs, rows))
             else:
                 output = self._generate_with_media(inputs, media)
-        finally:
-            self._reward_rows = self._skipped_local = None
-        skipped = [i for i, m in enumerate(media) if m.error is not None]
+        skipped = [i for i, flag in enumerate(media.skipped) if flag]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
             output["completion_mask"][skipped] = 0
         self._log_media_counts(before)
         return output
 
-    def _generate_with_media(self, inputs: list[dict], media: list[_RowMedia]):
+    def _generate_with_media(self, inputs: list[dict], media: GenerationMedia):
         """This class's media path: the processor sees the decoded frames and images once per prompt, and the batch
         carries each row's vision tensors to every log-prob pass."""
-        self._pending_media = media
         # trl's own image path would run a second, video-blind processor pass: media stays with this class.
         rows = []
-        for row, row_media in zip(inputs, media, strict=True):
+        for row, row_media in zip(inputs, media.rows, strict=True):
             prompt = row["prompt"]
             if row_media.images and row_media.error is None and isinstance(prompt, list):
                 # trl's image rows may have plain-string prompts: insert the image blocks, as trl does.
                 prompt = prepare_multimodal_messages(prompt, images=row_media.images)
             rows.append({**{k: v for k, v in row.items() if k not in ("image", "images", "video")}, "prompt": prompt})
-        try:
-            with self._vision_placeholders_suppressed():
-                if self.shaping["temporal_grpo"] and self.model.training:
-                    self._shuffled_local = self._rollout_shuffled(inputs, media)
-                output = super()._generate_and_score_completions(rows)
-            vision_rows = self._vision_rows
-        finally:
-            self._pending_media = self._vision_rows = self._generation_media = self._generation_vision = None
-        output["vision_inputs"] = [None if row is _SKIPPED else row for row in vision_rows]
+        with self._vision_placeholders_suppressed():
+            if self.shaping["temporal_grpo"] and self.model.training:
+                media.shuffled = self._rollout_shuffled(inputs, media.rows)
+            output = super()._generate_and_score_completions(rows)
+        output["vision_inputs"] = list(media.vision)
         return output
 
     def _log_media_counts(self, before: Counter) -> None:
@@ -426,72 +452,39 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list):
         # Adds: the processor sees the frames (with their metadata) and images; vision tokens are checked.
-        media = self._pending_media
-        if media is None:
+        media = self._media
+        if media is None or not media.encode:
             return super()._tokenize_prompts(prompts)
-        processor = self.processing_class
         encoded: dict[tuple, tuple[list[int], dict]] = {}
         prompt_ids, vision_rows = [], []
-        for index, (prompt, row_media) in enumerate(zip(prompts, media, strict=True)):
+        for index, (prompt, row_media) in enumerate(zip(prompts, media.rows, strict=True)):
             skipped = row_media.error is not None
-            if skipped:
-                prompt = _strip_media_blocks(prompt)
-            text = processor.apply_chat_template(
-                prompt,
-                tools=self.tools or None,
-                chat_template=self.chat_template,
-                add_generation_prompt=True,
-                tokenize=False,
-                **self.chat_template_kwargs,
-            )
-            key = (text, row_media.key, skipped)
-            if key not in encoded:
-                encoded[key] = self._encode(text, row_media, index)
-            ids, vision = encoded[key]
+            ids, vision = self._encode_prompt(_strip_media_blocks(prompt) if skipped else prompt, row_media, index, encoded)
             prompt_ids.append(ids)
-            vision_rows.append(_SKIPPED if skipped else (vision or None))
-        self._vision_rows = vision_rows
-        self._generation_media = list(media)
-        self._generation_vision = [None if v is _SKIPPED else v for v in vision_rows]
-        fields = collate_vision([None if v is _SKIPPED else v for v in vision_rows])
+            vision_rows.append(None if skipped else (vision or None))
+        media.vision = vision_rows
+        return prompt_ids, None, self._generation_fields(prompt_ids, vision_rows)
+
+    def _generation_fields(self, prompt_ids: list[list[int]], vision_rows: list[dict | None]) -> dict:
+        """trl's `multimodal_fields` for generation: the collated vision tensors and per-prompt `mm_token_type_ids`."""
+        fields = collate_vision(vision_rows)
         fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
-        return prompt_ids, None, fields
+        return fields
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         # Adds: vLLM receives each row's frames (with metadata) and images. The media travel as `VLLMMedia` through
         # trl's `images` argument, so trl gathers them to the main process (server mode) or across the
-        # tensor-parallel group (colocate); the adapters of `videorft_hf.vllm_media` turn them into vLLM's inputs.
-        media = self._generation_media
-        if media is not None and not self.use_vllm and getattr(self.args, "share_prompt_compute", True):
-            with self._shared_prefill(self._generation_vision):
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if not self.use_vllm or media is None:
+        # tensor-parallel group (colocate); `vllm_media.patched` sets up trl's generation object for them.
+        media = self._media
+        if media is None or not media.encode:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        payloads = [
-            [VLLMMedia(m.videos, m.images, f"row {i} of the generation batch")]
-            if m.error is None and (m.videos or m.images)
-            else None
-            for i, m in enumerate(media)
-        ]
-        images = payloads if any(payloads) else None
-        generation = self.vllm_generation
-        if self.vllm_mode == "colocate":
-            llm = generation.llm
-            generation.llm = MultimodalLLM(llm)
-            try:
+        if self.use_vllm:
+            with vllm_media.patched(self.vllm_generation, media.rows, self._vision_placeholder_ids) as images:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-            finally:
-                generation.llm = llm
-        client = getattr(generation, "vllm_client", None)  # server mode: only the main process talks to the server
-        if client is not None:
-            generation.vllm_client = MultimodalClient(client)
-            generation._place_features = place_features  # trl's own places image runs only
-        try:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        finally:
-            if client is not None:
-                generation.vllm_client = client
-                del generation._place_features
+        if getattr(self.args, "share_prompt_compute", True):
+            with self._shared_prefill(media.vision):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
     @contextmanager
     def _shared_prefill(self, vision_rows: list[dict | None]):
@@ -514,20 +507,14 @@ class VideoGRPOTrainer(GRPOTrainer):
         finally:
             del model.generate
 
-    def _encode(self, text: str, media: _RowMedia, index: int) -> tuple[list[int], dict]:
-        where = f"Row {index} of the generation batch"
-        ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
-        check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
-        return ids, vision
-
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return mm_token_type_ids(input_ids, self._image_token_id, self._video_token_id)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
         # Adds: each row's own vision tensors, and each unique prompt with its media computed once (prompt sharing);
         # MoE aux losses keep per-row chunks through trl's own loop.
-        rows = self._vision_rows
-        if rows is None or all(row is None or row is _SKIPPED for row in rows):
+        rows = self._media.vision if self._media is not None else None
+        if rows is None or all(row is None for row in rows):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
             )
@@ -542,7 +529,7 @@ class VideoGRPOTrainer(GRPOTrainer):
                     input_ids,
                     attention_mask,
                     logits_to_keep,
-                    [None if row is _SKIPPED else row for row in rows],
+                    rows,
                     batch_size=batch_size,
                     compute_entropy=kwargs.get("compute_entropy", False),
                     share=getattr(self.args, "share_prompt_compute", True),
@@ -553,8 +540,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         logps, entropies, aux_losses = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
-            chunk_rows = [None if row is _SKIPPED else row for row in rows[start:end]]
-            extra = {k: v.to(input_ids.device) for k, v in collate_vision(chunk_rows).items()}
+            extra = {k: v.to(input_ids.device) for k, v in collate_vision(rows[start:end]).items()}
             extra["mm_token_type_ids"] = self._mm_token_type_ids(input_ids[start:end])
             chunk_logps, chunk_entropies, chunk_aux = super()._get_per_token_logps_and_entropies(
                 _ModelWithInputs(model, extra),
@@ -581,20 +567,20 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         # Adds: the micro-batch's vision tensors reach the policy forward.
-        self._vision_rows = inputs.get("vision_inputs")
-        try:
+        with self._media_scope(GenerationMedia(vision=inputs.get("vision_inputs"))):
             return super()._compute_loss(model, inputs)
-        finally:
-            self._vision_rows = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Adds: the dataset's own media columns and `frames` reach reward functions; group shaping after the gather.
-        if self._reward_rows is not None:
-            inputs = self._reward_rows
+        media = self._media
+        if media is not None and media.reward_rows is not None:
+            inputs = media.reward_rows
         else:
             inputs = [{**row, "frames": None} for row in inputs]
         skipped_local = torch.tensor(
-            self._skipped_local or [False] * len(prompts), dtype=torch.bool, device=self.accelerator.device
+            (media.skipped if media is not None else None) or [False] * len(prompts),
+            dtype=torch.bool,
+            device=self.accelerator.device,
         )
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         skipped = self.accelerator.gather(skipped_local)
@@ -633,7 +619,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             self._metrics[mode][f"shaping/{name}"].append(bonus[scorable].mean().item())
         return rewards
 
-    def _rollout_shuffled(self, inputs: list[dict], media: list[_RowMedia]) -> torch.Tensor:
+    def _rollout_shuffled(self, inputs: list[dict], media: list[RowMedia]) -> torch.Tensor:
         """T-GRPO: rolls out `num_generations // 2` completions per group on frame-shuffled video (never trained on)
         and scores them with the accuracy reward. Returns per local row `(correct, rolled out)`, credited to the
         first row of each prompt here, so that the sums over a group are right after the gather."""
@@ -651,24 +637,16 @@ class VideoGRPOTrainer(GRPOTrainer):
             first = rows[0]
             frames, metadata = media[first].videos[0]
             order = torch.randperm(len(frames), generator=generator).numpy()
-            shuffled = _RowMedia(key=("shuffled",), videos=[(frames[order], metadata)])
-            text = self.processing_class.apply_chat_template(
-                inputs[first]["prompt"], add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
-            )
-            ids, vision = self._encode(text, shuffled, first)
+            shuffled = RowMedia(key=("shuffled",), videos=[(frames[order], metadata)])
+            ids, vision = self._encode_prompt(inputs[first]["prompt"], shuffled, first)
             copies = max(1, round(len(rows) * (self.num_generations // 2) / self.num_generations))
             prompt_ids += [ids] * copies
             vision_rows += [vision] * copies
             shuffled_media += [shuffled] * copies
             owners += [first] * copies
-        fields = collate_vision(vision_rows)
-        fields["mm_token_type_ids"] = [self._mm_token_type_ids(torch.tensor(ids)).tolist() for ids in prompt_ids]
-        main = self._generation_media, self._generation_vision
-        self._generation_media, self._generation_vision = shuffled_media, vision_rows
-        try:
+        fields = self._generation_fields(prompt_ids, vision_rows)
+        with self._media_scope(GenerationMedia(shuffled_media, vision=vision_rows)):
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
-        finally:
-            self._generation_media, self._generation_vision = main
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
         columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
@@ -686,10 +664,9 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
         """T-GRPO's bonus per completion from this batch's shuffled rollouts (`_rollout_shuffled`), gathered."""
-        local = self._shuffled_local
+        local = self._media.shuffled if self._media is not None else None
         if local is None:
             local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=device)
-        self._shuffled_local = None
         shaping = self.shaping
         bonus, shuffled_accuracy = group_temporal_bonus(
             correct, self.accelerator.gather(local), group, shaping["temporal_ratio"], shaping["temporal_bonus"]
@@ -700,16 +677,4 @@ class VideoGRPOTrainer(GRPOTrainer):
         return bonus
 
 
-class _Skipped:
-    def __repr__(self):
-        return "<skipped sample>"
-
-
-_SKIPPED = _Skipped()
-
-__all__ = [
-    "VideoGRPOTrainer",
-    "VisionTokenMismatchError",
-    "UnsupportedVideoModelError",
-    "vision_patch_factor",
-]
+__all__ = ["GenerationMedia", "VideoGRPOTrainer"]

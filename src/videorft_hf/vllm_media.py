@@ -16,18 +16,25 @@ across the tensor-parallel group in colocate mode); two adapters turn it into wh
   `VLLMPromptMismatchError` when the trainer's prompt does not contain it (never generating from misplaced features).
 
 In both modes the token ids vLLM generates from are the ones the trainer's processor expanded, so generation and the
-log-prob passes see the same sequence. Nothing here imports vLLM.
+log-prob passes see the same sequence. `patched` is the one place that changes trl's `VLLMGeneration` for this: the
+trainer only enters it around a media batch's generation call, and everything it set is restored on exit. Nothing here
+imports vLLM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .curation.backends import encode_image_data_url
+
+if TYPE_CHECKING:
+    from .processing import RowMedia
 
 __all__ = [
     "MultimodalClient",
@@ -36,6 +43,8 @@ __all__ = [
     "VLLMPromptMismatchError",
     "VLLMServerError",
     "frames_data_url",
+    "media_payloads",
+    "patched",
     "place_features",
     "render_request",
 ]
@@ -231,3 +240,65 @@ def place_features(features: dict | None, prompt_ids: list[int]) -> dict | None:
             cursor = at + length
         placed[modality] = moved
     return {**features, "mm_placeholders": placed}
+
+
+# ------------------------------------------------------------------------------------------------------- patching
+def media_payloads(media: Sequence[RowMedia]) -> list[list[VLLMMedia] | None] | None:
+    """trl's `images` argument for a batch: `[VLLMMedia]` for each row with media, None for a row without (or a
+    skipped row); None when no row has media."""
+    payloads = [
+        [VLLMMedia(m.videos, m.images, f"row {i} of the generation batch")]
+        if m.error is None and (m.videos or m.images)
+        else None
+        for i, m in enumerate(media)
+    ]
+    return payloads if any(payloads) else None
+
+
+@contextmanager
+def patched(generation, media: Sequence[RowMedia], suppress_tokens: Iterable[int] = ()) -> Iterator[list | None]:
+    """trl's `VLLMGeneration` set up to generate a media batch, and restored on exit.
+
+    While entered:
+
+    - colocate: `generation.llm` is a `MultimodalLLM` around the engine;
+    - server, on the process that talks to the server: `generation.vllm_client` is a `MultimodalClient` and
+      `generation._place_features` is `place_features` (trl's own places image runs only);
+    - `generation.generation_kwargs["logit_bias"]` holds -100 for `suppress_tokens` (the vision placeholders, which
+      a rollout must never sample), on top of any bias already there.
+
+    Args:
+        generation: the trainer's `vllm_generation`.
+        media: the rows' decoded media (`processing.RowMedia`), in prompt order.
+        suppress_tokens: token ids never to sample.
+
+    Yields:
+        The `images` argument for trl's `_generate_single_turn` (`media_payloads`).
+
+    Example:
+        >>> with patched(trainer.vllm_generation, media, [video_token_id]) as images:  # doctest: +SKIP
+        ...     completion_ids, logprobs = trainer._generate_single_turn(prompt_ids, images, fields, 8)
+    """
+    kwargs = generation.generation_kwargs
+    saved_bias = {"logit_bias": kwargs["logit_bias"]} if "logit_bias" in kwargs else {}
+    bias = {token: -100.0 for token in suppress_tokens}
+    llm = generation.llm if generation.mode == "colocate" else None
+    client = getattr(generation, "vllm_client", None) if generation.mode == "server" else None
+    if bias:
+        kwargs["logit_bias"] = {**(kwargs.get("logit_bias") or {}), **bias}
+    if llm is not None:
+        generation.llm = MultimodalLLM(llm)
+    if client is not None:  # server mode: only the main process holds a client
+        generation.vllm_client = MultimodalClient(client)
+        generation._place_features = place_features
+    try:
+        yield media_payloads(media)
+    finally:
+        if llm is not None:
+            generation.llm = llm
+        if client is not None:
+            generation.vllm_client = client
+            del generation._place_features
+        if bias:
+            kwargs.pop("logit_bias", None)
+            kwargs.update(saved_bias)
