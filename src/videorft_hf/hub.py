@@ -45,6 +45,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, ModelCardData
 
+from .modeling import merge_adapter
 from .run_record import RECORDED_TRAINING_ARGS, RUN_RECORD_NAME, read_run_record
 
 logger = logging.getLogger(__name__)
@@ -762,7 +763,7 @@ def plan_model_repo(
             raise CheckpointError("The adapter names no base model: pass merge_base (--merge-base) to merge into.")
         if work_dir is None:
             raise CheckpointError("kind='merged' needs a work_dir for the merged weights.")
-        merged = _merge_adapter(checkpoint, merge_from, Path(work_dir) / "merged")
+        merged = Path(merge_adapter(merge_from, checkpoint, Path(work_dir) / "merged", save_processor=False))
         files.update(_select(merged, sorted(p.name for p in merged.iterdir()), _MODEL_FILES))
 
     processor_files = _select(checkpoint, names, _PROCESSOR_FILES)
@@ -873,26 +874,6 @@ def _save_processor(source: str, folder: Path) -> dict[str, Path]:
     AutoProcessor.from_pretrained(source).save_pretrained(folder)
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     return _select(folder, names, _PROCESSOR_FILES)
-
-
-def _merge_adapter(adapter_dir: Path, base: str, out_dir: Path) -> Path:
-    """Loads `base` (its own dtype), applies the adapter, merges it and saves the result with `save_pretrained`."""
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    config = AutoConfig.from_pretrained(base)
-    auto_class = (
-        AutoModelForImageTextToText
-        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-        else AutoModelForCausalLM
-    )
-    logger.info("Merging the adapter of %s into %s (%s)", adapter_dir, base, config.model_type)
-    model = auto_class.from_pretrained(base, dtype="auto")
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    return out_dir
 
 
 def _is_hub_id(value: Any) -> bool:

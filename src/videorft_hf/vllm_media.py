@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .curation.backends import encode_image_data_url
+from .media_encoding import encode_image_data_url
 
 __all__ = [
     "MultimodalClient",

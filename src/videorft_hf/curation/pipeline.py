@@ -76,7 +76,7 @@ from typing import Any
 
 from ..configs import VideoSamplingArguments
 from ..data import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
-from ..jsonl import output_dir_lock, read_keyed_jsonl
+from ..jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json, write_jsonl
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
     CURATION_DESCRIBE_VIDEO_PROMPT,
@@ -536,26 +536,6 @@ def read_stage_file(path: str | os.PathLike, repair: bool = True) -> dict[str, d
     )
 
 
-def _write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, ensure_ascii=False, indent=2)
-        stream.write("\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
 
@@ -695,7 +675,7 @@ class _Curation:
             if os.path.exists(target):
                 logger.info("Discarding %s (redo_from=%s).", target, args.redo_from)
                 os.remove(target)
-        _write_json(path, config)
+        write_json(path, config)
 
     def stage_path(self, stage: str) -> str:
         return os.path.join(self.stage_dir, f"{stage}.jsonl")
@@ -939,9 +919,7 @@ class _Curation:
                         else:
                             consecutive = 0
                             line = {"key": key, "input_hash": input_hash, **line}
-                            stream.write(json.dumps(line, ensure_ascii=False) + "\n")
-                            stream.flush()
-                            os.fsync(stream.fileno())
+                            append_jsonl(stream, [line])
                             done[key] = line
                             run.written += 1
                             counts[line["status"]] += 1
@@ -1072,8 +1050,8 @@ class _Curation:
             else:
                 unfinished += 1
         rejected.sort(key=lambda row: row["index"])
-        _write_jsonl(os.path.join(output_dir, "cot.jsonl"), kept)
-        _write_jsonl(os.path.join(output_dir, "rejected.jsonl"), rejected)
+        write_jsonl(os.path.join(output_dir, "cot.jsonl"), kept)
+        write_jsonl(os.path.join(output_dir, "rejected.jsonl"), rejected)
 
         stages = {}
         for stage in STAGES:
@@ -1117,7 +1095,7 @@ class _Curation:
                 "errors": [message for run in self.runs.values() for message in run.errors][:50],
             },
         }
-        _write_json(os.path.join(output_dir, "summary.json"), summary)
+        write_json(os.path.join(output_dir, "summary.json"), summary)
         logger.info(
             "Curated %d records: %d kept, %d rejected, %d unfinished (%s).",
             items_in,
