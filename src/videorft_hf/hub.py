@@ -10,8 +10,9 @@ A dry run writes the plan to a folder (the exact repository, nothing uploaded); 
 if needed (and the `--revision` branch) and uploads the same plan in one commit. So what a dry run shows is what a
 push uploads.
 
-- Model cards are rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/model_card.md`, which
-  ships inside the package (`videorft_hf/model_cards/`, package data) so that an installed wheel has it.
+- Model cards are rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/model_card.md`, a
+  top-level folder of the repository that the wheel ships as the package `videorft_hf.model_cards` (setuptools'
+  `package-dir`, no copy); `model_card_template` finds it in an installed package or in a source checkout.
 - The card states what ran: `videorft sft` / `videorft grpo` save a run record (`videorft_run.json`, see
   `run_record`) with the checkpoint (stage, base model, adapter or full, rewards, shaping, sampling, training arguments,
   steps, hardware); the adapter's `adapter_config.json` names the model an adapter applies to. A recipe file is read
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("sft", "grpo")
 CHECKPOINT_KINDS = ("auto", "full", "adapter", "merged")
-MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_cards") / "model_card.md"
+MODEL_CARD_TEMPLATES = "videorft_hf.model_cards"
 DEFAULT_PIPELINE_TAG = "video-text-to-text"
 
 # Files of a checkpoint folder that belong on the Hub (top level only; everything else is reported and left out).
@@ -365,6 +366,43 @@ def _summary_scores(source: Any) -> list[tuple[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------------- cards
+def model_card_template(name: str = "model_card.md") -> Path:
+    """The path of a card template of the repository's top-level `model_cards/` folder.
+
+    Looked up first in the package `videorft_hf.model_cards` (a wheel, or an editable install, where setuptools maps
+    the package to that folder), then in `model_cards/` beside `src/` of the source tree this module was imported
+    from (a checkout on `PYTHONPATH`, which sees no `package-dir` mapping).
+
+    Args:
+        name: the template's file name.
+
+    Returns:
+        The template's path.
+
+    Raises:
+        FileNotFoundError: neither place has it (an incomplete install); the message names where it looked.
+
+    Example:
+        >>> model_card_template().name
+        'model_card.md'
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(MODEL_CARD_TEMPLATES)
+    except ModuleNotFoundError:
+        spec = None
+    folders = [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec is not None else []
+    folders.append(Path(__file__).resolve().parents[2] / "model_cards")  # src/videorft_hf/hub.py -> the repository
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"Card template {name} not found in {', '.join(map(str, folders))}: reinstall videorft_hf (the wheel ships "
+        "it as videorft_hf.model_cards) or run from a checkout that has model_cards/."
+    )
+
+
 def render_model_card(
     repo_id: str,
     stage: str,
@@ -452,7 +490,7 @@ def render_model_card(
         recipe_title = ""
     return ModelCard.from_template(
         card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
+        template_path=str(model_card_template()),
         model_name=model_name,
         repo_id=repo_id,
         kind=kind,
