@@ -751,70 +751,13 @@ def plan_model_repo(
     if not checkpoint.is_dir():
         raise CheckpointError(f"Checkpoint folder {checkpoint} does not exist.")
     names = sorted(p.name for p in checkpoint.iterdir() if p.is_file())
-    has_adapter = "adapter_config.json" in names
-    if kind == "auto":
-        kind = "adapter" if has_adapter else "full"
-    if kind not in CHECKPOINT_KINDS:
-        raise CheckpointError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}.")
-    if kind in ("adapter", "merged") and not has_adapter:
-        raise CheckpointError(f"{checkpoint} has no adapter_config.json: it is not a peft adapter; use kind='full'.")
-    if kind == "full" and has_adapter:
-        raise CheckpointError(f"{checkpoint} is a peft adapter: use kind='adapter' or kind='merged'.")
-
-    run = read_run_record(checkpoint)
-    if run is not None and recipe is not None:
-        raise CheckpointError(
-            f"{checkpoint} has a run record ({RUN_RECORD_NAME}) of what ran, and the card is written from it; a recipe "
-            "file would not describe this run better. Drop recipe (--recipe)."
-        )
-    recipe = _load_recipe(recipe)
-    if run is not None and stage is not None and run.get("stage") not in (None, stage):
-        raise CheckpointError(
-            f"{checkpoint} was trained by the {run['stage']} stage ({RUN_RECORD_NAME}), not {stage}: drop --stage."
-        )
-    stage = stage or (run or {}).get("stage") or _infer_stage(recipe)
-    if stage is None:
-        raise CheckpointError(
-            f"Cannot tell the training stage of {checkpoint}: it has no {RUN_RECORD_NAME} (written by `videorft sft` "
-            "and `videorft grpo`). Pass stage='sft' or 'grpo' (--stage)."
-        )
-    if stage not in STAGES:
-        raise CheckpointError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
-    adapter_config = _read_json(checkpoint / "adapter_config.json") if has_adapter else {}
+    kind = _checkpoint_kind(checkpoint, names, kind)
+    run, recipe, stage = _run_recipe_and_stage(checkpoint, stage, recipe)
+    adapter_config = _read_json(checkpoint / "adapter_config.json") if kind != "full" else {}
     trainer_state = _read_json(checkpoint / "trainer_state.json") if "trainer_state.json" in names else None
 
-    files: dict[str, Path | bytes] = {}
-    if kind == "full":
-        files.update(_select(checkpoint, names, _MODEL_FILES))
-        if "config.json" not in files or not any(name.endswith(".safetensors") for name in files):
-            raise CheckpointError(
-                f"{checkpoint} has no config.json and safetensors weights: save it with `save_pretrained` "
-                "(safetensors) or pass the folder of a finished run."
-            )
-    elif kind == "adapter":
-        files.update(_select(checkpoint, names, _ADAPTER_FILES))
-        if "adapter_model.safetensors" not in files:
-            raise CheckpointError(f"{checkpoint} has no adapter_model.safetensors.")
-    else:
-        merge_from = merge_base or adapter_config.get("base_model_name_or_path")
-        if not merge_from:
-            raise CheckpointError("The adapter names no base model: pass merge_base (--merge-base) to merge into.")
-        if work_dir is None:
-            raise CheckpointError("kind='merged' needs a work_dir for the merged weights.")
-        merged = Path(merge_adapter(merge_from, checkpoint, Path(work_dir) / "merged", save_processor=False))
-        files.update(_select(merged, sorted(p.name for p in merged.iterdir()), _MODEL_FILES))
-
-    processor_files = _select(checkpoint, names, _PROCESSOR_FILES)
-    if not _is_complete_processor(processor_files):
-        if processor is None:
-            raise CheckpointError(
-                f"{checkpoint} has no complete processor (tokenizer and image/video processor files): pass processor= "
-                "(--processor) with the path or Hub id of the processor the model was trained with."
-            )
-        if work_dir is None:
-            raise CheckpointError("Publishing a processor from elsewhere needs a work_dir to save it in.")
-        processor_files = _save_processor(processor, Path(work_dir) / "processor")
-    files.update(processor_files)
+    files = _weight_files(checkpoint, names, kind, adapter_config, merge_base, work_dir)
+    files.update(_processor_files(checkpoint, names, processor, work_dir))
     left_out = [name for name in names if name not in files and name != "README.md"]
     if left_out:
         logger.info("Not published (training state or unknown files): %s", ", ".join(left_out))
@@ -848,6 +791,96 @@ def plan_model_repo(
         logger.warning("No license given: the card has none. Pass license= (--license), e.g. the base model's.")
     files["README.md"] = str(card).encode("utf-8")
     return RepoPlan(repo_id=repo_id, repo_type="model", files=files)
+
+
+def _checkpoint_kind(checkpoint: Path, names: Sequence[str], kind: str) -> str:
+    """The kind to publish (`"auto"` resolved by the presence of `adapter_config.json`), checked against the folder."""
+    has_adapter = "adapter_config.json" in names
+    if kind == "auto":
+        kind = "adapter" if has_adapter else "full"
+    if kind not in CHECKPOINT_KINDS:
+        raise CheckpointError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}.")
+    if kind in ("adapter", "merged") and not has_adapter:
+        raise CheckpointError(f"{checkpoint} has no adapter_config.json: it is not a peft adapter; use kind='full'.")
+    if kind == "full" and has_adapter:
+        raise CheckpointError(f"{checkpoint} is a peft adapter: use kind='adapter' or kind='merged'.")
+    return kind
+
+
+def _run_recipe_and_stage(
+    checkpoint: Path, stage: str | None, recipe
+) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
+    """The checkpoint's run record, the recipe (only for a checkpoint without one) and the training stage: the one
+    given, else the run record's, else the recipe's."""
+    run = read_run_record(checkpoint)
+    if run is not None and recipe is not None:
+        raise CheckpointError(
+            f"{checkpoint} has a run record ({RUN_RECORD_NAME}) of what ran, and the card is written from it; a recipe "
+            "file would not describe this run better. Drop recipe (--recipe)."
+        )
+    recipe = _load_recipe(recipe)
+    if run is not None and stage is not None and run.get("stage") not in (None, stage):
+        raise CheckpointError(
+            f"{checkpoint} was trained by the {run['stage']} stage ({RUN_RECORD_NAME}), not {stage}: drop --stage."
+        )
+    stage = stage or (run or {}).get("stage") or _infer_stage(recipe)
+    if stage is None:
+        raise CheckpointError(
+            f"Cannot tell the training stage of {checkpoint}: it has no {RUN_RECORD_NAME} (written by `videorft sft` "
+            "and `videorft grpo`). Pass stage='sft' or 'grpo' (--stage)."
+        )
+    if stage not in STAGES:
+        raise CheckpointError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+    return run, recipe, stage
+
+
+def _weight_files(
+    checkpoint: Path,
+    names: Sequence[str],
+    kind: str,
+    adapter_config: Mapping[str, Any],
+    merge_base: str | None,
+    work_dir: str | os.PathLike | None,
+) -> dict[str, Path | bytes]:
+    """The model files of a full checkpoint, the adapter files of an adapter, or the weights of the adapter merged into
+    its base (written under `work_dir`)."""
+    if kind == "full":
+        files = _select(checkpoint, names, _MODEL_FILES)
+        if "config.json" not in files or not any(name.endswith(".safetensors") for name in files):
+            raise CheckpointError(
+                f"{checkpoint} has no config.json and safetensors weights: save it with `save_pretrained` "
+                "(safetensors) or pass the folder of a finished run."
+            )
+        return dict(files)
+    if kind == "adapter":
+        files = _select(checkpoint, names, _ADAPTER_FILES)
+        if "adapter_model.safetensors" not in files:
+            raise CheckpointError(f"{checkpoint} has no adapter_model.safetensors.")
+        return dict(files)
+    merge_from = merge_base or adapter_config.get("base_model_name_or_path")
+    if not merge_from:
+        raise CheckpointError("The adapter names no base model: pass merge_base (--merge-base) to merge into.")
+    if work_dir is None:
+        raise CheckpointError("kind='merged' needs a work_dir for the merged weights.")
+    merged = Path(merge_adapter(merge_from, checkpoint, Path(work_dir) / "merged", save_processor=False))
+    return dict(_select(merged, sorted(p.name for p in merged.iterdir()), _MODEL_FILES))
+
+
+def _processor_files(
+    checkpoint: Path, names: Sequence[str], processor: str | None, work_dir: str | os.PathLike | None
+) -> dict[str, Path]:
+    """The checkpoint's processor files, or those of `processor` saved under `work_dir` when it has no complete one."""
+    files = _select(checkpoint, names, _PROCESSOR_FILES)
+    if _is_complete_processor(files):
+        return files
+    if processor is None:
+        raise CheckpointError(
+            f"{checkpoint} has no complete processor (tokenizer and image/video processor files): pass processor= "
+            "(--processor) with the path or Hub id of the processor the model was trained with."
+        )
+    if work_dir is None:
+        raise CheckpointError("Publishing a processor from elsewhere needs a work_dir to save it in.")
+    return _save_processor(processor, Path(work_dir) / "processor")
 
 
 def _load_recipe(recipe) -> dict[str, Any]:

@@ -589,6 +589,102 @@ def _item_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return keys
 
 
+class _StageOutcomes:
+    """What the units of one stage return, received in the main thread: a finished unit's line is appended (and
+    fsynced) to the stage file; a failed unit is left unfinished and counted, and `max_consecutive_failures` failures
+    in a row, an authentication error or an unknown model stop the stage (`CurationAborted`)."""
+
+    def __init__(
+        self,
+        stage: str,
+        stream,
+        done: dict[str, dict],
+        counts: Counter,
+        run: _StageRun,
+        max_consecutive_failures: int,
+        bar,
+    ):
+        self.stage = stage
+        self.stream = stream
+        self.done = done
+        self.counts = counts
+        self.run = run
+        self.max_consecutive_failures = max_consecutive_failures
+        self.bar = bar
+        self.consecutive = 0
+
+    def receive(self, key: str, input_hash: str, future: Future) -> None:
+        """Records the outcome of one finished unit."""
+        try:
+            line = future.result()
+        except FatalBackendError as error:
+            raise CurationAborted(f"The {self.stage} stage stopped: {error}") from error
+        except (MediaDecodeError, ImportError):
+            raise  # on_bad_sample="raise", or a missing dependency: nothing later will work
+        except Exception as error:  # a failed request or a unit-level error: left unfinished
+            self._failed(key, error)
+        else:
+            self.consecutive = 0
+            line = {"key": key, "input_hash": input_hash, **line}
+            append_jsonl(self.stream, [line])
+            self.done[key] = line
+            self.run.written += 1
+            self.counts[line["status"]] += 1
+        self.bar.update(1)
+        self.bar.set_postfix(ok=self.counts["ok"], rejected=self.counts["rejected"], errors=self.counts["error"])
+
+    def _failed(self, key: str, error: Exception) -> None:
+        self.consecutive += 1
+        message = f"{key}: {type(error).__name__}: {error}"
+        self.run.errors.append(message)
+        logger.warning("%s %s (left unfinished; a re-run retries it)", self.stage, message)
+        if self.consecutive >= self.max_consecutive_failures:
+            raise CurationAborted(
+                f"The {self.stage} stage stopped after {self.consecutive} failed units in a row; the last: "
+                f"{message}. Check the backend, then rerun the same command to continue."
+            ) from error
+        self.counts["error"] += 1
+
+
+def _run_units(
+    units: Sequence[tuple[str, str, Callable[[], dict]]],
+    concurrency: int,
+    thread_name_prefix: str,
+    receive: Callable[[str, str, Future], None],
+    on_abort: Callable[[], None] | None = None,
+) -> None:
+    """Runs the work of `units` (key, input hash, work) in `concurrency` threads, at most twice that many queued, and
+    hands each finished future to `receive(key, input_hash, future)` in this thread, as they finish.
+
+    When `receive` (or anything else) raises, requests in flight are not waited for (their units stay unfinished and
+    are redone by a re-run) and `on_abort` is called, so that no thread keeps retrying in the background.
+    """
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=thread_name_prefix)
+    queue = iter(units)
+    in_flight: dict[Future, tuple[str, str]] = {}
+
+    def submit() -> None:
+        while len(in_flight) < 2 * concurrency:
+            unit = next(queue, None)
+            if unit is None:
+                return
+            in_flight[pool.submit(unit[2])] = unit[:2]
+
+    clean_exit = False
+    try:
+        submit()
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                receive(*in_flight.pop(future), future)
+            submit()
+        clean_exit = True
+    finally:
+        pool.shutdown(wait=clean_exit, cancel_futures=True)
+        if not clean_exit and on_abort is not None:
+            on_abort()
+
+
 class _Curation:
     """One run over an output folder (see `run_curation`)."""
 
@@ -863,7 +959,11 @@ class _Curation:
         for key, input_hash, _ in units:
             self.inputs[stage][key] = input_hash
         pending = [unit for unit in units if done.get(unit[0], {}).get("input_hash") != unit[1]]
-        run = self.runs[stage]
+        counts = Counter(
+            done[key]["status"]
+            for key, input_hash, _ in units
+            if key in done and done[key].get("input_hash") == input_hash
+        )
         bar = tqdm(
             total=len(units),
             initial=len(units) - len(pending),
@@ -871,68 +971,22 @@ class _Curation:
             unit="video" if stage == "describe" else "item",
             disable=not self.args.progress or not pending,
         )
-        counts = Counter(
-            done[key]["status"]
-            for key, input_hash, _ in units
-            if key in done and done[key].get("input_hash") == input_hash
-        )
-        consecutive = 0
-        resume = getattr(self.backends.get(stage), "resume", None)
+        backend = self.backends.get(stage)
+        resume = getattr(backend, "resume", None)
         if resume is not None:
             resume()  # retries are re-armed for this stage after an earlier stop
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"videorft-curate-{stage}")
-        clean_exit = False
+        run = self.runs[stage]
         with open(path, "a", encoding="utf-8") as stream:
-            queue = iter(pending)
-            in_flight: dict[Future, tuple[str, str]] = {}
-
-            def submit() -> None:
-                while len(in_flight) < 2 * concurrency:
-                    unit = next(queue, None)
-                    if unit is None:
-                        return
-                    in_flight[pool.submit(unit[2])] = unit[:2]
-
+            outcomes = _StageOutcomes(stage, stream, done, counts, run, self.args.max_consecutive_failures, bar)
             try:
-                submit()
-                while in_flight:
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        key, input_hash = in_flight.pop(future)
-                        try:
-                            line = future.result()
-                        except FatalBackendError as error:
-                            raise CurationAborted(f"The {stage} stage stopped: {error}") from error
-                        except (MediaDecodeError, ImportError):
-                            raise  # on_bad_sample="raise", or a missing dependency: nothing later will work
-                        except Exception as error:  # a failed request or a unit-level error: left unfinished
-                            consecutive += 1
-                            message = f"{key}: {type(error).__name__}: {error}"
-                            run.errors.append(message)
-                            logger.warning("%s %s (left unfinished; a re-run retries it)", stage, message)
-                            if consecutive >= self.args.max_consecutive_failures:
-                                raise CurationAborted(
-                                    f"The {stage} stage stopped after {consecutive} failed units in a row; the last: "
-                                    f"{message}. Check the backend, then rerun the same command to continue."
-                                ) from error
-                            counts["error"] += 1
-                        else:
-                            consecutive = 0
-                            line = {"key": key, "input_hash": input_hash, **line}
-                            append_jsonl(stream, [line])
-                            done[key] = line
-                            run.written += 1
-                            counts[line["status"]] += 1
-                        bar.update(1)
-                        bar.set_postfix(ok=counts["ok"], rejected=counts["rejected"], errors=counts["error"])
-                    submit()
-                clean_exit = True
+                _run_units(
+                    pending,
+                    concurrency,
+                    f"videorft-curate-{stage}",
+                    outcomes.receive,
+                    on_abort=getattr(backend, "cancel_pending", None),
+                )
             finally:
-                # After an error, do not wait for requests in flight: their units stay unfinished and are redone.
-                pool.shutdown(wait=clean_exit, cancel_futures=True)
-                cancel = getattr(self.backends.get(stage), "cancel_pending", None)
-                if not clean_exit and cancel is not None:
-                    cancel()  # and no thread keeps retrying in the background
                 bar.close()
         logger.info(
             "%s: %d units, %d done before, %d written now (%d ok, %d rejected in all), %d failed.",
