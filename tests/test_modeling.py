@@ -56,16 +56,16 @@ def text_dir(tmp_path_factory):
     return path
 
 
-def _training_args(**kwargs):
+def _training_args(model_init_kwargs=None):
     distributed = SimpleNamespace(distributed_type="NO")
-    return SimpleNamespace(trust_remote_code=False, distributed_state=distributed, model_init_kwargs=None, **kwargs)
+    return SimpleNamespace(trust_remote_code=False, distributed_state=distributed, model_init_kwargs=model_init_kwargs)
 
 
 def test_torch_dtype_names():
     assert torch_dtype("bfloat16") is torch.bfloat16
     assert torch_dtype("auto") is (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    with pytest.raises(ValueError, match="Unknown dtype 'int8'; use 'auto', 'bfloat16', 'float16' or 'float32'."):
-        torch_dtype("int8")
+    with pytest.raises(ValueError, match="Unknown dtype 'bf16'; use 'auto', 'bfloat16', 'float16' or 'float32'."):
+        torch_dtype("bf16")
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "auto"])
