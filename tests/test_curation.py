@@ -443,3 +443,19 @@ def test_transformers_serve_end_to_end(tmp_path, dataset, transformers_server):
     summary = run_curation(args, describe_backend=scripted, reason_backend=scripted)
     assert summary["stages"]["revise"]["rejected"] == {"revise.format": 6}
     assert summary["stages"]["revise"]["requests"] == 6 and summary["stages"]["revise"]["completion_tokens"] > 0
+
+
+def test_the_training_path_does_not_import_the_curation_client():
+    """vLLM rows and curation requests share the media encoders of `videorft_hf.media_encoding`; training imports
+    no part of `videorft_hf.curation`, and curation uses nothing private of `videorft_hf.evaluation`."""
+    import ast
+
+    code = (
+        "import sys, videorft_hf.vllm_media, videorft_hf.trainer, videorft_hf.scripts.sft, videorft_hf.scripts.grpo; "
+        "print(sorted(name for name in sys.modules if name.startswith('videorft_hf.curation')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    source = Path(__file__).resolve().parents[1] / "src" / "videorft_hf" / "curation" / "backends.py"
+    imports = [node for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))) if isinstance(node, ast.ImportFrom)]
+    assert not [node.module for node in imports if node.module and node.module.endswith("evaluation")]

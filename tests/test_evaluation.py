@@ -16,12 +16,12 @@ from videorft_hf.evaluation import (
     aggregate_results,
     build_vllm_request,
     format_results_markdown,
-    load_model_and_processor,
     parse_benchmark_spec,
     read_results,
     results_to_model_index,
     run_evaluation,
 )
+from videorft_hf.modeling import load_model_and_processor
 from videorft_hf.processing import RowMedia, load_row_media
 from videorft_hf.prompts import build_prompt_text
 from videorft_hf.testing import (

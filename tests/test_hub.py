@@ -208,6 +208,22 @@ def test_eval_results_forms(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ dry runs
+def test_card_template_lives_in_the_top_level_model_cards_folder_and_ships_as_a_package():
+    """One copy of the templates, `model_cards/` at the repository root: the wheel maps it to the package
+    `videorft_hf.model_cards` (package-dir, listed in setup.py), and a source checkout finds it there too."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    template = root / "model_cards" / "model_card.md"
+    assert hub.model_card_template().read_text(encoding="utf-8") == template.read_text(encoding="utf-8")
+    assert not (root / "src" / "videorft_hf" / "model_cards").exists()  # no copy under src/
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"": "src", hub.MODEL_CARD_TEMPLATES: "model_cards"}
+    assert setuptools["package-data"][hub.MODEL_CARD_TEMPLATES] == ["*.md"]
+    assert f'"{hub.MODEL_CARD_TEMPLATES}"' in (root / "setup.py").read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="Card template missing.md not found in .*model_cards"):
+        hub.model_card_template("missing.md")
+
+
 def test_full_model_dry_run_loads_back_with_a_parsing_card(tiny_checkpoint, tmp_path, capsys):
     recipe = tmp_path / "grpo.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))

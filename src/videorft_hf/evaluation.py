@@ -52,7 +52,7 @@ import os
 import re
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +60,9 @@ from typing import Any
 
 from .configs import VideoSamplingArguments
 from .data import DataFileNotFoundError, MediaRootError, check_media_root, looks_like_local_path
-from .jsonl import output_dir_lock, read_keyed_jsonl
+from .jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json
 from .metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output, summarize_scores
+from .modeling import load_model, merge_adapter
 from .processing import (
     RowMedia,
     check_vision_tokens,
@@ -89,7 +90,6 @@ __all__ = [
     "build_vllm_request",
     "format_results_markdown",
     "load_metric",
-    "load_model_and_processor",
     "metric_path",
     "parse_benchmark_spec",
     "read_results",
@@ -392,25 +392,6 @@ def read_results(path: str | os.PathLike, repair: bool = True) -> dict[str, dict
     )
 
 
-def _append_records(stream, records: Iterable[dict]) -> None:
-    for record in records:
-        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-    stream.flush()
-    os.fsync(stream.fileno())
-
-
-def _write_json(path: str | os.PathLike, data: Any) -> None:
-    """Writes JSON atomically (temporary file, then rename), so a crash never leaves half a results file."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, ensure_ascii=False, indent=2)
-        stream.write("\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
 def _write_text(path: str | os.PathLike, text: str) -> None:
     tmp = os.fspath(path) + ".tmp"
     with open(tmp, "w", encoding="utf-8") as stream:
@@ -496,58 +477,6 @@ def _prepared_batches(
 
 
 # --------------------------------------------------------------------------------------------- backends
-def _torch_dtype(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"Unknown dtype {name!r}; use 'auto', 'bfloat16', 'float16' or 'float32'.")
-    return dtype
-
-
-def load_model_and_processor(
-    model_name_or_path: str,
-    adapter_path: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    attn_implementation: str | None = None,
-):
-    """Loads a vision-language checkpoint for generation, with a LoRA adapter merged in when given.
-
-    Args:
-        model_name_or_path: checkpoint folder or Hub id (the base model when `adapter_path` is set).
-        adapter_path: a peft adapter folder (e.g. a trl LoRA run's output); it is merged into the weights.
-        dtype: "auto" (bfloat16 on GPU, float32 on CPU) or a torch dtype name.
-        device: where to put the model (default: "cuda" when available, else "cpu").
-        attn_implementation: forwarded to `from_pretrained`.
-
-    Returns:
-        `(model, processor)`, the model in eval mode. The processor is the base checkpoint's.
-    """
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_name_or_path)
-    return _load_model(model_name_or_path, adapter_path, dtype, device, attn_implementation), processor
-
-
-def _load_model(model_name_or_path, adapter_path, dtype, device, attn_implementation):
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kwargs)
-    if adapter_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
-
-
 class TransformersGenerator:
     """Batched generation with `model.generate` (CPU or GPU), inputs built by `videorft_hf.processing`.
 
@@ -691,29 +620,6 @@ def _require_vllm():
     return vllm
 
 
-def merge_adapter(model_name_or_path: str, adapter_path: str, output_path: str | os.PathLike) -> str:
-    """Writes the base model with a LoRA adapter merged in (and the base processor) to `output_path`, once.
-
-    vLLM serves a plain checkpoint; merging also covers adapters on vision-tower layers, which vLLM's LoRA path does
-    not. A finished merge is marked by `merged.json` and reused.
-
-    Returns:
-        `output_path` as a string.
-    """
-    output_path = os.fspath(output_path)
-    marker = os.path.join(output_path, "merged.json")
-    source = {"model_name_or_path": model_name_or_path, "adapter_path": os.path.abspath(adapter_path)}
-    if os.path.exists(marker):
-        with open(marker, encoding="utf-8") as stream:
-            if json.load(stream) == source:
-                return output_path
-    model, processor = load_model_and_processor(model_name_or_path, adapter_path, dtype="bfloat16", device="cpu")
-    model.save_pretrained(output_path)
-    processor.save_pretrained(output_path)
-    _write_json(marker, source)
-    return output_path
-
-
 class VLLMGenerator:
     """Generation with vLLM (needs a CUDA GPU and `pip install 'videorft_hf[vllm]'`).
 
@@ -721,7 +627,7 @@ class VLLMGenerator:
     `build_vllm_request`. Status: the request format is unit-tested without vLLM; runs on a GPU are still pending.
 
     Args:
-        model_name_or_path: the checkpoint vLLM loads (merge an adapter first, see `merge_adapter`).
+        model_name_or_path: the checkpoint vLLM loads (merge an adapter first, see `videorft_hf.modeling.merge_adapter`).
         processor: its processor (prompt rendering).
         model_config: its config.
         max_new_tokens, temperature, top_p, seed: decoding.
@@ -1001,7 +907,7 @@ def _check_run_config(output_dir: str, config: dict, overwrite: bool) -> None:
                 "pass overwrite_output_dir to discard them."
             )
     os.makedirs(os.path.join(output_dir, "predictions"), exist_ok=True)
-    _write_json(path, config)
+    write_json(path, config)
 
 
 def _build_generator(args: EvalArguments, processor, model_config):
@@ -1009,7 +915,8 @@ def _build_generator(args: EvalArguments, processor, model_config):
         _require_vllm()  # before any merge work
         model_path = args.model_name_or_path
         if args.adapter_path is not None:
-            model_path = merge_adapter(model_path, args.adapter_path, os.path.join(args.output_dir, "merged_model"))
+            merged = os.path.join(args.output_dir, "merged_model")
+            model_path = merge_adapter(model_path, args.adapter_path, merged, dtype="bfloat16")
         return VLLMGenerator(
             model_path,
             processor,
@@ -1022,7 +929,7 @@ def _build_generator(args: EvalArguments, processor, model_config):
             tensor_parallel_size=args.vllm_tensor_parallel_size,
             max_model_len=args.vllm_max_model_len,
         )
-    model = _load_model(args.model_name_or_path, args.adapter_path, args.dtype, args.device, args.attn_implementation)
+    model = load_model(args.model_name_or_path, args.adapter_path, args.dtype, args.device, args.attn_implementation)
     return TransformersGenerator(
         model,
         processor,
@@ -1144,7 +1051,7 @@ def _run(
                 records = [_result_record(sample, outputs.get(id(sample))) for sample in batch]
                 for sample in batch:  # frames are no longer needed; the cache keeps what it keeps
                     sample.media = sample.inputs = None
-                _append_records(stream, records)
+                append_jsonl(stream, records)
                 for record in records:
                     finished[record["key"]] = record
                     if record["error"] is not None:
@@ -1156,7 +1063,7 @@ def _run(
                 _show_progress(bar, scores, errors)
         records = [finished[key] for key in keys]
         records_by_benchmark[spec.name] = records
-        _write_json(
+        write_json(
             os.path.join(output_dir, f"{spec.name}.json"),
             {
                 "benchmark": spec.name,
@@ -1173,6 +1080,6 @@ def _run(
     # Ready for `videorft push --eval-results results.json` (hub.eval_results_from_json reads "model-index").
     model_name = os.path.basename(os.path.normpath(args.adapter_path or args.model_name_or_path or "model"))
     aggregate["model-index"] = results_to_model_index(aggregate, model_name)
-    _write_json(os.path.join(output_dir, "results.json"), aggregate)
+    write_json(os.path.join(output_dir, "results.json"), aggregate)
     _write_text(os.path.join(output_dir, "results.md"), format_results_markdown(aggregate))
     return aggregate

@@ -10,8 +10,9 @@ A dry run writes the plan to a folder (the exact repository, nothing uploaded); 
 if needed (and the `--revision` branch) and uploads the same plan in one commit. So what a dry run shows is what a
 push uploads.
 
-- Model cards are rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/model_card.md`, which
-  ships inside the package (`videorft_hf/model_cards/`, package data) so that an installed wheel has it.
+- Model cards are rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/model_card.md`, a
+  top-level folder of the repository that the wheel ships as the package `videorft_hf.model_cards` (setuptools'
+  `package-dir`, no copy); `model_card_template` finds it in an installed package or in a source checkout.
 - The card states what ran: `videorft sft` / `videorft grpo` save a run record (`videorft_run.json`, see
   `run_record`) with the checkpoint (stage, base model, adapter or full, rewards, shaping, sampling, training arguments,
   steps, hardware); the adapter's `adapter_config.json` names the model an adapter applies to. A recipe file is read
@@ -45,13 +46,14 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, ModelCardData
 
+from .modeling import merge_adapter
 from .run_record import RECORDED_TRAINING_ARGS, RUN_RECORD_NAME, read_run_record
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("sft", "grpo")
 CHECKPOINT_KINDS = ("auto", "full", "adapter", "merged")
-MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_cards") / "model_card.md"
+MODEL_CARD_TEMPLATES = "videorft_hf.model_cards"
 DEFAULT_PIPELINE_TAG = "video-text-to-text"
 
 # Files of a checkpoint folder that belong on the Hub (top level only; everything else is reported and left out).
@@ -364,6 +366,43 @@ def _summary_scores(source: Any) -> list[tuple[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------------- cards
+def model_card_template(name: str = "model_card.md") -> Path:
+    """The path of a card template of the repository's top-level `model_cards/` folder.
+
+    Looked up first in the package `videorft_hf.model_cards` (a wheel, or an editable install, where setuptools maps
+    the package to that folder), then in `model_cards/` beside `src/` of the source tree this module was imported
+    from (a checkout on `PYTHONPATH`, which sees no `package-dir` mapping).
+
+    Args:
+        name: the template's file name.
+
+    Returns:
+        The template's path.
+
+    Raises:
+        FileNotFoundError: neither place has it (an incomplete install); the message names where it looked.
+
+    Example:
+        >>> model_card_template().name
+        'model_card.md'
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(MODEL_CARD_TEMPLATES)
+    except ModuleNotFoundError:
+        spec = None
+    folders = [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec is not None else []
+    folders.append(Path(__file__).resolve().parents[2] / "model_cards")  # src/videorft_hf/hub.py -> the repository
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"Card template {name} not found in {', '.join(map(str, folders))}: reinstall videorft_hf (the wheel ships "
+        "it as videorft_hf.model_cards) or run from a checkout that has model_cards/."
+    )
+
+
 def render_model_card(
     repo_id: str,
     stage: str,
@@ -451,7 +490,7 @@ def render_model_card(
         recipe_title = ""
     return ModelCard.from_template(
         card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
+        template_path=str(model_card_template()),
         model_name=model_name,
         repo_id=repo_id,
         kind=kind,
@@ -712,70 +751,13 @@ def plan_model_repo(
     if not checkpoint.is_dir():
         raise CheckpointError(f"Checkpoint folder {checkpoint} does not exist.")
     names = sorted(p.name for p in checkpoint.iterdir() if p.is_file())
-    has_adapter = "adapter_config.json" in names
-    if kind == "auto":
-        kind = "adapter" if has_adapter else "full"
-    if kind not in CHECKPOINT_KINDS:
-        raise CheckpointError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}.")
-    if kind in ("adapter", "merged") and not has_adapter:
-        raise CheckpointError(f"{checkpoint} has no adapter_config.json: it is not a peft adapter; use kind='full'.")
-    if kind == "full" and has_adapter:
-        raise CheckpointError(f"{checkpoint} is a peft adapter: use kind='adapter' or kind='merged'.")
-
-    run = read_run_record(checkpoint)
-    if run is not None and recipe is not None:
-        raise CheckpointError(
-            f"{checkpoint} has a run record ({RUN_RECORD_NAME}) of what ran, and the card is written from it; a recipe "
-            "file would not describe this run better. Drop recipe (--recipe)."
-        )
-    recipe = _load_recipe(recipe)
-    if run is not None and stage is not None and run.get("stage") not in (None, stage):
-        raise CheckpointError(
-            f"{checkpoint} was trained by the {run['stage']} stage ({RUN_RECORD_NAME}), not {stage}: drop --stage."
-        )
-    stage = stage or (run or {}).get("stage") or _infer_stage(recipe)
-    if stage is None:
-        raise CheckpointError(
-            f"Cannot tell the training stage of {checkpoint}: it has no {RUN_RECORD_NAME} (written by `videorft sft` "
-            "and `videorft grpo`). Pass stage='sft' or 'grpo' (--stage)."
-        )
-    if stage not in STAGES:
-        raise CheckpointError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
-    adapter_config = _read_json(checkpoint / "adapter_config.json") if has_adapter else {}
+    kind = _checkpoint_kind(checkpoint, names, kind)
+    run, recipe, stage = _run_recipe_and_stage(checkpoint, stage, recipe)
+    adapter_config = _read_json(checkpoint / "adapter_config.json") if kind != "full" else {}
     trainer_state = _read_json(checkpoint / "trainer_state.json") if "trainer_state.json" in names else None
 
-    files: dict[str, Path | bytes] = {}
-    if kind == "full":
-        files.update(_select(checkpoint, names, _MODEL_FILES))
-        if "config.json" not in files or not any(name.endswith(".safetensors") for name in files):
-            raise CheckpointError(
-                f"{checkpoint} has no config.json and safetensors weights: save it with `save_pretrained` "
-                "(safetensors) or pass the folder of a finished run."
-            )
-    elif kind == "adapter":
-        files.update(_select(checkpoint, names, _ADAPTER_FILES))
-        if "adapter_model.safetensors" not in files:
-            raise CheckpointError(f"{checkpoint} has no adapter_model.safetensors.")
-    else:
-        merge_from = merge_base or adapter_config.get("base_model_name_or_path")
-        if not merge_from:
-            raise CheckpointError("The adapter names no base model: pass merge_base (--merge-base) to merge into.")
-        if work_dir is None:
-            raise CheckpointError("kind='merged' needs a work_dir for the merged weights.")
-        merged = _merge_adapter(checkpoint, merge_from, Path(work_dir) / "merged")
-        files.update(_select(merged, sorted(p.name for p in merged.iterdir()), _MODEL_FILES))
-
-    processor_files = _select(checkpoint, names, _PROCESSOR_FILES)
-    if not _is_complete_processor(processor_files):
-        if processor is None:
-            raise CheckpointError(
-                f"{checkpoint} has no complete processor (tokenizer and image/video processor files): pass processor= "
-                "(--processor) with the path or Hub id of the processor the model was trained with."
-            )
-        if work_dir is None:
-            raise CheckpointError("Publishing a processor from elsewhere needs a work_dir to save it in.")
-        processor_files = _save_processor(processor, Path(work_dir) / "processor")
-    files.update(processor_files)
+    files = _weight_files(checkpoint, names, kind, adapter_config, merge_base, work_dir)
+    files.update(_processor_files(checkpoint, names, processor, work_dir))
     left_out = [name for name in names if name not in files and name != "README.md"]
     if left_out:
         logger.info("Not published (training state or unknown files): %s", ", ".join(left_out))
@@ -809,6 +791,96 @@ def plan_model_repo(
         logger.warning("No license given: the card has none. Pass license= (--license), e.g. the base model's.")
     files["README.md"] = str(card).encode("utf-8")
     return RepoPlan(repo_id=repo_id, repo_type="model", files=files)
+
+
+def _checkpoint_kind(checkpoint: Path, names: Sequence[str], kind: str) -> str:
+    """The kind to publish (`"auto"` resolved by the presence of `adapter_config.json`), checked against the folder."""
+    has_adapter = "adapter_config.json" in names
+    if kind == "auto":
+        kind = "adapter" if has_adapter else "full"
+    if kind not in CHECKPOINT_KINDS:
+        raise CheckpointError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}.")
+    if kind in ("adapter", "merged") and not has_adapter:
+        raise CheckpointError(f"{checkpoint} has no adapter_config.json: it is not a peft adapter; use kind='full'.")
+    if kind == "full" and has_adapter:
+        raise CheckpointError(f"{checkpoint} is a peft adapter: use kind='adapter' or kind='merged'.")
+    return kind
+
+
+def _run_recipe_and_stage(
+    checkpoint: Path, stage: str | None, recipe
+) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
+    """The checkpoint's run record, the recipe (only for a checkpoint without one) and the training stage: the one
+    given, else the run record's, else the recipe's."""
+    run = read_run_record(checkpoint)
+    if run is not None and recipe is not None:
+        raise CheckpointError(
+            f"{checkpoint} has a run record ({RUN_RECORD_NAME}) of what ran, and the card is written from it; a recipe "
+            "file would not describe this run better. Drop recipe (--recipe)."
+        )
+    recipe = _load_recipe(recipe)
+    if run is not None and stage is not None and run.get("stage") not in (None, stage):
+        raise CheckpointError(
+            f"{checkpoint} was trained by the {run['stage']} stage ({RUN_RECORD_NAME}), not {stage}: drop --stage."
+        )
+    stage = stage or (run or {}).get("stage") or _infer_stage(recipe)
+    if stage is None:
+        raise CheckpointError(
+            f"Cannot tell the training stage of {checkpoint}: it has no {RUN_RECORD_NAME} (written by `videorft sft` "
+            "and `videorft grpo`). Pass stage='sft' or 'grpo' (--stage)."
+        )
+    if stage not in STAGES:
+        raise CheckpointError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+    return run, recipe, stage
+
+
+def _weight_files(
+    checkpoint: Path,
+    names: Sequence[str],
+    kind: str,
+    adapter_config: Mapping[str, Any],
+    merge_base: str | None,
+    work_dir: str | os.PathLike | None,
+) -> dict[str, Path | bytes]:
+    """The model files of a full checkpoint, the adapter files of an adapter, or the weights of the adapter merged into
+    its base (written under `work_dir`)."""
+    if kind == "full":
+        files = _select(checkpoint, names, _MODEL_FILES)
+        if "config.json" not in files or not any(name.endswith(".safetensors") for name in files):
+            raise CheckpointError(
+                f"{checkpoint} has no config.json and safetensors weights: save it with `save_pretrained` "
+                "(safetensors) or pass the folder of a finished run."
+            )
+        return dict(files)
+    if kind == "adapter":
+        files = _select(checkpoint, names, _ADAPTER_FILES)
+        if "adapter_model.safetensors" not in files:
+            raise CheckpointError(f"{checkpoint} has no adapter_model.safetensors.")
+        return dict(files)
+    merge_from = merge_base or adapter_config.get("base_model_name_or_path")
+    if not merge_from:
+        raise CheckpointError("The adapter names no base model: pass merge_base (--merge-base) to merge into.")
+    if work_dir is None:
+        raise CheckpointError("kind='merged' needs a work_dir for the merged weights.")
+    merged = Path(merge_adapter(merge_from, checkpoint, Path(work_dir) / "merged", save_processor=False))
+    return dict(_select(merged, sorted(p.name for p in merged.iterdir()), _MODEL_FILES))
+
+
+def _processor_files(
+    checkpoint: Path, names: Sequence[str], processor: str | None, work_dir: str | os.PathLike | None
+) -> dict[str, Path]:
+    """The checkpoint's processor files, or those of `processor` saved under `work_dir` when it has no complete one."""
+    files = _select(checkpoint, names, _PROCESSOR_FILES)
+    if _is_complete_processor(files):
+        return files
+    if processor is None:
+        raise CheckpointError(
+            f"{checkpoint} has no complete processor (tokenizer and image/video processor files): pass processor= "
+            "(--processor) with the path or Hub id of the processor the model was trained with."
+        )
+    if work_dir is None:
+        raise CheckpointError("Publishing a processor from elsewhere needs a work_dir to save it in.")
+    return _save_processor(processor, Path(work_dir) / "processor")
 
 
 def _load_recipe(recipe) -> dict[str, Any]:
@@ -873,26 +945,6 @@ def _save_processor(source: str, folder: Path) -> dict[str, Path]:
     AutoProcessor.from_pretrained(source).save_pretrained(folder)
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     return _select(folder, names, _PROCESSOR_FILES)
-
-
-def _merge_adapter(adapter_dir: Path, base: str, out_dir: Path) -> Path:
-    """Loads `base` (its own dtype), applies the adapter, merges it and saves the result with `save_pretrained`."""
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    config = AutoConfig.from_pretrained(base)
-    auto_class = (
-        AutoModelForImageTextToText
-        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-        else AutoModelForCausalLM
-    )
-    logger.info("Merging the adapter of %s into %s (%s)", adapter_dir, base, config.model_type)
-    model = auto_class.from_pretrained(base, dtype="auto")
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    return out_dir
 
 
 def _is_hub_id(value: Any) -> bool:

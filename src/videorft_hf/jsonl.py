@@ -1,5 +1,5 @@
-"""Files of resumable runs (`videorft eval`, `videorft curate`): append-only JSON lines keyed by `key`, and the
-output-folder lock."""
+"""Files of resumable runs (`videorft eval`, `videorft curate`): append-only JSON lines keyed by `key`, JSON and
+JSON-lines files written atomically, and the output-folder lock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,41 @@ def read_keyed_jsonl(path: str | os.PathLike, repair: bool, what: str, fix_hint:
             raise ValueError(f"{path} line {number} is not a {what} (no 'key').")
         records[str(record["key"])] = record
     return records
+
+
+def append_jsonl(stream: TextIO, records: Iterable[Mapping[str, Any]]) -> None:
+    """Appends `records` as JSON lines to an open text stream, then flushes and fsyncs it: a finished record survives
+    a crash (a crash mid-write leaves at most a torn last line, which `read_keyed_jsonl` drops)."""
+    for record in records:
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    stream.flush()
+    os.fsync(stream.fileno())
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Writes `data` as indented JSON atomically (a temporary file, fsynced, then renamed over `path`), so a crash
+    never leaves half a file.
+
+    Example:
+        >>> write_json("results.json", {"score": 62.1})  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, ensure_ascii=False, indent=2)
+        stream.write("\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Writes `rows` as JSON lines atomically (a temporary file, fsynced, then renamed over `path`)."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as stream:
+        append_jsonl(stream, rows)
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,15 @@
-"""The model as the training scripts prepare it: precision rules, the vision tower, where LoRA adapters go.
+"""The model: loading a checkpoint (or a base model with an adapter merged in), merging adapters, precision rules,
+the vision tower and where LoRA adapters go.
+
+Loading (the one place the package calls `from_pretrained` on a model):
+
+- `load_training_model`: the SFT script's model, loaded as `trl.SFTTrainer` loads a model id (dtype, device map,
+  quantization, attention implementation from trl's `ModelConfig`).
+- `load_model` / `load_model_and_processor`: a checkpoint for generation (`videorft eval`, the curation backend):
+  an image-text-to-text model with its processor or a causal LM with its tokenizer, an adapter merged in, in eval
+  mode on one device.
+- `merge_adapter`: a base model with a LoRA adapter merged into its weights, saved as a plain checkpoint (for vLLM
+  and for `videorft push --kind merged`).
 
 Every trainable weight keeps its optimiser update at the recipes' learning rates.
 
@@ -33,25 +44,38 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from typing import Any
 
 import torch
+
+from .jsonl import write_json
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_DTYPE",
     "LOW_PRECISION_DTYPES",
     "TRAINABLE_DTYPES",
     "PrecisionError",
     "freeze_vision_tower",
     "keep_updates",
+    "load_model",
+    "load_model_and_processor",
+    "load_training_model",
     "lost_update_fraction",
+    "merge_adapter",
     "model_structure",
     "peft_config_for",
+    "torch_dtype",
     "vision_tower_name",
 ]
 
 LOW_PRECISION_DTYPES = (torch.bfloat16, torch.float16)
+# The `dtype` of `load_model` / `merge_adapter` that keeps the dtype the weights were saved in (transformers' "auto").
+CHECKPOINT_DTYPE = "checkpoint"
 TRAINABLE_DTYPES = ("float32", "model")
 # A weight that keeps fewer than this share of its updates is a weight that does not train.
 _MAX_LOST_FRACTION = 0.1
@@ -279,3 +303,242 @@ def model_structure(model_name_or_path: str, model_args=None):
         return None  # a text model: no tower to place adapters by
     with torch.device("meta"):
         return AutoModelForImageTextToText.from_config(config)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a `--dtype` value of the inference commands names: "auto" is bfloat16 on a GPU, float32 on CPU.
+
+    Args:
+        name: "auto" or a torch dtype name ("bfloat16", "float16", "float32").
+
+    Returns:
+        The dtype.
+
+    Raises:
+        ValueError: the name is not a torch dtype.
+
+    Example:
+        >>> torch_dtype("bfloat16")
+        torch.bfloat16
+    """
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"Unknown dtype {name!r}; use 'auto', 'bfloat16', 'float16' or 'float32'.")
+    return dtype
+
+
+def _generation_class(config):
+    """The auto class that loads a checkpoint for generation: image-text-to-text when transformers maps its model
+    type to one, else a causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
+def _is_vision_language(model_name_or_path: str) -> bool:
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    return _generation_class(AutoConfig.from_pretrained(model_name_or_path)) is AutoModelForImageTextToText
+
+
+def load_model(
+    model_name_or_path: str,
+    adapter_path: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """Loads a checkpoint for generation, with a LoRA adapter merged in when given.
+
+    A vision-language checkpoint (its model type maps to `AutoModelForImageTextToText`) loads as one, anything else
+    as `AutoModelForCausalLM`.
+
+    Args:
+        model_name_or_path: checkpoint folder or Hub id (the base model when `adapter_path` is set).
+        adapter_path: a peft adapter folder (e.g. a trl LoRA run's output); it is merged into the weights.
+        dtype: "auto" (bfloat16 on GPU, float32 on CPU), `CHECKPOINT_DTYPE` (the dtype the weights were saved in) or
+            a torch dtype name.
+        device: where to put the model (default: "cuda" when available, else "cpu").
+        attn_implementation: forwarded to `from_pretrained`.
+
+    Returns:
+        The model, in eval mode on `device`.
+
+    Example:
+        >>> model = load_model("out/sft", dtype="bfloat16", device="cuda")  # doctest: +SKIP
+    """
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"dtype": "auto" if dtype == CHECKPOINT_DTYPE else torch_dtype(dtype)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model_class = _generation_class(AutoConfig.from_pretrained(model_name_or_path))
+    model = model_class.from_pretrained(model_name_or_path, **kwargs)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def load_model_and_processor(
+    model_name_or_path: str,
+    adapter_path: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """Loads a checkpoint for generation (see `load_model`) with its processor: the `AutoProcessor` of a
+    vision-language checkpoint, the `AutoTokenizer` of a text-only one.
+
+    Args:
+        model_name_or_path, adapter_path, dtype, device, attn_implementation: as `load_model`.
+
+    Returns:
+        `(model, processor)`, the model in eval mode. The processor is the base checkpoint's.
+
+    Example:
+        >>> from videorft_hf.testing import save_tiny_vlm
+        >>> model, processor = load_model_and_processor(save_tiny_vlm("qwen2_5_vl", "tiny"), device="cpu")  # doctest: +SKIP
+    """
+    from transformers import AutoProcessor, AutoTokenizer
+
+    processor_class = AutoProcessor if _is_vision_language(model_name_or_path) else AutoTokenizer
+    processor = processor_class.from_pretrained(model_name_or_path)
+    return load_model(model_name_or_path, adapter_path, dtype, device, attn_implementation), processor
+
+
+def merge_adapter(
+    model_name_or_path: str,
+    adapter_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    dtype: str = CHECKPOINT_DTYPE,
+    save_processor: bool = True,
+) -> str:
+    """Writes the base model with a LoRA adapter merged into its weights to `output_path`, once.
+
+    The result is a plain checkpoint: vLLM serves it (merging also covers adapters on vision-tower layers, which
+    vLLM's LoRA path does not), and `videorft push --kind merged` publishes it. The merge runs on CPU. A finished
+    merge is marked by `merged.json` (the base model and the adapter's absolute path) and reused.
+
+    Args:
+        model_name_or_path: the base model (folder or Hub id).
+        adapter_path: the peft adapter folder.
+        output_path: the folder to write.
+        dtype: the merged weights' dtype: `CHECKPOINT_DTYPE` (the base checkpoint's), "auto" or a torch dtype name.
+        save_processor: also save the base model's processor (or tokenizer) there.
+
+    Returns:
+        `output_path` as a string.
+
+    Example:
+        >>> merge_adapter("Qwen/Qwen2.5-VL-7B-Instruct", "out/lora", "out/merged", dtype="bfloat16")  # doctest: +SKIP
+        'out/merged'
+    """
+    output_path = os.fspath(output_path)
+    marker = os.path.join(output_path, "merged.json")
+    source = {"model_name_or_path": model_name_or_path, "adapter_path": os.path.abspath(adapter_path)}
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as stream:
+            if json.load(stream) == source:
+                return output_path
+    logger.info("Merging the adapter of %s into %s", adapter_path, model_name_or_path)
+    if save_processor:
+        model, processor = load_model_and_processor(model_name_or_path, os.fspath(adapter_path), dtype, "cpu")
+    else:
+        model, processor = load_model(model_name_or_path, os.fspath(adapter_path), dtype, "cpu"), None
+    os.makedirs(output_path, exist_ok=True)
+    model.save_pretrained(output_path)
+    if processor is not None:
+        processor.save_pretrained(output_path)
+    write_json(marker, source)
+    return output_path
+
+
+def _training_class(model_name_or_path: str, trust_remote_code: bool):
+    """The class `trl.SFTTrainer` loads a model id with (trl's `create_model_from_path`): the architecture the
+    checkpoint's config names; for remote code, the most specific auto class its `auto_map` declares."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    architecture = getattr(transformers, config.architectures[0], None)
+    if architecture is not None:
+        return architecture
+    auto_map = config.auto_map or {}
+    for candidate in (AutoModelForImageTextToText, AutoModelForCausalLM):
+        if candidate.__name__ in auto_map:
+            return candidate
+    return AutoModelForCausalLM
+
+
+def load_training_model(model_args, training_args):
+    """Loads the model of a training run as `trl.SFTTrainer` loads a model id, with 4-bit / 8-bit quantization from
+    `ModelConfig`.
+
+    As trl: `dtype` "auto" (the checkpoint's), None or a dtype name; the architecture the checkpoint's config names.
+    A quantized model is loaded on this process's own device (it cannot be moved afterwards); under DDP or DeepSpeed
+    nothing is dispatched (`device_map=None`); otherwise `device_map="auto"` on an accelerator and None on CPU.
+
+    Args:
+        model_args: trl's `ModelConfig` (`model_name_or_path`, `model_revision`, `attn_implementation`, `dtype`, the
+            quantization flags).
+        training_args: the training config (`trust_remote_code`, `distributed_state`; its `model_init_kwargs` are
+            added last and win).
+
+    Returns:
+        The model (e.g. `Qwen2_5_VLForConditionalGeneration` for a Qwen2.5-VL checkpoint).
+
+    Raises:
+        ValueError: a `dtype` that is neither "auto" nor a float dtype name.
+    """
+    import transformers
+    from accelerate import PartialState
+    from packaging.version import Version
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        state = PartialState()
+        # A quantized model cannot be moved after loading: load it on this process's own device.
+        kwargs["device_map"] = None if state.device.type == "cpu" else {"": state.local_process_index}
+    elif training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None  # as SFTTrainer: "auto" fails under distributed training
+    kwargs.update(training_args.model_init_kwargs or {})
+
+    dtype = kwargs.get("dtype", "float32")
+    if isinstance(dtype, str) and dtype in ("bfloat16", "float16", "float32"):
+        kwargs["dtype"] = getattr(torch, dtype)
+    elif not (isinstance(dtype, torch.dtype) or dtype == "auto" or dtype is None):
+        raise ValueError(
+            "Invalid `dtype` passed to the config. Expected either 'auto' or a string representing a valid "
+            f"`torch.dtype` (e.g., 'float32'), but got {dtype}."
+        )
+    # transformers 5.2/5.3 pin a kernels<0.11 that fails to load the Hub kernels (fixed in 5.4.0)
+    if kwargs.get("use_kernels") and Version("5.2.0") <= Version(transformers.__version__) < Version("5.4.0"):
+        raise ValueError(
+            "`use_kernels=True` requires transformers>=5.4.0: 5.2.0 and 5.3.0 fail to load the Hub kernels."
+        )
+    if "device_map" not in kwargs:
+        # On CPU (use_cpu=True) "auto" would still dispatch to a GPU; on MPS it fails casting bf16 weights.
+        kwargs["device_map"] = None if PartialState().device.type in ("cpu", "mps") else "auto"
+    model_class = _training_class(model_args.model_name_or_path, kwargs.get("trust_remote_code", False))
+    model = model_class.from_pretrained(model_args.model_name_or_path, **kwargs)
+    if Version(transformers.__version__) == Version("5.3.0"):
+        model.tie_weights()  # 5.3.0 leaves remote-code tied embeddings on the meta device
+    return model

@@ -365,10 +365,237 @@ def _is_disposable_h264(packet, length_size: int) -> bool:
     return False
 
 
+@dataclass
+class PacketIndex:
+    """What one demuxing pass (no decoding) tells about a video stream, in presentation order.
+
+    Attributes:
+        pts: the packets' timestamps, sorted: frame `i` is the packet with the `i`-th smallest timestamp.
+        keyframe_pts: timestamps of keyframes (where a seek can start decoding).
+        disposable_pts: timestamps of disposable pictures (H.264 nal_ref_idc 0: no other picture is predicted from
+            them, so one that is not sampled need never be decoded).
+        ordered_by_pts: whether timestamps name frames: False when a packet has none or two share one (then frames
+            are counted in the order the decoder returns them, from the start).
+    """
+
+    pts: list[int]
+    keyframe_pts: list[int] = field(default_factory=list)
+    disposable_pts: set[int] = field(default_factory=set)
+    ordered_by_pts: bool = True
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the PyAV backend decodes the sampled frames of one video (made by `plan_pyav_decode`).
+
+    Attributes:
+        targets: the distinct frame indices to decode, ascending.
+        skip_pts: timestamps of packets never sent to the decoder (disposable pictures that are not sampled).
+        seek_threads: empty for one sequential pass from the start; else, per decoding thread, the groups it decodes
+            after a seek: `(keyframe index, targets from that keyframe on)`, by keyframe. One entry: a single thread
+            on the demuxer of the planning pass; more: one thread each, each with its own demuxer.
+    """
+
+    targets: tuple[int, ...]
+    skip_pts: frozenset[int] = frozenset()
+    seek_threads: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...] = ()
+
+    @property
+    def seeks(self) -> bool:
+        return bool(self.seek_threads)
+
+
+def plan_pyav_decode(
+    packets: PacketIndex,
+    indices: list[int],
+    *,
+    seek_overhead: int | None = None,
+    threads: int | None = None,
+) -> DecodePlan:
+    """Plans which packets to decode for the frames `indices`: one sequential pass, or one seek per keyframe group.
+
+    Targets are grouped by the keyframe before them (targets before the first keyframe go with frame 0); seeking is
+    chosen when there are two groups or more and their decode cost (frames decoded from each keyframe to its group's
+    last target, plus `seek_overhead` per seek) is below that of one pass from frame 0 to the last target. Disposable pictures that are not sampled count as free (never decoded). Groups are
+    spread over up to `threads` threads, heaviest first, each to the least loaded thread. A stream whose timestamps
+    do not name frames is always decoded in one pass, without skipping.
+
+    Args:
+        packets: the stream's `PacketIndex`.
+        indices: the sampled frame indices (any order, repeats allowed).
+        seek_overhead: frames one seek costs (default `_SEEK_OVERHEAD_FRAMES`).
+        threads: most decoding threads when seeking (default `_DECODE_THREADS`).
+
+    Returns:
+        The `DecodePlan`.
+
+    Example:
+        >>> packets = PacketIndex(pts=list(range(100)), keyframe_pts=[0, 50])
+        >>> plan_pyav_decode(packets, [10, 60, 62], threads=1).seek_threads
+        (((0, (10,)), (50, (60, 62))),)
+        >>> plan_pyav_decode(packets, [2, 4, 60], threads=1).seeks  # 5 frames, seek, 11 frames vs 61 frames
+        True
+        >>> plan_pyav_decode(packets, [2, 40, 49], threads=1).seeks  # one group: one pass from the start
+        False
+    """
+    seek_overhead = _SEEK_OVERHEAD_FRAMES if seek_overhead is None else seek_overhead
+    threads = _DECODE_THREADS if threads is None else threads
+    pts_list = packets.pts
+    targets = sorted(set(indices))
+    target_set = set(targets)
+    pts_to_index = {pts: i for i, pts in enumerate(pts_list)}
+    keyframes = sorted(pts_to_index[p] for p in packets.keyframe_pts if p in pts_to_index)
+    disposable = packets.disposable_pts if packets.ordered_by_pts else set()
+    skip = frozenset(p for p in disposable if pts_to_index[p] not in target_set)
+    # needed[i]: frames among the first i that must be decoded (the cost unit).
+    needed = np.concatenate([[0], np.cumsum([p not in skip for p in pts_list])]) if pts_list else np.zeros(1)
+
+    groups: dict[int, list[int]] = {}
+    for t in targets:
+        k = keyframes[bisect.bisect_right(keyframes, t) - 1] if keyframes and keyframes[0] <= t else 0
+        groups.setdefault(k, []).append(t)
+
+    def cost(first: int, last: int) -> int:
+        return int(needed[min(last + 1, len(needed) - 1)] - needed[min(first, len(needed) - 1)])
+
+    seek_cost = sum(cost(k, max(g)) + seek_overhead for k, g in groups.items())
+    sequential_cost = cost(0, targets[-1])
+    if not packets.ordered_by_pts or len(groups) <= 1 or seek_cost >= sequential_cost:
+        return DecodePlan(tuple(targets), skip)
+    # Groups start at keyframes, so they decode independently: heaviest first, each to the least loaded thread.
+    workers = min(len(groups), threads)
+    items = sorted(
+        ((k, tuple(g)) for k, g in groups.items()), key=lambda item: cost(item[0], item[1][-1]), reverse=True
+    )
+    if workers <= 1:
+        return DecodePlan(tuple(targets), skip, (tuple(sorted(items)),))
+    bins: list[list[tuple[int, tuple[int, ...]]]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for item in items:
+        j = loads.index(min(loads))
+        bins[j].append(item)
+        loads[j] += cost(item[0], item[1][-1]) + seek_overhead
+    return DecodePlan(tuple(targets), skip, tuple(tuple(sorted(b)) for b in bins))
+
+
+def _index_packets(container, stream, path: str) -> PacketIndex:
+    """One demuxing pass over the stream (no decoding): timestamps, keyframes and disposable pictures."""
+    import av
+
+    length_size = _h264_nal_length_size(stream)
+    packets = PacketIndex(pts=[])
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                packets.ordered_by_pts = False
+                continue
+            packets.pts.append(packet.pts)
+            if packet.is_keyframe:
+                packets.keyframe_pts.append(packet.pts)
+            elif length_size is not None and _is_disposable_h264(packet, length_size):
+                packets.disposable_pts.add(packet.pts)
+    except av.error.FFmpegError as error:
+        raise CorruptVideoError(path, f"the stream cannot be read ({error})") from error
+    packets.pts.sort()
+    # Some muxers (screen recorders, phones) give consecutive frames one timestamp: then a timestamp does not name
+    # a frame, and frames are counted in the order the decoder returns them, from the start, as for missing ones.
+    if len(set(packets.pts)) < len(packets.pts):
+        packets.ordered_by_pts = False
+    return packets
+
+
+def _probe_pyav(stream, packets: PacketIndex, path: str) -> _Probe:
+    """Frame count and rate of the stream; typed errors for a truncated, empty or rateless one."""
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    total = len(packets.pts)
+    if not packets.ordered_by_pts:
+        total = stream.frames or total
+    elif stream.frames and total < stream.frames:
+        raise CorruptVideoError(
+            path, f"the stream ends after {total} of the {stream.frames} frames its header declares; the file is truncated"
+        )
+    if total == 0:
+        raise EmptyVideoError(path, "the video stream has no frames")
+    if fps <= 0:
+        raise CorruptVideoError(path, "the video stream declares no frame rate")
+    return _Probe(total, fps)
+
+
+class _PyAVFrames:
+    """Carries out a `DecodePlan`: decodes packets, keeps the RGB arrays of the targets (`decoded`) and the display
+    rotation the frames report. Frames that are not targets are never converted to RGB or copied. `container` is the
+    demuxer of the planning pass, replaced by a fresh one for a sequential pass; the caller closes the last one."""
+
+    def __init__(self, path: str, container, packets: PacketIndex, plan: DecodePlan, size: tuple[int, int]):
+        self.path = path
+        self.container = container
+        self.plan = plan
+        self.by_position = not packets.ordered_by_pts
+        self.pts_to_index = {pts: i for i, pts in enumerate(packets.pts)}
+        self.seek_pts = packets.pts
+        # A stream whose resolution changes midway is scaled to its first resolution, as FFmpeg's tools do.
+        self.size = size
+        self.decoded: dict[int, np.ndarray] = {}
+        self.rotation = 0
+
+    def decode_until(self, container, stream, last_target: int, wanted: set[int]) -> None:
+        """Feeds packets from the demuxer's position until the frame `last_target` (or a later one) is out."""
+        position = 0
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.pts in self.plan.skip_pts:
+                continue
+            for frame in packet.decode():  # an empty packet at the end of the file flushes the decoder
+                self.rotation = int(frame.rotation or 0)
+                i = position if self.by_position or frame.pts is None else self.pts_to_index.get(frame.pts)
+                position += 1
+                if i in wanted and i not in self.decoded:
+                    scale = (frame.width, frame.height) != self.size and all(self.size)
+                    resize = dict(width=self.size[0], height=self.size[1]) if scale else {}
+                    self.decoded[i] = frame.to_ndarray(format="rgb24", **resize)
+                if i is not None and i >= last_target:
+                    return
+
+    def decode_groups(self, groups, own_container: bool) -> None:
+        """Seeks to each group's keyframe and decodes up to its last target (one demuxer per thread)."""
+        reader = _open_pyav(self.path) if own_container else self.container
+        try:
+            video = reader.streams.video[0]
+            # A thread of ours per demuxer already keeps the cores busy: FFmpeg's own frame threads on top of it
+            # cost about 5% more CPU for nothing (60 s clip of BENCHMARKS.md: 3.44 s instead of 3.64 s).
+            video.thread_type = "NONE" if own_container else "AUTO"
+            for k, group in groups:
+                reader.seek(self.seek_pts[k], stream=video, backward=True, any_frame=False)
+                self.decode_until(reader, video, group[-1], set(group))
+        finally:
+            if own_container:
+                reader.close()
+
+    def run(self) -> None:
+        """Decodes every target of the plan."""
+        threads = self.plan.seek_threads
+        if len(threads) > 1:  # PyAV releases the GIL while decoding: groups decode in parallel
+            with ThreadPoolExecutor(len(threads)) as pool:
+                for future in [pool.submit(self.decode_groups, groups, True) for groups in threads]:
+                    future.result()
+        elif threads:
+            self.decode_groups(threads[0], False)
+        # Without a seek, or when a seek landed past a group's keyframe (MPEG-TS seeks by byte position): one
+        # sequential pass from the start on a fresh demuxer (the planning pass left this one at the end).
+        wanted = {t for t in self.plan.targets if t not in self.decoded}
+        if wanted:
+            self.container.close()
+            self.container = _open_pyav(self.path)
+            stream = self.container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self.decode_until(self.container, stream, max(wanted), wanted)
+
+
 def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, int]:
-    """Decodes with PyAV: demux once (no decoding) to map timestamps to frame indices and find keyframes, then
-    either one sequential pass or one seek per group of pages, whichever decodes fewer frames (groups decode in
-    `_DECODE_THREADS` threads). Frames that are not sampled are never converted to RGB or copied.
+    """Decodes with PyAV: demux once (no decoding) to map timestamps to frame indices and find keyframes, plan
+    (`plan_pyav_decode`: one sequential pass or one seek per keyframe group, whichever decodes fewer frames), then
+    decode. Frames that are not sampled are never converted to RGB or copied.
 
     Speed-up (H.264 in mp4/mkv/mov): packets of disposable pictures (nal_ref_idc 0, no other picture is predicted
     from them) that are not sampled are never sent to the decoder; the pixels of every sampled frame are unchanged.
@@ -376,146 +603,30 @@ def _decode_pyav(path: str, indices_fn) -> tuple[np.ndarray, list[int], _Probe, 
     import av
 
     container = _open_pyav(path)
+    frames = None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        length_size = _h264_nal_length_size(stream)
-        pts_list: list[int] = []
-        keyframe_pts: list[int] = []
-        disposable_pts: set[int] = set()
-        missing_pts = False
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if packet.pts is None:
-                    missing_pts = True
-                    continue
-                pts_list.append(packet.pts)
-                if packet.is_keyframe:
-                    keyframe_pts.append(packet.pts)
-                elif length_size is not None and _is_disposable_h264(packet, length_size):
-                    disposable_pts.add(packet.pts)
-        except av.error.FFmpegError as error:
-            raise CorruptVideoError(path, f"the stream cannot be read ({error})") from error
-        pts_list.sort()
-        total = len(pts_list)
-        # Some muxers (screen recorders, phones) give consecutive frames one timestamp: then a timestamp does not name
-        # a frame, and frames are counted in the order the decoder returns them, from the start, as for missing ones.
-        missing_pts = missing_pts or len(set(pts_list)) < total
-        if missing_pts:
-            total = stream.frames or total
-            disposable_pts.clear()  # packets cannot be matched to frames without timestamps
-        elif stream.frames and total < stream.frames:
-            raise CorruptVideoError(
-                path, f"the stream ends after {total} of the {stream.frames} frames its header declares; the file is truncated"
-            )
-        if total == 0:
-            raise EmptyVideoError(path, "the video stream has no frames")
-        if fps <= 0:
-            raise CorruptVideoError(path, "the video stream declares no frame rate")
-        probe = _Probe(total, fps)
+        packets = _index_packets(container, stream, path)
+        probe = _probe_pyav(stream, packets, path)
         indices = indices_fn(probe)
-        targets = sorted(set(indices))
-        target_set = set(targets)
-        pts_to_index = {pts: i for i, pts in enumerate(pts_list)}
-        keyframes = sorted(pts_to_index[p] for p in keyframe_pts if p in pts_to_index)
-        # skip[pts]: a packet the decoder never needs to see (disposable and not sampled).
-        skip = {p for p in disposable_pts if pts_to_index[p] not in target_set}
-        # needed[i]: frames among the first i that must be decoded (the planner's cost unit).
-        needed = np.concatenate([[0], np.cumsum([p not in skip for p in pts_list])]) if pts_list else np.zeros(1)
-
-        # Plan: group targets by the keyframe that precedes them; seek when that decodes fewer frames.
-        groups: dict[int, list[int]] = {}
-        for t in targets:
-            k = keyframes[bisect.bisect_right(keyframes, t) - 1] if keyframes and keyframes[0] <= t else 0
-            groups.setdefault(k, []).append(t)
-
-        def cost(first: int, last: int) -> int:
-            return int(needed[min(last + 1, len(needed) - 1)] - needed[min(first, len(needed) - 1)])
-
-        seek_cost = sum(cost(k, max(g)) + _SEEK_OVERHEAD_FRAMES for k, g in groups.items())
-        sequential_cost = cost(0, targets[-1])
-        use_seek = not missing_pts and len(groups) > 1 and seek_cost < sequential_cost
-
-        decoded: dict[int, np.ndarray] = {}
-        rotations: list[int] = [0]
-        # A stream whose resolution changes midway is scaled to its first resolution, as FFmpeg's tools do.
+        plan = plan_pyav_decode(packets, indices)
         size = (stream.codec_context.width, stream.codec_context.height)
-
-        def decode_until(container, stream, last_target: int, wanted: set[int]) -> None:
-            """Feeds packets from the demuxer's position until the frame `last_target` (or a later one) is out."""
-            position = 0
-            for packet in container.demux(stream):
-                if packet.pts is not None and packet.pts in skip:
-                    continue
-                for frame in packet.decode():  # an empty packet at the end of the file flushes the decoder
-                    rotations[0] = int(frame.rotation or 0)
-                    i = position if missing_pts or frame.pts is None else pts_to_index.get(frame.pts)
-                    position += 1
-                    if i in wanted and i not in decoded:
-                        scale = (frame.width, frame.height) != size and all(size)
-                        decoded[i] = frame.to_ndarray(format="rgb24", **(dict(width=size[0], height=size[1]) if scale else {}))
-                    if i is not None and i >= last_target:
-                        return
-
-        def decode_groups(items: list[tuple[int, list[int]]], own_container: bool) -> None:
-            """Seeks to each group's keyframe and decodes up to its last target (one demuxer per thread)."""
-            reader = _open_pyav(path) if own_container else container
-            try:
-                video = reader.streams.video[0]
-                # A thread of ours per demuxer already keeps the cores busy: FFmpeg's own frame threads on top of it
-                # cost about 5% more CPU for nothing (60 s clip of BENCHMARKS.md: 3.44 s instead of 3.64 s).
-                video.thread_type = "NONE" if own_container else "AUTO"
-                for k, group in items:
-                    reader.seek(pts_list[k], stream=video, backward=True, any_frame=False)
-                    decode_until(reader, video, group[-1], set(group))
-            finally:
-                if own_container:
-                    reader.close()
-
+        frames = _PyAVFrames(path, container, packets, plan, size)
         try:
-            if use_seek:
-                # Groups start at keyframes, so they decode independently: spread them over threads (PyAV releases
-                # the GIL while decoding), heaviest first, each thread with its own demuxer and decoder.
-                workers = min(len(groups), _DECODE_THREADS)
-                items = sorted(groups.items(), key=lambda item: cost(item[0], item[1][-1]), reverse=True)
-                if workers > 1:
-                    bins: list[list[tuple[int, list[int]]]] = [[] for _ in range(workers)]
-                    loads = [0] * workers
-                    for item in items:
-                        j = loads.index(min(loads))
-                        bins[j].append(item)
-                        loads[j] += cost(item[0], item[1][-1]) + _SEEK_OVERHEAD_FRAMES
-                    with ThreadPoolExecutor(workers) as pool:
-                        for future in [pool.submit(decode_groups, sorted(b), True) for b in bins]:
-                            future.result()
-                else:
-                    decode_groups(sorted(items), False)
-            # Without a seek, or when a seek landed past a group's keyframe (MPEG-TS seeks by byte position): one
-            # sequential pass from the start on a fresh demuxer (the planning pass left this one at the end).
-            wanted = {t for t in targets if t not in decoded}
-            if wanted:
-                container.close()
-                container = _open_pyav(path)
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                decode_until(container, stream, max(wanted), wanted)
+            frames.run()
         except av.error.FFmpegError as error:
             raise CorruptVideoError(path, f"decoding failed ({error})") from error
-        rotation = rotations[0]
-        missing = [t for t in targets if t not in decoded]
+        missing = [t for t in plan.targets if t not in frames.decoded]
         if missing:
             raise CorruptVideoError(
                 path,
-                f"the stream ended or broke before frame {missing[0]} of {total} "
-                f"({len(missing)} of {len(targets)} sampled frames missing); the file is truncated or corrupt",
+                f"the stream ended or broke before frame {missing[0]} of {probe.total_frames} "
+                f"({len(missing)} of {len(plan.targets)} sampled frames missing); the file is truncated or corrupt",
             )
-        frames = np.stack([decoded[i] for i in indices])
-        return frames, indices, probe, rotation
+        return np.stack([frames.decoded[i] for i in indices]), indices, probe, frames.rotation
     finally:
-        container.close()
+        (frames.container if frames is not None else container).close()
 
 
 def _decord_problem(path: str) -> str | None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .curation.backends import encode_image_data_url
+from .media_encoding import encode_image_data_url
 
 if TYPE_CHECKING:
     from .processing import RowMedia

@@ -40,7 +40,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
-import io
 import json
 import logging
 import os
@@ -52,9 +51,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Protocol, runtime_checkable
 
+from ..media_encoding import encode_frames_mp4, encode_image_data_url
 from ..video import VideoSamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -68,8 +67,6 @@ __all__ = [
     "GenerationOptions",
     "OpenAIChatBackend",
     "TransformersChatBackend",
-    "encode_frames_mp4",
-    "encode_image_data_url",
 ]
 
 MEDIA_MODES = ("frames", "video")
@@ -156,66 +153,7 @@ class ChatBackend(Protocol):
     def sampling_config(self, config: VideoSamplingConfig) -> VideoSamplingConfig: ...
 
 
-# --------------------------------------------------------------------------------------------- media encoding
-def encode_image_data_url(image: Any, image_format: str = "jpeg", quality: int = 90) -> str:
-    """Returns a `data:image/...;base64,` URL of an RGB image (a PIL image or a uint8 (H, W, 3) array).
-
-    Args:
-        image: the image.
-        image_format: "jpeg" (small) or "png" (lossless).
-        quality: JPEG quality.
-
-    Returns:
-        The data URL.
-
-    Example:
-        >>> import numpy as np
-        >>> encode_image_data_url(np.zeros((28, 28, 3), dtype=np.uint8))[:23]
-        'data:image/jpeg;base64,'
-    """
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    if image_format == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    else:
-        image.save(buffer, format=image_format.upper())
-    return f"data:image/{image_format};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def encode_frames_mp4(frames: Any, fps: float) -> bytes:
-    """Encodes sampled frames as an H.264 mp4 (yuv420p) playing at `fps`, so that timestamps survive.
-
-    Args:
-        frames: uint8 (T, H, W, 3) frames (even sides, as `load_video_frames` returns them).
-        fps: the sampled frame rate (frames sampled per second of source video).
-
-    Returns:
-        The mp4 file's bytes.
-    """
-    import av
-    import numpy as np
-
-    frames = np.asarray(frames)
-    rate = Fraction(fps).limit_denominator(1001)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.options = {"preset": "veryfast", "crf": "18"}
-        for index, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
-
-
+# --------------------------------------------------------------------------------------------- media
 def _sampled_fps(metadata) -> float:
     """Frames sampled per second of video: len(indices) / total_frames * fps (as the Qwen processors compute it)."""
     total, fps = metadata.total_num_frames, metadata.fps
@@ -574,24 +512,11 @@ class TransformersChatBackend:
         Returns:
             The backend.
         """
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        from ..modeling import load_model_and_processor
 
-        from ..evaluation import _torch_dtype, load_model_and_processor
-
-        config = AutoConfig.from_pretrained(model_name_or_path)
-        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-            model, processor = load_model_and_processor(
-                model_name_or_path, dtype=dtype, device=device, attn_implementation=attn_implementation
-            )
-        else:
-            kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
-            if attn_implementation is not None:
-                kwargs["attn_implementation"] = attn_implementation
-            processor = AutoTokenizer.from_pretrained(model_name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-            model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        model, processor = load_model_and_processor(
+            model_name_or_path, dtype=dtype, device=device, attn_implementation=attn_implementation
+        )
         return cls(model, processor, name=model_name_or_path)
 
     def info(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ from typing import Any
 
 from ..configs import VideoSamplingArguments
 from ..data import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
-from ..jsonl import output_dir_lock, read_keyed_jsonl
+from ..jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json, write_jsonl
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
     CURATION_DESCRIBE_VIDEO_PROMPT,
@@ -537,26 +537,6 @@ def read_stage_file(path: str | os.PathLike, repair: bool = True) -> dict[str, d
     )
 
 
-def _write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, ensure_ascii=False, indent=2)
-        stream.write("\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
-
-
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
 
@@ -608,6 +588,102 @@ def _item_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
         count = seen[record["problem_id"]]
         keys.append(str(record["problem_id"]) if count == 1 else f"{record['problem_id']}#{count}")
     return keys
+
+
+class _StageOutcomes:
+    """What the units of one stage return, received in the main thread: a finished unit's line is appended (and
+    fsynced) to the stage file; a failed unit is left unfinished and counted, and `max_consecutive_failures` failures
+    in a row, an authentication error or an unknown model stop the stage (`CurationAborted`)."""
+
+    def __init__(
+        self,
+        stage: str,
+        stream,
+        done: dict[str, dict],
+        counts: Counter,
+        run: _StageRun,
+        max_consecutive_failures: int,
+        bar,
+    ):
+        self.stage = stage
+        self.stream = stream
+        self.done = done
+        self.counts = counts
+        self.run = run
+        self.max_consecutive_failures = max_consecutive_failures
+        self.bar = bar
+        self.consecutive = 0
+
+    def receive(self, key: str, input_hash: str, future: Future) -> None:
+        """Records the outcome of one finished unit."""
+        try:
+            line = future.result()
+        except FatalBackendError as error:
+            raise CurationAborted(f"The {self.stage} stage stopped: {error}") from error
+        except (MediaDecodeError, ImportError):
+            raise  # on_bad_sample="raise", or a missing dependency: nothing later will work
+        except Exception as error:  # a failed request or a unit-level error: left unfinished
+            self._failed(key, error)
+        else:
+            self.consecutive = 0
+            line = {"key": key, "input_hash": input_hash, **line}
+            append_jsonl(self.stream, [line])
+            self.done[key] = line
+            self.run.written += 1
+            self.counts[line["status"]] += 1
+        self.bar.update(1)
+        self.bar.set_postfix(ok=self.counts["ok"], rejected=self.counts["rejected"], errors=self.counts["error"])
+
+    def _failed(self, key: str, error: Exception) -> None:
+        self.consecutive += 1
+        message = f"{key}: {type(error).__name__}: {error}"
+        self.run.errors.append(message)
+        logger.warning("%s %s (left unfinished; a re-run retries it)", self.stage, message)
+        if self.consecutive >= self.max_consecutive_failures:
+            raise CurationAborted(
+                f"The {self.stage} stage stopped after {self.consecutive} failed units in a row; the last: "
+                f"{message}. Check the backend, then rerun the same command to continue."
+            ) from error
+        self.counts["error"] += 1
+
+
+def _run_units(
+    units: Sequence[tuple[str, str, Callable[[], dict]]],
+    concurrency: int,
+    thread_name_prefix: str,
+    receive: Callable[[str, str, Future], None],
+    on_abort: Callable[[], None] | None = None,
+) -> None:
+    """Runs the work of `units` (key, input hash, work) in `concurrency` threads, at most twice that many queued, and
+    hands each finished future to `receive(key, input_hash, future)` in this thread, as they finish.
+
+    When `receive` (or anything else) raises, requests in flight are not waited for (their units stay unfinished and
+    are redone by a re-run) and `on_abort` is called, so that no thread keeps retrying in the background.
+    """
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=thread_name_prefix)
+    queue = iter(units)
+    in_flight: dict[Future, tuple[str, str]] = {}
+
+    def submit() -> None:
+        while len(in_flight) < 2 * concurrency:
+            unit = next(queue, None)
+            if unit is None:
+                return
+            in_flight[pool.submit(unit[2])] = unit[:2]
+
+    clean_exit = False
+    try:
+        submit()
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                receive(*in_flight.pop(future), future)
+            submit()
+        clean_exit = True
+    finally:
+        pool.shutdown(wait=clean_exit, cancel_futures=True)
+        if not clean_exit and on_abort is not None:
+            on_abort()
 
 
 class _Curation:
@@ -696,7 +772,7 @@ class _Curation:
             if os.path.exists(target):
                 logger.info("Discarding %s (redo_from=%s).", target, args.redo_from)
                 os.remove(target)
-        _write_json(path, config)
+        write_json(path, config)
 
     def stage_path(self, stage: str) -> str:
         return os.path.join(self.stage_dir, f"{stage}.jsonl")
@@ -884,7 +960,11 @@ class _Curation:
         for key, input_hash, _ in units:
             self.inputs[stage][key] = input_hash
         pending = [unit for unit in units if done.get(unit[0], {}).get("input_hash") != unit[1]]
-        run = self.runs[stage]
+        counts = Counter(
+            done[key]["status"]
+            for key, input_hash, _ in units
+            if key in done and done[key].get("input_hash") == input_hash
+        )
         bar = tqdm(
             total=len(units),
             initial=len(units) - len(pending),
@@ -892,70 +972,22 @@ class _Curation:
             unit="video" if stage == "describe" else "item",
             disable=not self.args.progress or not pending,
         )
-        counts = Counter(
-            done[key]["status"]
-            for key, input_hash, _ in units
-            if key in done and done[key].get("input_hash") == input_hash
-        )
-        consecutive = 0
-        resume = getattr(self.backends.get(stage), "resume", None)
+        backend = self.backends.get(stage)
+        resume = getattr(backend, "resume", None)
         if resume is not None:
             resume()  # retries are re-armed for this stage after an earlier stop
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"videorft-curate-{stage}")
-        clean_exit = False
+        run = self.runs[stage]
         with open(path, "a", encoding="utf-8") as stream:
-            queue = iter(pending)
-            in_flight: dict[Future, tuple[str, str]] = {}
-
-            def submit() -> None:
-                while len(in_flight) < 2 * concurrency:
-                    unit = next(queue, None)
-                    if unit is None:
-                        return
-                    in_flight[pool.submit(unit[2])] = unit[:2]
-
+            outcomes = _StageOutcomes(stage, stream, done, counts, run, self.args.max_consecutive_failures, bar)
             try:
-                submit()
-                while in_flight:
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        key, input_hash = in_flight.pop(future)
-                        try:
-                            line = future.result()
-                        except FatalBackendError as error:
-                            raise CurationAborted(f"The {stage} stage stopped: {error}") from error
-                        except (MediaDecodeError, ImportError):
-                            raise  # on_bad_sample="raise", or a missing dependency: nothing later will work
-                        except Exception as error:  # a failed request or a unit-level error: left unfinished
-                            consecutive += 1
-                            message = f"{key}: {type(error).__name__}: {error}"
-                            run.errors.append(message)
-                            logger.warning("%s %s (left unfinished; a re-run retries it)", stage, message)
-                            if consecutive >= self.args.max_consecutive_failures:
-                                raise CurationAborted(
-                                    f"The {stage} stage stopped after {consecutive} failed units in a row; the last: "
-                                    f"{message}. Check the backend, then rerun the same command to continue."
-                                ) from error
-                            counts["error"] += 1
-                        else:
-                            consecutive = 0
-                            line = {"key": key, "input_hash": input_hash, **line}
-                            stream.write(json.dumps(line, ensure_ascii=False) + "\n")
-                            stream.flush()
-                            os.fsync(stream.fileno())
-                            done[key] = line
-                            run.written += 1
-                            counts[line["status"]] += 1
-                        bar.update(1)
-                        bar.set_postfix(ok=counts["ok"], rejected=counts["rejected"], errors=counts["error"])
-                    submit()
-                clean_exit = True
+                _run_units(
+                    pending,
+                    concurrency,
+                    f"videorft-curate-{stage}",
+                    outcomes.receive,
+                    on_abort=getattr(backend, "cancel_pending", None),
+                )
             finally:
-                # After an error, do not wait for requests in flight: their units stay unfinished and are redone.
-                pool.shutdown(wait=clean_exit, cancel_futures=True)
-                cancel = getattr(self.backends.get(stage), "cancel_pending", None)
-                if not clean_exit and cancel is not None:
-                    cancel()  # and no thread keeps retrying in the background
                 bar.close()
         logger.info(
             "%s: %d units, %d done before, %d written now (%d ok, %d rejected in all), %d failed.",
@@ -1073,8 +1105,8 @@ class _Curation:
             else:
                 unfinished += 1
         rejected.sort(key=lambda row: row["index"])
-        _write_jsonl(os.path.join(output_dir, "cot.jsonl"), kept)
-        _write_jsonl(os.path.join(output_dir, "rejected.jsonl"), rejected)
+        write_jsonl(os.path.join(output_dir, "cot.jsonl"), kept)
+        write_jsonl(os.path.join(output_dir, "rejected.jsonl"), rejected)
 
         stages = {}
         for stage in STAGES:
@@ -1118,7 +1150,7 @@ class _Curation:
                 "errors": [message for run in self.runs.values() for message in run.errors][:50],
             },
         }
-        _write_json(os.path.join(output_dir, "summary.json"), summary)
+        write_json(os.path.join(output_dir, "summary.json"), summary)
         logger.info(
             "Curated %d records: %d kept, %d rejected, %d unfinished (%s).",
             items_in,

@@ -30,7 +30,13 @@ from trl import ModelConfig
 
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
 from videorft_hf.hub import apply_videorft_tags, record_run
-from videorft_hf.modeling import freeze_vision_tower, keep_updates, peft_config_for, vision_tower_name  # noqa: F401
+from videorft_hf.modeling import (  # noqa: F401
+    freeze_vision_tower,
+    keep_updates,
+    load_training_model,
+    peft_config_for,
+    vision_tower_name,
+)
 from videorft_hf.scripts import inputs
 from videorft_hf.scripts.arguments import VideoRFTParser
 from videorft_hf.scripts.inputs import resolve_checkpoint  # noqa: F401  (the rule of both training commands)
@@ -55,38 +61,6 @@ def make_parser(subparsers=None, prog: str | None = "videorft sft"):
     """
     dataclass_types = (VideoRFTScriptArguments, VideoSFTConfig, ModelConfig)
     return VideoRFTParser.for_command(subparsers, "sft", dataclass_types, prog, __doc__, "VideoRFT supervised fine-tuning")
-
-
-def load_model(model_args, training_args):
-    """Loads the model as `trl.SFTTrainer` would, with 4-bit / 8-bit quantization from `ModelConfig`.
-
-    Args:
-        model_args: trl's `ModelConfig`.
-        training_args: the `VideoSFTConfig` (`model_init_kwargs` are added last and win).
-
-    Returns:
-        The model (`AutoModelForImageTextToText` for a VLM checkpoint, by its config's architecture).
-    """
-    from accelerate import PartialState
-    from trl import get_quantization_config
-    from trl.trainer.utils import create_model_from_path
-
-    kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-        state = PartialState()
-        # A quantized model cannot be moved after loading: load it on this process's own device.
-        kwargs["device_map"] = None if state.device.type == "cpu" else {"": state.local_process_index}
-    elif training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
-        kwargs["device_map"] = None  # as SFTTrainer: "auto" fails under distributed training
-    kwargs.update(training_args.model_init_kwargs or {})
-    return create_model_from_path(model_args.model_name_or_path, **kwargs)
 
 
 def load_datasets(script_args, training_args):
@@ -132,7 +106,7 @@ def build_trainer(script_args, training_args, model_args):
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
     )
-    model = load_model(model_args, training_args)
+    model = load_training_model(model_args, training_args)
     peft_config = peft_config_for(model_args, model, script_args.freeze_vision_tower)
     collator = DataCollatorForVideoLanguageModeling.from_config(processor, training_args)
     trainer = SFTTrainer(
