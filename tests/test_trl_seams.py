@@ -42,7 +42,7 @@ METHODS = {
     "trl.trainer.utils:add_fused_lm_head": [
         "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
     ],
-    # scripts/sft.py loads models the way SFTTrainer does.
+    # modeling.load_training_model loads models the way SFTTrainer does (tests/test_modeling.py compares the two).
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
 }
 
