@@ -1077,7 +1077,7 @@ def _run(
             logger.warning("%s: %s (recorded as errors).", spec.name, describe_errors(records))
 
     aggregate = aggregate_results(records_by_benchmark, **_run_config(args, sampling), backend=args.backend)
-    # Ready for `videorft push --eval-results results.json` (hub.eval_results_from_json reads "model-index").
+    # Ready for `videorft push --eval-results results.json` (cards.eval_results_from_json reads "model-index").
     model_name = os.path.basename(os.path.normpath(args.adapter_path or args.model_name_or_path or "model"))
     aggregate["model-index"] = results_to_model_index(aggregate, model_name)
     write_json(os.path.join(output_dir, "results.json"), aggregate)

@@ -1,7 +1,7 @@
 """The run record: what a training run actually did, saved with its checkpoint as `videorft_run.json`.
 
 `videorft sft` and `videorft grpo` write it next to the model and in every checkpoint folder
-(`videorft_hf.hub.record_run`); `videorft push` renders the model card from it (with the adapter's `adapter_config.json` and the trainer's step count), so a card states the training
+(`videorft_hf.cards.record_run`); `videorft push` renders the model card from it (with the adapter's `adapter_config.json` and the trainer's step count), so a card states the training
 that happened, not the values of a YAML file read later. The record is plain JSON, readable without this package:
 
     {"stage": "grpo", "model_name_or_path": "out/sft", "base_model": "Qwen/Qwen2.5-VL-7B-Instruct",

@@ -73,8 +73,8 @@ if TYPE_CHECKING:
     from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
 from . import vllm_media
+from .cards import videorft_tags, write_trainer_card
 from .configs import RewardShapingArguments, VideoSamplingArguments
-from .hub import videorft_tags, write_trainer_card
 from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,

@@ -49,7 +49,7 @@ def train(script_args, training_args, model_args):
     """Runs GRPO and saves the model and processor to `training_args.output_dir`. Returns the trainer."""
     from trl import get_quantization_config
 
-    from videorft_hf.hub import record_run
+    from videorft_hf.cards import record_run
     from videorft_hf.modeling import freeze_vision_tower, model_structure, peft_config_for
     from videorft_hf.rewards import get_reward_funcs
     from videorft_hf.scripts.inputs import load_datasets, resolve_checkpoint

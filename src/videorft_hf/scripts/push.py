@@ -25,10 +25,8 @@ import argparse
 import logging
 import sys
 
+from videorft_hf.cards import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, STAGES
 from videorft_hf.hub import (
-    CHECKPOINT_KINDS,
-    DEFAULT_PIPELINE_TAG,
-    STAGES,
     CheckpointError,
     HubAuthError,
     HubOfflineError,

@@ -28,8 +28,8 @@ import sys
 
 from trl import ModelConfig
 
+from videorft_hf.cards import apply_videorft_tags, record_run
 from videorft_hf.configs import VideoRFTScriptArguments, VideoSFTConfig
-from videorft_hf.hub import apply_videorft_tags, record_run
 from videorft_hf.modeling import (  # noqa: F401
     freeze_vision_tower,
     keep_updates,
