@@ -1,0 +1,118 @@
+"""`videorft_hf.cards`: the VideoRFT tags on trl's own cards, `videorft eval` results as model-index entries, the card
+template's one location, and the split along the data flow (training imports cards, never the publishing stage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from huggingface_hub import ModelCard
+
+from videorft_hf import cards
+from videorft_hf.cards import eval_results_from_json, videorft_tags
+
+AGGREGATE = {
+    "VSI-Bench": 36.8,
+    "VideoMMMU": 51.1,
+    "MMVU": 68.5,
+    "MVBench": 62.1,
+    "TempCompass": 73.7,
+    "VideoMME": 59.8,
+    "average": 58.7,
+}
+
+
+def test_training_does_not_import_the_publishing_stage():
+    """The trainer and the training scripts write tags, run records and cards through `cards`; `hub` (repo plans,
+    uploads) is imported only by what publishes, and the package's `push_model` still reaches it when asked for."""
+    code = (
+        "import sys\n"
+        "import videorft_hf.trainer, videorft_hf.scripts.sft, videorft_hf.scripts.grpo\n"
+        "print('videorft_hf.hub' in sys.modules)\n"
+        "import videorft_hf\n"
+        "print(videorft_hf.push_model.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "videorft_hf.hub"]
+
+
+def test_videorft_tags_are_the_trainer_tags_and_reach_trl_sft_cards(tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    from videorft_hf.cards import apply_videorft_tags
+    from videorft_hf.testing import build_tiny_vlm
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    assert videorft_tags("grpo") == ["trl", "grpo", "videorft"]
+    assert VideoGRPOTrainer._tag_names == videorft_tags("grpo")  # what trl's create_model_card adds for GRPO
+    with pytest.raises(ValueError, match="sft, grpo"):
+        videorft_tags("dpo")
+
+    model, processor = build_tiny_vlm("qwen2_5_vl")
+    args = SFTConfig(output_dir=str(tmp_path), report_to=[], max_steps=1, use_cpu=True, save_strategy="no")
+    rows = datasets.Dataset.from_dict(
+        {"messages": [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]]}
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=processor.tokenizer)
+    apply_videorft_tags(trainer, "sft")
+    trainer.create_model_card(model_name="sft-run")  # trl's own mechanism, as at every checkpoint
+    card = ModelCard.load(tmp_path / "README.md")
+    assert set(videorft_tags("sft")) <= set(card.data.tags)
+    assert set(videorft_tags("sft")) <= set(trainer.model.model_tags)
+    assert SFTTrainer._tag_names == ["trl", "sft"]  # only this trainer instance was retagged
+
+
+def test_eval_results_forms(tmp_path):
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    from videorft_hf.evaluation import aggregate_results, results_to_model_index
+
+    results = eval_results_from_json(AGGREGATE)
+    assert [r.dataset_type for r in results] == [
+        "nyu-visionx/VSI-Bench",
+        "lmms-lab/VideoMMMU",
+        "yale-nlp/MMVU",
+        "OpenGVLab/MVBench",
+        "lmms-lab/TempCompass",
+        "lmms-lab/Video-MME",
+    ]  # "average" summarises the others: no dataset, no model-index entry
+    assert [r.metric_value for r in results] == [36.8, 51.1, 68.5, 62.1, 73.7, 59.8]
+    assert eval_results_from_json({"vsibench": 1.5, "my-bench": 2})[0].dataset_name == "VSI-Bench"
+    assert eval_results_from_json({"my-bench": 2})[0].dataset_type == "my-bench"
+    assert eval_results_from_json(eval_results_to_model_index("m", results)) == results
+
+    # what `videorft eval` returns and writes as results.json
+    records = [{"problem_type": "multiple choice", "score": 1.0, "error": None}]
+    records += [{"problem_type": "regression", "score": 0.5, "error": None}]
+    aggregate = aggregate_results({"VSI-Bench": records, "MVBench": records[:1]})
+    from_aggregate = eval_results_from_json(aggregate)
+    assert [(r.dataset_name, r.metric_value) for r in from_aggregate][:2] == [
+        ("VSI-Bench", 75.0),
+        ("VSI-Bench", 100.0),
+    ]
+    results_json = tmp_path / "results.json"
+    results_json.write_text(json.dumps({**aggregate, "model-index": results_to_model_index(aggregate, "ckpt")}))
+    assert eval_results_from_json(results_json) == from_aggregate
+    with pytest.raises(ValueError, match="'mvbench' is .* not a number"):
+        eval_results_from_json({"mvbench": {"acc": 3}})
+
+
+def test_card_template_lives_in_the_top_level_model_cards_folder_and_ships_as_a_package():
+    """One copy of the templates, `model_cards/` at the repository root: the wheel maps it to the package
+    `videorft_hf.model_cards` (package-dir, listed in setup.py), and a source checkout finds it there too."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    template = root / "model_cards" / "model_card.md"
+    assert cards.model_card_template().read_text(encoding="utf-8") == template.read_text(encoding="utf-8")
+    assert not (root / "src" / "videorft_hf" / "model_cards").exists()  # no copy under src/
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"": "src", cards.MODEL_CARD_TEMPLATES: "model_cards"}
+    assert setuptools["package-data"][cards.MODEL_CARD_TEMPLATES] == ["*.md"]
+    assert f'"{cards.MODEL_CARD_TEMPLATES}"' in (root / "setup.py").read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="Card template missing.md not found in .*model_cards"):
+        cards.model_card_template("missing.md")
