@@ -52,8 +52,8 @@ METHODS = {
 ATTRIBUTES = {
     "trl:GRPOTrainer._is_vlm": "instance",  # trainer.py: media handling only for processors
     "trl:GRPOTrainer._metrics": "instance",  # trainer.py: media/* and temporal/* metrics
-    "trl:GRPOTrainer._tag_names": "class",  # hub.py and trainer.py: model card and Hub tags
-    "trl:SFTTrainer._tag_names": "class",  # hub.py: the SFT script's tags
+    "trl:GRPOTrainer._tag_names": "class",  # cards.py and trainer.py: model card and Hub tags
+    "trl:SFTTrainer._tag_names": "class",  # cards.py: the SFT script's tags
     "transformers:Trainer._signature_columns": "instance",  # trainer.py: the `video` column survives
     "trl.generation.vllm_generation:VLLMGeneration.mode": "instance",  # vllm_media.patched: colocate or server
     "trl.generation.vllm_generation:VLLMGeneration.llm": "instance",  # wrapped in MultimodalLLM (colocate)
