@@ -157,3 +157,51 @@ def test_the_readme_quotes_how_stock_grpo_trainer_fails_on_video(tmp_path):
     with pytest.raises(ValueError, match=pattern):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def _layout_units() -> list[list[str]]:
+    """The README layout table's rows, top to bottom, as the top-level units of `src/videorft_hf/` each row names."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("`src/videorft_hf/`, in the order of the data flow") : text.index("Top level:")]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return [[name.removesuffix(".py").rstrip("/") for name in re.findall(r"`([\w/.]+)`", row)] for row in rows]
+
+
+def _imports(path: Path, package: list[str]) -> set[str]:
+    """Top-level `videorft_hf` units that `path` imports, lazily or not."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - node.level + 1]
+            names = [*base, *node.module.split(".")] if node.module else None
+            found |= {(names or [*base, alias.name])[0] for alias in node.names} if not node.module else {names[0]}
+        elif node.module and node.module.startswith("videorft_hf."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_the_layout_table_lists_every_module_in_import_order():
+    """Each unit of `src/videorft_hf/` imports only units listed above it in the README's layout (the commands,
+    `scripts/` and `demo.py`, excepted: they call each other)."""
+    source = REPO / "src" / "videorft_hf"
+    units = _layout_units()
+    position = {unit: i for i, row in enumerate(units) for unit in row}
+    on_disk = {p.stem for p in source.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in source.iterdir() if (p / "__init__.py").is_file()
+    }
+    assert on_disk - set(position) == set(), "modules missing from the README's layout table"
+    later = []
+    for path in source.rglob("*.py"):
+        parts = list(path.relative_to(source).with_suffix("").parts)
+        package = parts[:-1] if parts[-1] != "__init__" else parts
+        unit = parts[0]
+        if unit == "__init__":
+            continue
+        for imported in _imports(path, package) - {unit}:
+            if imported in position and position[imported] > position[unit] and {unit, imported} != {"scripts", "demo"}:
+                later.append(f"{path.relative_to(source)} imports {imported}")
+    assert not later, later
