@@ -17,7 +17,7 @@ import io
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["encode_frames_mp4", "encode_image_data_url"]
+__all__ = ["encode_frames_mp4", "encode_image_data_url", "write_frames_mp4"]
 
 
 def encode_image_data_url(image: Any, image_format: str = "jpeg", quality: int = 90) -> str:
@@ -48,8 +48,38 @@ def encode_image_data_url(image: Any, image_format: str = "jpeg", quality: int =
     return f"data:image/{image_format};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def write_frames_mp4(destination: Any, frames: Any, fps: float, options: dict[str, str] | None = None) -> None:
+    """Writes frames as an H.264 mp4 (yuv420p) playing at `fps`, so that timestamps survive.
+
+    Args:
+        destination: a file path or a writable binary file object.
+        frames: uint8 (T, H, W, 3) frames (even sides), an array or a sequence of arrays.
+        fps: the frame rate (for sampled frames: frames sampled per second of source video).
+        options: x264 options (default: `preset=veryfast`, `crf=18`); `threads=1` with `x264-params=mbtree=0` makes
+            the bytes the same on every run and machine.
+    """
+    import av
+    import numpy as np
+
+    frames = np.asarray(frames)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(destination, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        stream.codec_context.options = dict(options or {"preset": "veryfast", "crf": "18"})
+        for index, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def encode_frames_mp4(frames: Any, fps: float) -> bytes:
-    """Encodes sampled frames as an H.264 mp4 (yuv420p) playing at `fps`, so that timestamps survive.
+    """The bytes of `write_frames_mp4(frames, fps)` (default options): sampled frames as an mp4, timestamps kept.
 
     Args:
         frames: uint8 (T, H, W, 3) frames (even sides, as `load_video_frames` returns them).
@@ -58,22 +88,6 @@ def encode_frames_mp4(frames: Any, fps: float) -> bytes:
     Returns:
         The mp4 file's bytes.
     """
-    import av
-    import numpy as np
-
-    frames = np.asarray(frames)
-    rate = Fraction(fps).limit_denominator(1001)
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.options = {"preset": "veryfast", "crf": "18"}
-        for index, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_frames_mp4(buffer, frames, fps)
     return buffer.getvalue()

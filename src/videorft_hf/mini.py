@@ -58,11 +58,13 @@ import string
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .jsonl import write_jsonl
+from .media_encoding import write_frames_mp4
 
 __all__ = [
     "PALETTE",
@@ -334,25 +336,8 @@ def _render(item: _Item, index: int, width: int, height: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def _write_mp4(path: str, frames: Sequence[np.ndarray], fps: float) -> None:
-    import av
-
-    rate = Fraction(fps).limit_denominator(1001)
-    height, width = frames[0].shape[:2]
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = 1 / rate
-        # One thread and no macroblock tree: x264's output is then the same bytes on every run and machine.
-        stream.codec_context.options = {"preset": "veryfast", "crf": "10", "threads": "1", "x264-params": "mbtree=0"}
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+# One thread and no macroblock tree: x264's output is then the same bytes on every run and machine.
+_X264_DETERMINISTIC = {"preset": "veryfast", "crf": "10", "threads": "1", "x264-params": "mbtree=0"}
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -394,12 +379,6 @@ def _record(item: _Item, problem_id: int, path: str, with_process: bool) -> dict
         data_source=f"VideoRFT-mini/{item.kind}",
     )
     return record
-
-
-def _write_jsonl(path: str, records: Sequence[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        for record in records:
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def generate_mini(
@@ -477,7 +456,8 @@ def generate_mini(
             next_id += 1
             if KINDS[kind][0] == "video":
                 relative = f"videos/mini_{problem_id:06d}.mp4"
-                _write_mp4(str(root / relative), [_render(item, i, width, height) for i in range(num_frames)], fps)
+                frames = [_render(item, i, width, height) for i in range(num_frames)]
+                write_frames_mp4(str(root / relative), frames, fps, options=_X264_DETERMINISTIC)
             else:
                 from PIL import Image
 
@@ -485,7 +465,7 @@ def generate_mini(
                 Image.fromarray(_render(item, 0, width, height)).save(root / relative)
             records.append(_record(item, problem_id, f"./{relative}", with_process=split == "cot"))
         paths[split] = str(root / f"{split}.jsonl")
-        _write_jsonl(paths[split], records)
+        write_jsonl(paths[split], records)
 
     if build:
         from .dataset_builder import DatasetSpec, build_dataset
