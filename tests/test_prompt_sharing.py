@@ -19,6 +19,7 @@ from videorft_hf.processing import (
 from videorft_hf.prompt_sharing import (
     generate_with_shared_prefill,
     group_rows,
+    keep_groups_together,
     plan_chunks,
     shared_prompt_logps,
 )
@@ -375,7 +376,7 @@ def _parity_reward(completions, **kwargs):
     return [float(i % 2) for i in range(len(completions))]
 
 
-def _train(media, tmp_path, share: bool, text_only: bool = False):
+def _train(media, tmp_path, share: bool, text_only: bool = False, **overrides):
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText
 
@@ -399,6 +400,8 @@ def _train(media, tmp_path, share: bool, text_only: bool = False):
         seed=0, share_prompt_compute=share, video_sampling_preset="video-r1-train", video_min_frames=4,
         video_max_frames=4, video_min_pixels=16 * 784, video_max_pixels=16 * 784, image_max_pixels=16 * 784,
     )
+    for key, value in overrides.items():
+        setattr(args, key, value)
     trainer = VideoGRPOTrainer(model, [_parity_reward], args=args, train_dataset=Dataset.from_list(rows * 2))
     vision = {"patches": 0}
     trainer.model.model.visual.register_forward_pre_hook(
@@ -421,6 +424,54 @@ def test_trainer_results_equal_with_sharing_on_and_off(media, tmp_path):
         assert shared["prompt_sharing/shared"] == 1.0 and plain["prompt_sharing/shared"] == 0.0
         assert shared["prompt_sharing/vision_patch_ratio"] > 1.0 and shared["prompt_sharing/lm_token_ratio"] > 1.0
         assert plain["prompt_sharing/lm_token_ratio"] == 1.0
+
+
+def test_keep_groups_together_reorders_a_permutation_by_group():
+    assert keep_groups_together([3, 0, 2, 1], [0, 0, 1, 1]) == [3, 2, 0, 1]
+    assert keep_groups_together([2, 5, 0, 1, 4, 3], [0, 1, 2, 0, 1, 2]) == [2, 5, 0, 3, 1, 4]
+    assert keep_groups_together([1, 0], [0, 0]) == [1, 0]  # one group: the permutation as drawn
+
+
+def test_micro_batches_hold_whole_groups_when_the_update_allows(media, tmp_path):
+    """Two prompts x G = 4 in two micro-batches of 4 that make one optimizer step: with sharing on, each micro-batch
+    holds one whole group (vision and LM ratios of a whole group in every pass), and the run logs what the per-row
+    run with trl's row shuffle logs (the same rows' gradients are summed into each update, from the same draw)."""
+    shape = {"gradient_accumulation_steps": 2, "steps_per_generation": 2, "num_iterations": 1}
+    (on, patches_on), (off, patches_off) = (
+        _train(media, tmp_path, share=True, **shape), _train(media, tmp_path, share=False, **shape)
+    )
+    assert len(on) == len(off) == 4
+    for shared, plain in zip(on, off, strict=True):
+        for key in ("loss", "grad_norm"):
+            assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+    # G in every step this class encodes (the last step's two prompts are images: trl's own image path, no sharing).
+    ratios = [h["prompt_sharing/vision_patch_ratio"] for h in on if "prompt_sharing/vision_patch_ratio" in h]
+    assert ratios == [4.0, 4.0, 4.0]  # every micro-batch is one whole group (trl's shuffle: 1 to 4 rows of one)
+    # Generation (once per prompt either way), reference and policy passes.
+    assert patches_off / patches_on > 3
+
+
+def test_groups_are_kept_together_only_where_the_update_is_unchanged(media, tmp_path):
+    from datasets import Dataset
+
+    from videorft_hf.configs import VideoGRPOConfig
+    from videorft_hf.testing import save_tiny_vlm
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    model_dir = save_tiny_vlm("qwen2_5_vl", tmp_path / "model")
+    dataset = Dataset.from_list([row("video", "What happens?", media["clip0"])] * 4)
+
+    def keeps(**kwargs):
+        args = VideoGRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4,
+                               report_to=[], use_cpu=True, bf16=False, **kwargs)
+        return VideoGRPOTrainer(str(model_dir), [_parity_reward], args=args, train_dataset=dataset)._keeps_groups_together()
+
+    assert keeps(gradient_accumulation_steps=2, loss_type="grpo")
+    assert keeps(gradient_accumulation_steps=2, loss_type="dapo")
+    assert not keeps(gradient_accumulation_steps=1, steps_per_generation=2, loss_type="grpo")  # two updates per batch
+    assert not keeps(gradient_accumulation_steps=2, loss_type="bnpo")  # normalised per micro-batch
+    assert not keeps(gradient_accumulation_steps=2, loss_type="grpo", share_prompt_compute=False)
+    assert not keeps(gradient_accumulation_steps=1, loss_type="grpo")  # one micro-batch: nothing to split
 
 
 def test_text_only_batches_keep_trls_path(media, tmp_path):

@@ -33,6 +33,9 @@ METHODS = {
         "token_type_ids=None", "mm_token_type_ids=None", "image_position_ids=None",
     ],
     "trl:GRPOTrainer._compute_loss": ["self", "model", "inputs"],
+    "trl:GRPOTrainer._prepare_inputs": ["self", "generation_batch"],
+    # trainer._shuffle_keeping_groups replaces it in trl's grpo_trainer module while `_prepare_inputs` runs.
+    "trl.trainer.grpo_trainer:shuffle_sequence_dict": ["seq_dict"],
     "trl:GRPOTrainer._calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
     "trl:GRPOTrainer._set_signature_columns_if_needed": ["self"],
     # vllm_media.patched (vLLM server mode) replaces it on the generation object with vllm_media.place_features.
@@ -63,7 +66,8 @@ ATTRIBUTES = {
 
 # Private module-level names imported (type aliases of the constructor signature, for annotations only).
 MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer:RolloutFunc",
-                "trl.trainer.grpo_trainer:EnvironmentFactory", "trl.trainer.utils:create_model_from_path"]
+                "trl.trainer.grpo_trainer:EnvironmentFactory", "trl.trainer.utils:create_model_from_path",
+                "trl.trainer:grpo_trainer"]  # the module whose row shuffle trainer.py swaps (see METHODS)
 
 
 def _resolve(spec: str):

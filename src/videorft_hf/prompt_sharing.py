@@ -53,6 +53,7 @@ __all__ = [
     "SharingStats",
     "generate_with_shared_prefill",
     "group_rows",
+    "keep_groups_together",
     "plan_chunks",
     "shared_prompt_logps",
 ]
@@ -181,6 +182,31 @@ def _checked_groups(groups, prompt_ids, prompt_mask, vision_rows) -> list[int]:
                 "the rows of one prompt. Pass groups=None to group rows by their content."
             )
     return groups
+
+
+def keep_groups_together(permutation: Sequence[int], groups: Sequence[int]) -> list[int]:
+    """Reorders a random permutation of rows so that each group's rows are adjacent.
+
+    Groups come in the order in which the permutation first reaches one of their rows, and a group's rows in the
+    order the permutation gives them. Drawn from one `torch.randperm`, as trl's row shuffle draws it, the order is as
+    random at the level of groups and consumes the random generator identically; contiguous micro-batches cut from
+    it then hold whole groups wherever the sizes allow, so a micro-batch computes each prompt once.
+
+    Args:
+        permutation: a permutation of `range(len(groups))`.
+        groups: group index per row (`group_rows`).
+
+    Returns:
+        The reordered permutation.
+
+    Example:
+        >>> keep_groups_together([3, 0, 2, 1], [0, 0, 1, 1])
+        [3, 2, 0, 1]
+    """
+    rank: dict[int, int] = {}
+    for row in permutation:
+        rank.setdefault(groups[row], len(rank))
+    return sorted(permutation, key=lambda row: rank[groups[row]])  # stable: within a group, the permutation's order
 
 
 def plan_chunks(groups: Sequence[int], max_rows: int) -> list[PackedChunk]:

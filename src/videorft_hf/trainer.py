@@ -90,7 +90,7 @@ from .processing import (
     model_sampling_config,
     render_prompt,
 )
-from .prompt_sharing import generate_with_shared_prefill, shared_prompt_logps
+from .prompt_sharing import generate_with_shared_prefill, group_rows, keep_groups_together, shared_prompt_logps
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
 from .video import FrameCache
 
@@ -130,6 +130,45 @@ def _reward_frames(media: RowMedia):
     if media.images:
         return media.images[0]
     return None
+
+
+# Losses whose optimizer-step gradient does not depend on how a generation batch's rows are split into its equal-size
+# micro-batches: a mean of per-sequence means per micro-batch (grpo), a fixed per-row normalizer (dr_grpo), or one
+# normalizer for the whole generation batch (dapo).
+SPLIT_INVARIANT_LOSSES = ("grpo", "dr_grpo", "dapo")
+
+
+@contextmanager
+def _shuffle_keeping_groups() -> Iterator[None]:
+    """trl's row shuffle of a generation batch (`shuffle_sequence_dict`), with each group's rows kept adjacent
+    (`keep_groups_together`), so the micro-batches trl then cuts hold whole groups. One `torch.randperm` of the
+    rows, as trl draws it. A batch without this class's vision rows is shuffled by trl's own function."""
+    from trl.trainer import grpo_trainer
+
+    original = grpo_trainer.shuffle_sequence_dict
+
+    def shuffle(seq_dict: dict) -> dict:
+        vision = seq_dict.get("vision_inputs")
+        if vision is None:
+            return original(seq_dict)
+        groups = group_rows(seq_dict["prompt_ids"], seq_dict["prompt_mask"], vision)
+        order = keep_groups_together(torch.randperm(len(groups)).tolist(), groups)
+        index = torch.tensor(order)
+
+        def permute(value):
+            if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+                return value
+            if isinstance(value, torch.Tensor):
+                return value[index.to(value.device)]
+            return [value[i] for i in order]
+
+        return {key: permute(value) for key, value in seq_dict.items()}
+
+    grpo_trainer.shuffle_sequence_dict = shuffle
+    try:
+        yield
+    finally:
+        grpo_trainer.shuffle_sequence_dict = original
 
 
 class _ModelWithInputs:
@@ -564,6 +603,24 @@ class VideoGRPOTrainer(GRPOTrainer):
         if stats.vision_patches:
             ratio = stats.unshared_vision_patches / stats.vision_patches
             self._metrics[mode]["prompt_sharing/vision_patch_ratio"].append(ratio)
+
+    def _prepare_inputs(self, generation_batch):
+        # Adds: when the micro-batches of a generation batch all go into one optimizer step and the loss does not depend
+        # on how rows are split between them, the row shuffle keeps each group together, so that prompt sharing computes
+        # a prompt once per pass rather than once in each micro-batch it was split into. The update is the same (the
+        # same rows' gradients summed), and so is the random draw.
+        if not self._keeps_groups_together():
+            return super()._prepare_inputs(generation_batch)
+        with _shuffle_keeping_groups():
+            return super()._prepare_inputs(generation_batch)
+
+    def _keeps_groups_together(self) -> bool:
+        args = self.args
+        return (  # (evaluation batches are neither shuffled nor split)
+            getattr(args, "share_prompt_compute", True)
+            and args.steps_per_generation == args.gradient_accumulation_steps > 1
+            and self.loss_type in SPLIT_INVARIANT_LOSSES
+        )
 
     def _compute_loss(self, model, inputs):
         # Adds: the micro-batch's vision tensors reach the policy forward.
