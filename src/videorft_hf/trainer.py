@@ -15,6 +15,8 @@ so the loss is computed as if the video were text. This subclass overrides only 
 - `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
   images (`videorft_hf.vllm_media.patched`, the only code that changes trl's `VLLMGeneration`, entered per call),
   generating from the same prompt ids the log-prob passes see.
+- `_prepare_inputs`: where the split cannot change the update, trl's row shuffle keeps each group's rows together,
+  so the micro-batches hold whole groups and share each prompt once (`SPLIT_INVARIANT_LOSSES`).
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
 - `_calculate_rewards`: passes the decoded frames to reward functions as `frames` and applies the group-level
   shaping (length bonus, T-GRPO) to the rewards gathered from every process.
