@@ -30,7 +30,7 @@ from .completions import (
 ACCURACY_METRIC_PREFIX = "rewards/accuracy_reward"
 
 
-def _parse_number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
     """The release's `float(text.replace(",", ""))`; None when unparseable or not finite ("nan", "inf", 1e999).
 
     The release let NaN through, and its regression formula then paid a full reward for "nan"
@@ -47,14 +47,14 @@ def _numerical_accuracy(predicted: str, truth: str) -> float:
     # Exactly one side written with a decimal point or a thousands separator: wrong (as released).
     if (("." in truth) or ("," in truth)) != (("." in predicted) or ("," in predicted)):
         return 0.0
-    truth_value, predicted_value = _parse_number(truth), _parse_number(predicted)
+    truth_value, predicted_value = parse_number(truth), parse_number(predicted)
     if truth_value is None or predicted_value is None:
         return 0.0
     return 1.0 if round(truth_value, 2) == round(predicted_value, 2) else 0.0
 
 
 def _regression_accuracy(predicted: str, truth: str) -> float:
-    truth_value, predicted_value = _parse_number(truth), _parse_number(predicted)
+    truth_value, predicted_value = parse_number(truth), parse_number(predicted)
     if truth_value is None or predicted_value is None:
         return 0.0
     relative = (abs(predicted_value - truth_value) + 1e-9) / (abs(truth_value) + 1e-9)  # may overflow to inf: fine

@@ -48,6 +48,7 @@ import evaluate
 
 from videorft_hf.prompts import PROBLEM_TYPES
 from videorft_hf.rewards import extract_answer, get_accuracy_reward
+from videorft_hf.rewards.accuracy import parse_number
 
 __all__ = [
     "MRA_THRESHOLDS",
@@ -129,15 +130,6 @@ def reference_answer(solution: str) -> str:
     return solution.strip()
 
 
-def _to_number(text: str) -> float | None:
-    """The numerical reward's parse: commas dropped, then `float`; None when unparseable or not finite."""
-    try:
-        value = float(text.replace(",", ""))
-    except (ValueError, OverflowError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def mean_relative_accuracy(prediction: float, truth: float) -> float:
     """MRA: the share of thresholds t in {0.50, 0.55, ..., 0.95} with `|prediction - truth| / |truth| < 1 - t`.
 
@@ -188,7 +180,7 @@ def score_output(
         raise ValueError(f"Unknown problem_type {problem_type!r}; expected one of {list(PROBLEM_TYPES)}.")
     prediction = extract_prediction(output)
     if problem_type == "regression":
-        predicted, truth = _to_number(prediction), _to_number(reference_answer(solution))
+        predicted, truth = parse_number(prediction), parse_number(reference_answer(solution))
         if predicted is None or truth is None:
             return prediction, 0.0
         return prediction, mean_relative_accuracy(predicted, truth)
