@@ -17,7 +17,7 @@ from videorft_hf.modeling import (
     merge_adapter,
     torch_dtype,
 )
-from videorft_hf.testing import build_tiny_tokenizer, save_tiny_vlm
+from videorft_hf.testing import build_tiny_text_lm, save_tiny_vlm
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,9 @@ def adapter_dir(vlm_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_dir(tmp_path_factory):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_tiny_tokenizer("qwen2_vl")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
+    model, tokenizer = build_tiny_text_lm()
     path = tmp_path_factory.mktemp("text") / "model"
-    Qwen2ForCausalLM(config).save_pretrained(path)
+    model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

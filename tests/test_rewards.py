@@ -743,19 +743,11 @@ class TestRegistry:
 # --------------------------------------------------------------------------------------------- trl
 def test_rewards_run_inside_stock_grpo_trainer(tmp_path, tiny_siglip):
     from datasets import Dataset
-    from transformers import Qwen2Config, Qwen2ForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from videorft_hf.testing import build_tiny_tokenizer
+    from videorft_hf.testing import build_tiny_text_lm
 
-    tokenizer = build_tiny_tokenizer("qwen2_vl")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
+    model, tokenizer = build_tiny_text_lm(seed=0)
     dataset = Dataset.from_list(
         [
             {"prompt": [{"role": "user", "content": "Pick one."}], "solution": "<answer>B</answer>", "problem_type": "multiple choice"},

@@ -87,6 +87,7 @@ __all__ = [
     "build_tiny_qwen2_5_vl",
     "build_tiny_qwen3_vl",
     "save_tiny_vlm",
+    "build_tiny_text_lm",
     "build_tiny_siglip",
     "save_tiny_siglip",
     "encode_frame_index",
@@ -559,6 +560,22 @@ def save_tiny_vlm(
 
 _SIGLIP_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 SIGLIP_MAX_LENGTH = 64
+
+
+def build_tiny_text_lm(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Build a tiny text-only `Qwen2ForCausalLM` (hidden 16, 1 layer, tied embeddings) with the byte-level Qwen
+    tokenizer of `build_tiny_tokenizer("qwen2_vl")`: the text model of stock-trl and text-checkpoint tests."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tiny_tokenizer("qwen2_vl")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config), tokenizer
 
 
 def _build_siglip_tokenizer():
