@@ -22,6 +22,7 @@ from huggingface_hub import DatasetCard, EvalResult, ModelCard, constants
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from videorft_hf import hub
+from videorft_hf.evaluation import PAPER_RESULTS
 from videorft_hf.hub import (
     CheckpointError,
     HubOfflineError,
@@ -35,15 +36,7 @@ from videorft_hf.testing import save_tiny_vlm, write_test_video
 
 SENTINEL_TOKEN = "hf_SENTINELtokenDoNotLeak0123456789abcd"
 BASE_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
-AGGREGATE = {
-    "VSI-Bench": 36.8,
-    "VideoMMMU": 51.1,
-    "MMVU": 68.5,
-    "MVBench": 62.1,
-    "TempCompass": 73.7,
-    "VideoMME": 59.8,
-    "average": 58.7,
-}
+AGGREGATE = {**PAPER_RESULTS["VideoRFT-7B"], "average": 58.7}  # the paper's VideoRFT-7B scores and their mean
 RECIPE = {
     "model_name_or_path": "QiWang98/VideoRFT-SFT",
     "dataset_name": "you/VideoRFT-RL-310K",
