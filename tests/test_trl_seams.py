@@ -45,7 +45,8 @@ METHODS = {
     "trl.trainer.utils:add_fused_lm_head": [
         "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
     ],
-    # modeling.load_training_model loads models the way SFTTrainer does (tests/test_modeling.py compares the two).
+    # Not called: modeling.load_training_model mirrors it (tests/test_modeling.py compares the two models), so a
+    # change of its signature is the sign to re-check that mirror.
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
 }
 
@@ -66,7 +67,8 @@ ATTRIBUTES = {
 
 # Private module-level names imported (type aliases of the constructor signature, for annotations only).
 MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer:RolloutFunc",
-                "trl.trainer.grpo_trainer:EnvironmentFactory", "trl.trainer.utils:create_model_from_path",
+                "trl.trainer.grpo_trainer:EnvironmentFactory",
+                "trl.trainer.utils:add_fused_lm_head",  # prompt_sharing.py (annotations; see METHODS)
                 "trl.trainer:grpo_trainer"]  # the module whose row shuffle trainer.py swaps (see METHODS)
 
 
