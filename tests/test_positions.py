@@ -510,3 +510,42 @@ def test_every_transformers_backend_of_the_package_applies_the_rule(tmp_path):
                         **grid_kwargs(batch))
     # 32 video tokens span 53 positions (temporal 0..52): the text after the video moved 21 positions on
     assert first[0] - int(batch["attention_mask"][0].sum()) == 53 - 32
+
+
+def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
+    """`VideoGRPOTrainer` with a KL term (trl loads a separate reference model): both models carry the rule, and the
+    policy's and the reference's log-probs of a 30 s clip's completion equal a forward at the rule's positions."""
+    from datasets import Dataset
+
+    from videorft_hf.configs import VideoGRPOConfig
+    from videorft_hf.testing import save_tiny_vlm, write_test_video
+    from videorft_hf.trainer import GenerationMedia, VideoGRPOTrainer
+
+    path = str(save_tiny_vlm("qwen2_5_vl", tmp_path / "model"))
+    video = str(write_test_video(tmp_path / "long.mp4", num_frames=240, fps=8, width=56, height=56))
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}],
+             "video": video, "image": None}]
+    args = VideoGRPOConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, num_generations=2, max_completion_length=4,
+        max_steps=1, report_to=[], use_cpu=True, bf16=False, save_strategy="no", beta=0.04,
+        video_sampling_preset="video-r1-train", video_min_pixels=4 * 784, video_max_pixels=4 * 784,
+    )
+    trainer = VideoGRPOTrainer(path, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], args=args,
+                               train_dataset=Dataset.from_list(rows))
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
+    assert has_position_rule(trainer.model) and has_position_rule(trainer.ref_model)
+    processor = trainer.processing_class
+    batch = GenerationMedia(trainer._load_media(rows))
+    with trainer._media_scope(batch), torch.no_grad():
+        (ids,), _, _ = trainer._tokenize_prompts([rows[0]["prompt"]])
+        vision = batch.vision[0]
+        assert vision["second_per_grid_ts"].tolist() == [3.75]
+        completion = processor.tokenizer("<answer>B</answer>", add_special_tokens=False)["input_ids"]
+        input_ids = torch.tensor([ids + completion])
+        mask = torch.ones_like(input_ids)
+        for model in (trainer.model, trainer.ref_model):
+            model.eval()
+            logps, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, mask, len(completion))
+            expected = reference_logps(model, input_ids, mask, [vision], trainer.temperature)[0]
+            want = expected[len(ids) - 1 : -1].gather(1, torch.tensor(completion)[:, None])[:, 0]
+            torch.testing.assert_close(logps[0], want, atol=1e-4, rtol=0)

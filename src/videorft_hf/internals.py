@@ -87,7 +87,7 @@ def _rule_get_rope_index(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Ten
     names = _parameter_names(type(self))
     if len(args) > len(names):
         raise TypeError(f"get_rope_index takes {len(names)} positional arguments, got {len(args)}.")
-    arguments = dict(zip(names, args))
+    arguments = dict(zip(names, args, strict=False))  # trailing parameters may come by keyword
     for name, value in kwargs.items():
         if name in arguments:
             raise TypeError(f"get_rope_index got multiple values for argument {name!r}.")
