@@ -157,7 +157,9 @@ def _blocks(rule: PositionRule, image_grid_thw, video_grid_thw, second_per_grid_
 
 
 def _token_types(rule: PositionRule, input_ids: torch.Tensor, mm_token_type_ids) -> torch.Tensor:
-    if mm_token_type_ids is not None:
+    # The placeholder tokens decide: some processors (transformers 5.17's Qwen2.5-VL one among them) leave
+    # `mm_token_type_ids` all 0, and a batch built from their output would put the video at text positions.
+    if rule.image_token_id is None and rule.video_token_id is None and mm_token_type_ids is not None:
         return torch.as_tensor(mm_token_type_ids)
     types = torch.zeros_like(input_ids)
     if rule.image_token_id is not None:
@@ -225,8 +227,8 @@ def rope_index(
         image_grid_thw: `(images, 3)` grids of every image of the batch, in row order then prompt order.
         video_grid_thw: `(videos, 3)` grids of every video, in the same order.
         second_per_grid_ts: `(videos,)` seconds per temporal grid (Qwen2.5-VL; 1.0 each when None).
-        mm_token_type_ids: `(batch, length)`, 1 at image and 2 at video tokens (None: found from `input_ids` and the
-            rule's token ids).
+        mm_token_type_ids: `(batch, length)`, 1 at image and 2 at video tokens; used only when the rule has no
+            placeholder token ids (the vision tokens are found from `input_ids`: a processor may leave these all 0).
         deltas_from_padded_length: the deltas are relative to the padded length (transformers < 5.2, whose decoding
             adds them to the cache length) instead of each row's count of real tokens (transformers >= 5.2, whose
             decoding adds them to the real tokens' index).

@@ -612,9 +612,12 @@ def generate_with_shared_prefill(
             **_vision_inputs(prefill_rows, input_ids.device),
         )
     expand = torch.tensor([firsts.index(group) for group in groups], device=input_ids.device)
-    cache = prefill.cache
+    # transformers 5.25 names the KV cache `cache` (output field and `generate` argument); earlier 5.x
+    # `past_key_values`.
+    cache_name = "cache" if getattr(prefill, "cache", None) is not None else "past_key_values"
+    cache = getattr(prefill, cache_name)
     cache.batch_select_indices(expand)
     set_decode_deltas(base, deltas[expand])  # the decode steps continue from each prompt's largest position + 1
     return model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, cache=cache, **generate_kwargs
+        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **{cache_name: cache}, **generate_kwargs
     )
