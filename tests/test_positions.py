@@ -557,3 +557,22 @@ def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
             expected = reference_logps(model, input_ids, mask, [vision], trainer.temperature)[0]
             want = expected[len(ids) - 1 : -1].gather(1, torch.tensor(completion)[:, None])[:, 0]
             torch.testing.assert_close(logps[0], want, atol=1e-4, rtol=0)
+
+
+def test_transformers_qwen3_vl_positions_already_follow_the_rule():
+    """Qwen3-VL splits a video into one t = 1 block per frame, timestamps between them, so no temporal position
+    reaches past the spatial ones: transformers' own `get_rope_index` (not replaced here) gives the rule's
+    positions and decoding deltas, and the rule changes nothing for this family."""
+    model, processor = build_tiny_vlm("qwen3_vl")
+    prompts = two_prompts("qwen3_vl", processor)
+    input_ids, mask = left_pad(prompts, processor.tokenizer.pad_token_id)
+    vision = vision_batch([v for _, v in prompts])
+    grids = {key: vision[key] for key in ("image_grid_thw", "video_grid_thw")}
+    parameters = inspect.signature(type(model.model).get_rope_index).parameters
+    if "mm_token_type_ids" in parameters:  # transformers >= 5.3
+        grids["mm_token_type_ids"] = mm_token_type_ids(input_ids, model.config.image_token_id,
+                                                       model.config.video_token_id)
+    positions, deltas = model.model.get_rope_index(input_ids, attention_mask=mask, **grids)
+    first = assert_rule(positions, input_ids, mask, model.config, **grid_kwargs(vision))
+    if "mm_token_type_ids" in parameters:  # 5.0-5.2 count deltas from the padded length (see the README)
+        assert deltas[:, 0].tolist() == [f - int(n) for f, n in zip(first, mask.sum(1), strict=True)]
