@@ -210,17 +210,19 @@ def test_greedy_equals_generate(media, family):
     assert (out.stats.rows, out.stats.groups, out.stats.bucket, out.stats.steps) == (6, 3, 8, 32)
 
 
-def test_end_of_sequence_per_row(media):
+@pytest.mark.parametrize("stop_check_every", [1, 8])
+def test_end_of_sequence_per_row(media, stop_check_every):
     """A list of end-of-sequence ids: each row stops at its own, padding follows, generation stops when all have
-    ended, as in generate."""
+    ended, as in generate (checked every step, or every 8 and trimmed)."""
     model, processor = tiny()
     ids, mask, visions = batch(model, processor, mixed_rows(media), generations=1)
     first = reference_generate(model, ids, mask, visions, greedy(processor, steps=24)).sequences[:, ids.size(1):]
     eos = [int(first[0, 3]), int(first[1, 9]), int(first[2, 6])]  # each row ends, at its own step
     config = greedy(processor, steps=24, eos_token_id=eos)
     reference = reference_generate(model, ids, mask, visions, config)
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config, return_logprobs=True)
-    assert torch.equal(out.sequences, reference.sequences)
+    engine = RolloutEngine(model, stop_check_every=stop_check_every)
+    out = engine.rollout(ids, mask, visions, generation_config=config, return_logprobs=True, output_scores=True)
+    assert torch.equal(out.sequences, reference.sequences) and len(out.scores) == len(reference.scores)
     completion = out.sequences[:, ids.size(1):]
     ended = torch.isin(completion, torch.tensor(eos))
     assert ended.any(1).all() and out.stats.steps < 24  # every row ended, so the loop stopped early

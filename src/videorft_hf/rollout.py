@@ -28,7 +28,8 @@ generation config, then transformers' defaults): repetition penalty, `suppress_t
 temperature, top-k, top-p and min-p, through transformers' own logits processors in `generate`'s order; greedy when
 `do_sample=False`; end of sequence per row (`eos_token_id` may be a list), padding after it; `max_new_tokens`.
 Sampling draws with `torch.multinomial` on the global generator, one draw per row and step as `generate` does, so a
-seed gives the same tokens as `generate` wherever the probabilities agree to the last bit. Options that change the
+seed gives the same tokens as `generate` wherever the probabilities agree to the last bit (the engine may take a few
+more draws after the last row has ended: it checks for that every `stop_check_every` steps). Options that change the
 distribution in ways the engine does not reproduce (beams, n-gram bans, bad words, minimum lengths, typical-p, ...)
 raise `UnsupportedGenerationError` instead of being ignored.
 
@@ -616,6 +617,8 @@ class RolloutEngine:
         compile_mode: torch.compile's mode (default: "reduce-overhead" on CUDA, inductor's default elsewhere).
         row_buckets: allowed row counts of the cache and graph (default: powers of two).
         length_multiple: cache lengths are multiples of this; a shape's cache is reused by any later call that fits.
+        stop_check_every: decode steps between checks that every row has ended (each check waits for the device);
+            the output is the same whatever the value, a few more random draws may be taken after the last row ends.
 
     Attributes:
         weights: the `GenerationWeights` generated with.
@@ -642,6 +645,7 @@ class RolloutEngine:
         compile_mode: str | None = None,
         row_buckets: Sequence[int] | None = None,
         length_multiple: int = 256,
+        stop_check_every: int = 8,
     ):
         base = _transformers_model(model)
         implementation = _attention_implementation(base.config)
@@ -652,18 +656,23 @@ class RolloutEngine:
             )
         if "sliding_attention" in (getattr(base.config.get_text_config(), "layer_types", None) or ()):
             raise UnsupportedGenerationError("The rollout engine does not support sliding-window attention layers.")
-        if length_multiple < 1:
-            raise ValueError(f"length_multiple must be at least 1, got {length_multiple}.")
+        if length_multiple < 1 or stop_check_every < 1:
+            raise ValueError(
+                f"length_multiple and stop_check_every must be at least 1, got {length_multiple} and {stop_check_every}."
+            )
         self.model = model
         self.dtype = dtype or _config_dtype(base)
         self.weights = GenerationWeights(model, self.dtype, merge_lora=merge_lora)
         self.compile = compile
         self.row_buckets = tuple(row_buckets) if row_buckets else None
         self.length_multiple = length_multiple
+        self.stop_check_every = stop_check_every
         self.compile_seconds: dict[tuple[int, int], float] = {}
         self.allocations = 0
         self.last_stats = RolloutStats()
         self._eager_attention = implementation == "eager"
+        self._decoder = _language_model(self.weights.module)
+        self._head = self.weights.module.get_output_embeddings()
         self._states: dict[int, _DecodeState] = {}
         self._step = _decode_logits
         if compile:
@@ -740,9 +749,7 @@ class RolloutEngine:
     def _run_step(self, state: _DecodeState) -> torch.Tensor:
         if self.compile and state.mask.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        module = self.weights.module
-        return self._step(_language_model(module), module.get_output_embeddings(), state.tokens, state.positions,
-                          state.mask, state.cache)
+        return self._step(self._decoder, self._head, state.tokens, state.positions, state.mask, state.cache)
 
     @torch.no_grad()
     def _warm(self, state: _DecodeState, calls: int = 3) -> None:
@@ -918,7 +925,9 @@ class RolloutEngine:
                 if eos.numel():
                     unfinished &= ~torch.isin(tokens, eos)
                 done = step + 1
-                if done == steps or not bool(unfinished.any()):
+                # Whether every row has ended is a device-to-host read: asked every `stop_check_every` steps, so a
+                # GPU runs ahead between checks (steps run after the last row ended are trimmed below).
+                if done == steps or (done % self.stop_check_every == 0 and not bool(unfinished.any())):
                     break
                 # The next step feeds these tokens at the next position, attending to their own slot.
                 state.tokens[:rows, 0] = tokens
@@ -927,11 +936,12 @@ class RolloutEngine:
         if device.type == "cuda":
             torch.cuda.synchronize()
         finished = time.perf_counter()
-        sequences = history[:, : width + done]
-        completion = sequences[:, width:]
+        completion = history[:, width : width + done]
         ended = torch.isin(completion, eos) if eos.numel() else torch.zeros_like(completion, dtype=torch.bool)
         # Tokens up to and including the first end of sequence (all of them in a row that never ends).
         lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, done)
+        done = int(lengths.max())  # generate stops at the step where the last row ends
+        sequences = history[:, : width + done]
         self.last_stats = RolloutStats(
             rows=rows, groups=len(firsts), bucket=state.rows, cache_length=state.length, steps=done,
             new_tokens=int(lengths.sum()), prefill_seconds=prefilled - started, decode_seconds=finished - prefilled,
@@ -939,7 +949,7 @@ class RolloutEngine:
         return Rollout(
             sequences=sequences,
             logprobs=logprobs[:, :done] if logprobs is not None else None,
-            scores=tuple(scores_out) if output_scores else None,
+            scores=tuple(scores_out[:done]) if output_scores else None,
             stats=self.last_stats,
         )
 
