@@ -8,7 +8,8 @@ each repeat so that load on the machine falls on all of them alike:
 - `generate`: `model.generate` as trl calls it (dynamic cache, every row prefilled);
 - `engine`: `RolloutEngine` with the decode step run eagerly (`compile=False`);
 - `compiled`: `RolloutEngine(compile=True)` (inductor on CPU; on CUDA a CUDA graph), compiled once before timing;
-  its compile time is reported on its own (`compile_seconds`), not in its speed.
+  its compile time is reported on its own (`compile_seconds`, from scratch: torch.compile's on-disk caches are
+  off unless `--warm_cache`), not in its speed.
 
 Each path draws from the same seed; the sampled tokens are checked to be the same (`tokens_equal`: the engine's
 probabilities equal generate's to float rounding). Speed is generated tokens per second of wall-clock time, best of
@@ -89,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--group", type=int, default=4, help="rows per prompt (G)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the tiny model")
     parser.add_argument("--no_compile", action="store_true", help="skip the compiled path")
+    parser.add_argument("--warm_cache", action="store_true",
+                        help="let torch.compile reuse its on-disk caches (default: compile from scratch, as a first run)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.compiler.config.force_disable_caches = not args.warm_cache
 
     model, processor = build(args.layers, args.device)
     input_ids, attention_mask = prompts(processor, args.prompts, args.group, args.device)
