@@ -167,6 +167,22 @@ def test_split_vision_inverts_collate(media):
         split_vision(ids[2:3], collate_vision(visions[1:2]), **tokens, merge_size=2)
 
 
+def test_split_vision_several_media_per_row():
+    """Two images in the first row, none in the second, a video in the third (merge 2: a 1x4x4 grid is 4 tokens)."""
+    image, video = 5, 6
+    ids = torch.tensor([[image] * 4 + [1] + [image] * 8, [1] * 13, [video] * 8 + [1] * 5])
+    vision = {
+        "pixel_values": torch.arange(48.0)[:, None], "image_grid_thw": torch.tensor([[1, 4, 4], [1, 4, 8]]),
+        "pixel_values_videos": -torch.arange(32.0)[:, None], "video_grid_thw": torch.tensor([[2, 4, 4]]),
+        "second_per_grid_ts": torch.tensor([0.5]),
+    }
+    rows = split_vision(ids, vision, image_token_id=image, video_token_id=video, merge_size=2)
+    assert rows[1] is None and rows[0].keys() == {"pixel_values", "image_grid_thw"}
+    assert torch.equal(rows[0]["pixel_values"], vision["pixel_values"]) and rows[0]["image_grid_thw"].shape == (2, 3)
+    assert torch.equal(rows[2]["pixel_values_videos"], vision["pixel_values_videos"])
+    assert torch.equal(rows[2]["second_per_grid_ts"], torch.tensor([0.5]))
+
+
 def test_generation_config_is_resolved_as_generate_resolves_it():
     model, processor = tiny()
     model.generation_config.top_k = 7
@@ -438,6 +454,24 @@ def test_bf16_policy_generates_with_its_own_tensors():
     ours = {name: p.data_ptr() for name, p in weights.module.named_parameters()}
     assert ours == {name: p.data_ptr() for name, p in model.named_parameters()}
     assert weights.module is not model and not weights.module.training
+
+
+def test_weights_that_change_dtype_after_the_engine_is_built(media):
+    """The precision rule run after the engine was built (bf16 trainable weights upcast to float32 in place): the
+    next rollout says so instead of generating in mixed precision; `rebuild()` makes bf16 copies of them."""
+    model, processor = tiny(dtype=torch.bfloat16)
+    engine = RolloutEngine(model)
+    from types import SimpleNamespace
+
+    from videorft_hf.modeling import keep_updates
+
+    keep_updates(model, SimpleNamespace(learning_rate=1e-6))
+    ids, mask, visions = batch(model, processor, mixed_rows(media)[2:])
+    with pytest.raises(UnsupportedGenerationError, match="weights changed dtype since the rollout engine was built"):
+        engine.rollout(ids, mask, visions, generation_config=greedy(processor, steps=2))
+    engine.rebuild()
+    assert engine.weights.mode == "copies"
+    assert engine.rollout(ids, mask, visions, generation_config=greedy(processor, steps=2)).sequences.shape[1] > 2
 
 
 def test_copies_refresh_in_place_and_equal_the_fp32_weights_rounded():

@@ -5,7 +5,9 @@ which of them `videorft_hf` relies on; on another trl version the test fails wit
 seam that changed. A second test greps `src/` so that a new private name cannot be used without being listed here,
 and a third so that a name `src/` no longer uses does not stay listed: the lists are exactly the package's surface on
 trl's internals. (`trainer.py` hands media between the seams through its own `GenerationMedia` object, never through
-attributes of trl's; `vllm_media.patched` is the only code that changes trl's vLLM generation object.)
+attributes of trl's; `vllm_media.patched` is the only code that changes trl's vLLM generation object.) The rollout
+engine's internals of transformers, torch, peft and bitsandbytes are listed at the end (`ENGINE_INTERNALS`), and a
+test keeps them inside `rollout.py`'s marked section.
 """
 
 import importlib

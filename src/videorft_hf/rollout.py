@@ -471,6 +471,7 @@ class GenerationWeights:
     def __init__(self, model, dtype: torch.dtype, merge_lora: bool = False):
         base = _transformers_model(model)
         self.dtype = dtype
+        self.merge_lora = merge_lora
         self.source = base
         lora = _lora_layers(base) if merge_lora else []
         if merge_lora and not lora:
@@ -485,6 +486,7 @@ class GenerationWeights:
         replaced = {id(t) for _, layer in lora for t in (*layer.parameters(), *layer.buffers())}
         memo: dict[int, Any] = {}
         self.copies: list[tuple[torch.Tensor, torch.nn.Parameter]] = []
+        self._shared: list[tuple[torch.nn.Parameter, torch.dtype]] = []  # policy tensors generated with as they are
         for parameter in base.parameters():
             if id(parameter) in memo:
                 continue
@@ -494,6 +496,8 @@ class GenerationWeights:
                 memo[id(parameter)] = clone
             else:
                 memo[id(parameter)] = parameter
+                if parameter.is_floating_point():
+                    self._shared.append((parameter, parameter.dtype))
         for buffer in base.buffers():
             memo.setdefault(id(buffer), buffer)
         self.module = copy.deepcopy(base, memo)  # modules copied; every tensor taken from the memo
@@ -517,6 +521,17 @@ class GenerationWeights:
     def mode(self) -> str:
         """`"policy"` (the policy's own tensors), `"copies"` (some weights copied) or `"merged"` (LoRA merged)."""
         return "merged" if self.merged else ("copies" if self.copies else "policy")
+
+    def check(self) -> None:
+        """Raises `UnsupportedGenerationError` if a policy tensor generated with as it is changed dtype since the
+        copy was built (e.g. `modeling.keep_updates` ran after the engine was built)."""
+        changed = [tuple(p.shape) for p, dtype in self._shared if p.dtype != dtype]
+        if changed:
+            raise UnsupportedGenerationError(
+                f"{len(changed)} of the policy's weights changed dtype since the rollout engine was built (the "
+                "precision rule upcasts trainable weights to float32): build the engine after "
+                "modeling.keep_updates, or call engine.rebuild()."
+            )
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -684,6 +699,13 @@ class RolloutEngine:
         self._merge_size = getattr(getattr(config, "vision_config", None), "spatial_merge_size", 2)
 
     # -------------------------------------------------------------------------------------------- weights
+    def rebuild(self) -> None:
+        """Builds the generation weights again from the policy (after its weights changed dtype or were replaced);
+        the static caches are kept, and a compiled step recompiles at its next call."""
+        self.weights = GenerationWeights(self.model, self.dtype, merge_lora=self.weights.merge_lora)
+        self._decoder = _language_model(self.weights.module)
+        self._head = self.weights.module.get_output_embeddings()
+
     def refresh(self) -> None:
         """Rewrites the generation copies from the policy in place; call it after each optimizer step (a no-op when
         the engine generates with the policy's own tensors)."""
@@ -849,6 +871,7 @@ class RolloutEngine:
                 left-padded, or groups whose rows differ.
         """
         started = time.perf_counter()
+        self.weights.check()
         base = self.weights.source
         config = resolve_generation_config(generation_config, base)
         device = self.device
