@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from videorft_hf.internals import apply_position_rule
 from videorft_hf.processing import (
     collate_vision,
     encode_prompt,
@@ -39,7 +40,9 @@ NEVER = 10_000  # an end-of-sequence id outside the vocabulary: generation runs 
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
     return {
-        "clip": str(write_test_video(root / "clip.mp4", num_frames=16, fps=8, width=56, height=56)),
+        # 30 s, 4 frames sampled: 15 s per temporal grid, so Qwen2.5-VL's temporal positions reach 30 past the
+        # video's start, past its spatial ones (4): where transformers 5.3-5.25 misplace the text after a video.
+        "clip": str(write_test_video(root / "clip.mp4", num_frames=60, fps=2, width=56, height=56)),
         "image": str(write_test_image(root / "still.png", width=56, height=84, index=3)),
     }
 
@@ -55,8 +58,11 @@ def spread(model, std=0.3, seed=0):
 
 
 def tiny(family="qwen2_5_vl", **kwargs):
+    """A tiny model whose own forward and generate follow Qwen's M-RoPE rule, as the package runs them (the engine
+    always does; transformers 5.3-5.25 alone misplace the text after the test clip on Qwen2.5-VL)."""
     model, processor = build_tiny_vlm(family, **kwargs)
     spread(model)
+    apply_position_rule(model)
     model.generation_config.eos_token_id = None  # the tests choose when generation ends
     return model, processor
 
@@ -226,6 +232,28 @@ def test_greedy_equals_generate(media, family):
     assert (out.stats.rows, out.stats.groups, out.stats.bucket, out.stats.steps) == (6, 3, 8, 32)
 
 
+def test_positions_follow_qwens_rule_where_transformers_deviates(media):
+    """On the 30 s clip, the engine generates what generate does on a model that follows Qwen's rule, and (on a
+    transformers version that misplaces the text after a video) not what the model's own positions give."""
+    model, processor = build_tiny_vlm("qwen2_5_vl")
+    spread(model)
+    model.generation_config.eos_token_id = None
+    ids, mask, visions = batch(model, processor, mixed_rows(media)[:1])
+    config = greedy(processor, steps=16)
+    as_installed = reference_generate(model, ids, mask, visions, config).sequences
+    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config)
+    apply_position_rule(model)
+    assert torch.equal(out.sequences, reference_generate(model, ids, mask, visions, config).sequences)
+    vision = collate_vision(visions)
+    grids = {k: vision[k] for k in ("video_grid_thw", "second_per_grid_ts")}
+    types = mm_token_type_ids(ids, model.config.image_token_id, model.config.video_token_id)
+    installed = type(model.model).get_rope_index(model.model, ids, mm_token_type_ids=types, attention_mask=mask,
+                                                 **grids)[0]
+    if not torch.equal(installed, model.model.get_rope_index(ids, mm_token_type_ids=types, attention_mask=mask,
+                                                             **grids)[0]):
+        assert not torch.equal(out.sequences, as_installed)
+
+
 @pytest.mark.parametrize("stop_check_every", [1, 8])
 def test_end_of_sequence_per_row(media, stop_check_every):
     """A list of end-of-sequence ids: each row stops at its own, padding follows, generation stops when all have
@@ -384,6 +412,7 @@ def _qlora(path, compute_dtype):
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_compute_dtype=compute_dtype)
     model = AutoModelForImageTextToText.from_pretrained(path, quantization_config=quantization, dtype=compute_dtype)
+    apply_position_rule(model)
     model.generation_config.eos_token_id = None
     model = _lora(model)
     # bitsandbytes repacks 4-bit weights for its CPU kernel at the first eval-mode forward on this CPU, and fails on
@@ -564,6 +593,10 @@ def test_inputs_the_engine_refuses(media):
         RolloutEngine(flash)
     with pytest.raises(UnsupportedGenerationError, match="merge_lora=True, but the model has no peft LoRA layers"):
         RolloutEngine(model, merge_lora=True)
+    from videorft_hf.testing import build_tiny_text_lm
+
+    with pytest.raises(UnsupportedGenerationError, match="generates with Qwen-VL models .* this model is 'qwen2'"):
+        RolloutEngine(build_tiny_text_lm()[0])
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager"])

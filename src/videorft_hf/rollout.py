@@ -19,9 +19,9 @@ tokens when asked. It differs from `generate` in how the work is laid out, not i
   QLoRA runs either the 4-bit base with its adapters (`merge_lora=False`) or merged copies `W0 + s * B @ A` in the
   compute dtype (`merge_lora=True`), rewritten by `refresh()`.
 
-Positions follow the package's M-RoPE rule: the prompt's positions come from the model's rule (`get_rope_index`), and
-decode step k of a row is at (the prompt's largest position + 1 + k) on all three components. Left padding is masked
-out of attention.
+Positions follow the package's one M-RoPE rule, Qwen's original (`videorft_hf.positions.rope_index`), whatever the
+installed transformers computes: the prompt's positions come from the rule, and decode step k of a row is at (the
+prompt's largest position + 1 + k) on all three components. Left padding is masked out of attention.
 
 Sampling follows a transformers `GenerationConfig` resolved as `generate` resolves it (unset fields from the model's
 generation config, then transformers' defaults): repetition penalty, `suppress_tokens`, then (when `do_sample`)
@@ -65,6 +65,7 @@ from typing import Any
 
 import torch
 
+from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import VISION_KEYS, collate_vision, mm_token_type_ids
 from .prompt_sharing import group_rows
 
@@ -104,14 +105,6 @@ def _attention_implementation(config) -> str | None:
 def _language_model(base) -> torch.nn.Module:
     """The text decoder of a Qwen-VL `*ForConditionalGeneration` (transformers 5 layout: `model.language_model`)."""
     return base.model.language_model
-
-
-def _rope_index(base, input_ids, attention_mask, grids: Mapping[str, torch.Tensor], token_types) -> torch.Tensor:
-    """The model's own M-RoPE positions `(3, rows, width)` of prompts with media (`model.get_rope_index`)."""
-    positions, _ = base.model.get_rope_index(
-        input_ids=input_ids, mm_token_type_ids=token_types, attention_mask=attention_mask, **grids
-    )
-    return positions
 
 
 def _forward_cache(outputs):
@@ -621,8 +614,8 @@ class RolloutEngine:
     """Generation for GRPO rollouts and evaluation: shared prefill, static KV cache, a compiled decode step.
 
     Args:
-        model: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model (possibly peft- or DDP-wrapped), or any transformers model
-            with the same `model.language_model` layout; sdpa or eager attention, no sliding-window layers.
+        model: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model (possibly peft- or DDP-wrapped); sdpa or eager attention,
+            no sliding-window layers.
         dtype: compute dtype of the generation weights and the KV cache (default: the dtype the model was loaded in,
             `model.config.dtype`). Pass `torch.bfloat16` for a bf16 run whose trainable weights are float32.
         merge_lora: with peft LoRA adapters, generate with merged dense copies `W0 + s * B @ A` in `dtype` (QLoRA
@@ -663,6 +656,11 @@ class RolloutEngine:
         stop_check_every: int = 8,
     ):
         base = _transformers_model(model)
+        if getattr(base.config, "model_type", None) not in POSITION_RULE_MODEL_TYPES:
+            raise UnsupportedGenerationError(
+                f"The rollout engine generates with Qwen-VL models ({', '.join(POSITION_RULE_MODEL_TYPES)}); this "
+                f"model is {getattr(base.config, 'model_type', None)!r}."
+            )
         implementation = _attention_implementation(base.config)
         if implementation not in _ATTENTION:
             raise UnsupportedGenerationError(
@@ -695,6 +693,7 @@ class RolloutEngine:
             mode = compile_mode or ("reduce-overhead" if device.type == "cuda" else None)
             self._step = torch.compile(_decode_logits, mode=mode, dynamic=False)
         config = base.config
+        self._rule = PositionRule.from_config(config)
         self._token_ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
         self._merge_size = getattr(getattr(config, "vision_config", None), "spatial_merge_size", 2)
 
@@ -811,17 +810,15 @@ class RolloutEngine:
 
     # -------------------------------------------------------------------------------------------- prefill
     def _positions(self, input_ids, attention_mask, vision_rows) -> torch.Tensor:
-        """M-RoPE positions `(3, rows, width)` of left-padded prompts (padding positions are never attended)."""
-        if any(vision_rows):
-            grids = {
-                key: torch.cat([row[key] for row in vision_rows if row and key in row]).to(input_ids.device)
-                for key in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-                if any(row and key in row for row in vision_rows)
-            }
-            token_types = mm_token_type_ids(input_ids, *self._token_ids)
-            return _rope_index(self.weights.module, input_ids, attention_mask, grids, token_types)
-        text = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return text[None].expand(3, -1, -1)
+        """M-RoPE positions `(3, rows, width)` of left-padded prompts by Qwen's rule (`positions.rope_index`),
+        whatever the installed transformers computes; padding positions are 0 and never attended."""
+        grids = {
+            key: torch.cat([row[key] for row in vision_rows if row and key in row])
+            for key in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+            if any(row and key in row for row in vision_rows)
+        }
+        positions, _ = rope_index(self._rule, input_ids, attention_mask, **grids)
+        return positions
 
     def _prefill(self, input_ids, attention_mask, vision_rows):
         """Runs the unique prompts through the model; returns the float32 logits of their last token, their caches'
