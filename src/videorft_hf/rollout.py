@@ -86,9 +86,9 @@ logger = logging.getLogger(__name__)
 
 # ================================================================================================================
 # Library internals. Every private or layout-dependent name of transformers, torch, peft and bitsandbytes that the
-# engine uses is in this section and listed in tests/test_trl_seams.py (RUNTIME_INTERNALS). It belongs to the
-# package's fence module (`internals.py`) and moves there when that module exists. Written against transformers
-# 5.25, torch 2.14, peft 0.22 and bitsandbytes 0.50.
+# engine uses is in this section and listed in tests/test_trl_seams.py (ENGINE_INTERNALS). It belongs to the
+# package's fence module (`internals.py`) and moves there when the engine is wired into training and evaluation.
+# Written against transformers 5.25, torch 2.14, peft 0.22 and bitsandbytes 0.50.
 # ================================================================================================================
 def _generation_defaults() -> dict[str, Any]:
     """transformers' global generation defaults, which `generate` applies to every field still unset (None)."""
