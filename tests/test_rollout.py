@@ -625,3 +625,17 @@ def test_compiled_step_equals_eager(media):
     assert list(engine.compile_seconds) == [(8, 256)] and engine.compile_seconds[(8, 256)] > 0
     again = engine.rollout(ids[:5], mask[:5], visions[:5], generation_config=config)
     assert torch.equal(again.sequences, eager.sequences[:5]) and len(engine.compile_seconds) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("merge_lora", [False, True])
+def test_compiled_qlora_equals_generate(media, tiny_checkpoint, merge_lora):
+    """Both QLoRA options through torch.compile: peft's adapters on bitsandbytes' 4-bit base (a) and the merged
+    dense copies (b), computing in float32, give generate's greedy tokens."""
+    model, processor = _qlora(tiny_checkpoint, torch.float32)
+    ids, mask, visions = batch(model, processor, mixed_rows(media))
+    config = greedy(processor, steps=16)
+    reference = reference_generate(model, ids, mask, visions, config)
+    out = RolloutEngine(model, merge_lora=merge_lora, compile=True).rollout(ids, mask, visions,
+                                                                           generation_config=config)
+    assert torch.equal(out.sequences, reference.sequences)
