@@ -203,7 +203,7 @@ def test_generation_config_is_resolved_as_generate_resolves_it():
         resolve_generation_config(GenerationConfig(num_beams=2, no_repeat_ngram_size=3, max_new_tokens=4))
     assert str(error.value) == (
         "The rollout engine does not reproduce these generation settings: num_beams=2, no_repeat_ngram_size=3. Unset "
-        "them, or generate with transformers' generate (generation_engine='transformers')."
+        "them, or generate with the model's own generate."
     )
     # typical_p only acts when sampling, as in generate
     resolve_generation_config(GenerationConfig(do_sample=False, typical_p=0.5, max_new_tokens=4))

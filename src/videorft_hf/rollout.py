@@ -158,6 +158,8 @@ def _lora_merge_problem(layer) -> str:
     base_layer = layer.get_base_layer()
     if not hasattr(base_layer, "in_features") or getattr(base_layer, "weight", None) is None:
         return f"{type(base_layer).__name__} base layer (merge_lora supports linear layers)"
+    if type(base_layer.weight).__name__ == "Int8Params":
+        return "8-bit base weights (merge_lora supports dense and 4-bit ones)"
     if getattr(layer, "merged", False) or getattr(layer, "merged_adapters", []):
         return "an adapter already merged into the base weights"
     for adapter in layer.active_adapters:
@@ -183,11 +185,11 @@ def _lora_delta(layer) -> torch.Tensor | None:
 
 
 def _dense_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A linear layer's weight as a dense float32 tensor (bitsandbytes 4-bit and 8-bit weights dequantized)."""
-    if type(weight).__name__ in ("Params4bit", "Int8Params"):
+    """A linear layer's weight as a dense float32 tensor (bitsandbytes 4-bit weights dequantized)."""
+    if type(weight).__name__ == "Params4bit":
         from peft.utils.integrations import dequantize_bnb_weight
 
-        return dequantize_bnb_weight(weight, state=getattr(weight, "quant_state", None)).float()
+        return dequantize_bnb_weight(weight).float()
     return weight.detach().float()
 
 
@@ -246,7 +248,7 @@ def resolve_generation_config(config, model=None):
 
     Raises:
         UnsupportedGenerationError: a setting the engine does not reproduce (beams, n-gram bans, minimum lengths,
-            typical-p, ...), naming each; or no way to end generation (`max_new_tokens` and `max_length` unset).
+            typical-p, ...), naming each.
 
     Example:
         >>> from transformers import GenerationConfig
@@ -268,7 +270,7 @@ def resolve_generation_config(config, model=None):
     if unsupported:
         raise UnsupportedGenerationError(
             f"The rollout engine does not reproduce these generation settings: {', '.join(unsupported)}. Unset them, "
-            "or generate with transformers' generate (generation_engine='transformers')."
+            "or generate with the model's own generate."
         )
     return config
 
@@ -700,10 +702,13 @@ class RolloutEngine:
     # -------------------------------------------------------------------------------------------- weights
     def rebuild(self) -> None:
         """Builds the generation weights again from the policy (after its weights changed dtype or were replaced);
-        the static caches are kept, and a compiled step recompiles at its next call."""
+        the static caches are kept, and a compiled step is compiled again for each of their shapes."""
         self.weights = GenerationWeights(self.model, self.dtype, merge_lora=self.weights.merge_lora)
         self._decoder = _language_model(self.weights.module)
         self._head = self.weights.module.get_output_embeddings()
+        if self.compile:
+            for state in self._states.values():
+                self._warm(state)
 
     def refresh(self) -> None:
         """Rewrites the generation copies from the policy in place; call it after each optimizer step (a no-op when
