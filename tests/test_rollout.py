@@ -292,7 +292,7 @@ SAMPLING_OPTIONS = {
     "top_p": {"top_p": 0.8, "top_k": 0},
     "min_p": {"min_p": 0.05, "top_k": 0},
     "repetition_penalty": {"repetition_penalty": 1.5},
-    "suppress_tokens": {"suppress_tokens": [137, 93, 287]},  # the first greedy token of each prompt
+    "suppress_tokens": {"suppress_tokens": [137, 93, 287]},  # three ordinary tokens
     "all": {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.02, "repetition_penalty": 1.2},
 }
 
