@@ -39,12 +39,14 @@ SMALL: dict[str, list[str] | dict[str, Any]] = {
     "bench_eval": ["--videos", "3", "--questions", "4"],
     "bench_collator": ["--rows", "24", "--videos", "6", "--workers", "0", "2"],
     "bench_curation": ["--videos", "4", "--questions", "2", "--concurrency", "1", "4", "--no_transformers_serve"],
+    "bench_rollout": ["--repeats", "2", "--new_tokens", "64"],
 }
 # Figures shown besides ratios and speed-ups, for benchmarks without a reference path.
 EXTRA_FIGURES: dict[str, str] = {
     "bench_load_310k": r"^((hub_)?(load|streaming)_rows_per_s|lifetime_peak_rss_mib)$",
     "bench_frames": r"^targets_met\.",
     "bench_prefix": r"^(lm_tokens_over_needed|max_abs_logp_difference)$",
+    "bench_rollout": r"^(compile_seconds|tokens_equal|\w+_tokens_per_s)$",
 }
 # Figures left out of the table (still in --json): per-clip detail and repeats of figures already listed.
 EXCLUDED_FIGURES: dict[str, str] = {

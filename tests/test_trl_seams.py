@@ -5,7 +5,9 @@ which of them `videorft_hf` relies on; on another trl version the test fails wit
 seam that changed. A second test greps `src/` so that a new private name cannot be used without being listed here,
 and a third so that a name `src/` no longer uses does not stay listed: the lists are exactly the package's surface on
 trl's internals. (`trainer.py` hands media between the seams through its own `GenerationMedia` object, never through
-attributes of trl's; `vllm_media.patched` is the only code that changes trl's vLLM generation object.)
+attributes of trl's; `vllm_media.patched` is the only code that changes trl's vLLM generation object.) The rollout
+engine's internals of transformers, torch, peft and bitsandbytes are listed at the end (`ENGINE_INTERNALS`), and a
+test keeps them inside `rollout.py`'s marked section.
 """
 
 import importlib
@@ -13,6 +15,7 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
 import trl
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "videorft_hf"
@@ -219,3 +222,84 @@ def test_only_the_internals_module_touches_transformers_internals():
         if re.search(rf"\.{name}\b", path.read_text(encoding="utf-8"))
     ]
     assert not offenders, f"transformers internals used outside videorft_hf/internals.py: {offenders}"
+
+
+# ---------------------------------------------------------------------------------------------- rollout engine
+# Private and layout-dependent names of transformers, torch, peft and bitsandbytes that rollout.py uses, all in its
+# marked section "Library internals" (the part that belongs to the package's fence module). "module:Class.name" ->
+# how it is used: "call" (a callable, with the parameters listed when the signature matters), "instance" (an
+# attribute assigned in the class's source), "class" (an attribute or property of the class), "field" (an output
+# dataclass field).
+ENGINE_INTERNALS = {
+    # resolve_generation_config: the defaults generate fills unset fields with.
+    "transformers:GenerationConfig._get_default_generation_params": ("call", []),
+    # RolloutEngine refuses attention implementations that take no 4-D mask.
+    "transformers:PreTrainedConfig._attn_implementation": ("class", None),
+    # The prefill's DynamicCache, read layer by layer and copied into the static cache's rows.
+    "transformers.cache_utils:Cache.layers": ("instance", None),
+    "transformers.cache_utils:DynamicLayer.keys": ("instance", None),
+    "transformers.cache_utils:DynamicLayer.values": ("instance", None),
+    "transformers.modeling_outputs:BaseModelOutputWithPast.cache": ("field", None),
+    # The decoder the step runs, per family.
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLModel.language_model": ("instance", None),
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLModel.language_model": ("instance", None),
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLModel.language_model": ("instance", None),
+    # The step's static buffers keep their addresses (CUDA graphs read them in place).
+    "torch._dynamo:mark_static_address": ("call", None),
+    # GenerationWeights keeps the shared 4-bit weights in their layout (see rollout._keep_quantized_layout).
+    "bitsandbytes.nn:Linear4bit.support_avx512bf16_for_cpu": ("instance", None),
+    # merge_lora: which peft LoRA layers `W0 + s * B @ A` reproduces.
+    "peft.tuners.lora:LoraLayer.use_dora": ("instance", None),
+    "peft.tuners.lora:LoraLayer.lora_bias": ("instance", None),
+    "peft.tuners.lora:LoraLayer.merged_adapters": ("instance", None),
+}
+
+
+def _engine_internal_changes() -> list[str]:
+    changes = []
+    for spec, (kind, expected) in ENGINE_INTERNALS.items():
+        owner_spec, _, name = spec.rpartition(".") if ":" in spec.rpartition(".")[0] else (spec, "", "")
+        try:
+            owner = _resolve(owner_spec)
+        except (ImportError, AttributeError) as error:
+            changes.append(f"{spec}: gone ({error})")
+            continue
+        if kind == "call":
+            target = getattr(owner, name, None) if name else owner
+            if not callable(target):
+                changes.append(f"{spec}: not callable")
+            elif expected is not None and _parameters(target) != expected:
+                changes.append(f"{spec}: expected ({', '.join(expected)}), found ({', '.join(_parameters(target))})")
+        elif kind == "class" and not any(name in vars(klass) for klass in owner.__mro__):
+            changes.append(f"{spec}: no longer a class attribute")
+        elif kind == "field" and name not in getattr(owner, "__dataclass_fields__", {}):
+            changes.append(f"{spec}: no longer a field")
+        elif kind == "instance" and not any(
+            re.search(rf"self\.{name}\b\s*(:[^=]+)?=", inspect.getsource(klass))
+            for klass in owner.__mro__
+            if klass.__module__.split(".")[0] in ("transformers", "peft", "bitsandbytes", "torch")
+        ):
+            changes.append(f"{spec}: no longer set as an instance attribute")
+    return changes
+
+
+def test_rollout_engine_internals_are_as_expected():
+    pytest.importorskip("bitsandbytes")
+    changes = _engine_internal_changes()
+    assert not changes, (
+        f"{len(changes)} library internal(s) that videorft_hf.rollout relies on changed; review its 'Library "
+        "internals' section:\n  - " + "\n  - ".join(changes)
+    )
+
+
+def test_rollout_engine_touches_library_internals_only_in_its_fence_section():
+    """Outside the marked section, rollout.py reaches no private attribute (`x._name`) of another object, and every
+    listed name appears inside the section."""
+    text = (SRC / "rollout.py").read_text(encoding="utf-8")
+    start = text.index("# Library internals.")
+    end = text.index("# ====", text.index("\n", text.index("# ====", start) + 1) + 1)
+    fence, outside = text[start:end], text[:start] + text[end:]
+    private = sorted(set(re.findall(r"\b(?!self\.)\w+\.(_[a-z]\w*)", outside)))
+    assert not private, f"private names used outside rollout.py's 'Library internals' section: {private}"
+    missing = [spec for spec in ENGINE_INTERNALS if re.split(r"[.:]", spec)[-1] not in fence]
+    assert not missing, f"listed in ENGINE_INTERNALS but not used in rollout.py's 'Library internals' section: {missing}"
