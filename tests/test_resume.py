@@ -324,14 +324,25 @@ def launch_ddp(args: list[str], cwd: Path) -> str:
     ("command", "mode"), [("sft", "full"), pytest.param("grpo", "lora", marks=pytest.mark.slow)]
 )
 def test_ddp_run_resumed_on_two_processes_ends_as_the_uninterrupted_run(command, mode, data, models, tmp_path):
+    """Two CPU processes, one sample (SFT) or one prompt and its 2 completions (GRPO) each per step. The SFT run also
+    skips a sample (`clip3.mp4` is missing from its media root): the run record counts it once over both processes,
+    and the resumed run's record, which starts from the checkpoint's count, says the same."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    steps = 2
-    common = argv(command, models("qwen2_5_vl"), data, straight, mode, "--max_steps", str(steps))
-    per_device = ["--per_device_train_batch_size", "1"] if command == "sft" else []
-    launch_ddp([*common, *per_device], tmp_path)
+    steps, extra = 2, []
+    if command == "sft":
+        media = tmp_path / "one_missing"
+        shutil.copytree(data["root"], media)
+        (media / "media" / "clip3.mp4").unlink()
+        data = {**data, "root": str(media)}
+        extra = ["--per_device_train_batch_size", "1", "--on_bad_sample", "skip", "--max_skipped_fraction", "0.5"]
+    launch_ddp([*argv(command, models("qwen2_5_vl"), data, straight, mode, "--max_steps", str(steps)), *extra], tmp_path)
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-1", resumed / "checkpoint-1")
     args = argv(command, models("qwen2_5_vl"), data, resumed, mode, "--max_steps", str(steps))
-    output = launch_ddp([*args, *per_device, "--resume_from_checkpoint", "last"], tmp_path)
+    output = launch_ddp([*args, *extra, "--resume_from_checkpoint", "last"], tmp_path)
     assert "missing keys" not in output and "unexpected keys" not in output
     assert_resumed_exactly(straight, resumed, steps)
+    if command == "sft":  # 2 steps of 2 samples (one per process), clip3's skipped once
+        for folder in (straight, resumed):
+            record = json.loads((folder / "videorft_run.json").read_text())
+            assert record["skipped_samples"] == {"samples": 4, "skipped": 1, "by_reason": {"bad_media": 1}}

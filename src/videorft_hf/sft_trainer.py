@@ -4,14 +4,12 @@
 
 - exact resume (`videorft_hf.checkpoints.ResumeExactly`): full checkpoints load under the model's key mapping with
   every key checked, adapter checkpoints with every adapter key checked; a finished run trains nothing;
-- with `DataCollatorForVideoLanguageModeling` and `on_bad_sample="skip"`, the bounds of `videorft_hf.skips`: at the
-  last micro-batch of every optimizer step, before its forward pass, the step's label tokens and the collator's
-  sample and skip counts are summed over processes; a step without a single label token (every sample skipped: a
-  sample the collator keeps always has labels) or skips above `max_skipped_fraction` of the run stop it with a
-  `SkippedSamplesError`. The counts (`skip_tally`) go into the run record and the card.
-
-The collator's counts include the batches the data loader has already prepared for the next step, so they run at
-most a few batches ahead of the steps taken. Samples skipped while evaluating are not counted.
+- with `DataCollatorForVideoLanguageModeling` and `on_bad_sample="skip"`, the bounds of `videorft_hf.skips`: the
+  collator reports each batch's skips in the batch (`report_skips`, turned on here), and on the last micro-batch of
+  every optimizer step, before its forward pass, the step's samples, skips and label tokens are summed over
+  processes. A step without a label token (every sample skipped: a sample the collator keeps always has labels) or
+  skips above `max_skipped_fraction` of the run stop it with a `SkippedSamplesError`. The counts (`skip_tally`) go
+  into the run record and the card. Samples skipped while evaluating are logged, not counted.
 
 Example:
     ```python
@@ -26,13 +24,14 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import torch
 from trl import SFTTrainer
 
 from .checkpoints import ResumeExactly
 from .collators import DataCollatorForVideoLanguageModeling
-from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SKIP_REASONS, SkipTally
+from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SKIP_REASONS, SKIPS_KEY, SkipTally
 
 logger = logging.getLogger(__name__)
 
@@ -51,49 +50,33 @@ class VideoSFTTrainer(ResumeExactly, SFTTrainer):
         super().__init__(*args, **kwargs)
         self.skip_tally = SkipTally(getattr(self.args, "max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION))
         self.add_callback(self.skip_tally)
-        self._step_labels = 0
-        self._counted = self._collator_counts()  # the collator's counts already in the tally (or left out)
-
-    def _skips_counted(self) -> bool:
         collator = self.data_collator
-        return isinstance(collator, DataCollatorForVideoLanguageModeling) and collator.on_bad_sample == "skip"
-
-    def _collator_counts(self) -> list[int]:
-        """[samples seen, skipped per reason in `SKIP_REASONS` order] of this process's collator."""
-        if not self._skips_counted():
-            return [0] * (1 + len(SKIP_REASONS))
-        skipped = self.data_collator.skipped_samples
-        return [self.data_collator.samples_seen, *(skipped[reason] for reason in SKIP_REASONS)]
+        if isinstance(collator, DataCollatorForVideoLanguageModeling) and collator.on_bad_sample == "skip":
+            collator.report_skips = True
+        self._step_counts: Counter = Counter()  # this process's samples, skips and labels in the current step
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Adds: the skip bounds, checked on the step's last micro-batch before its forward pass.
-        if self._skips_counted():
+        report = inputs.pop(SKIPS_KEY, None)
+        if report is not None:
             labels = inputs.get("labels")
-            self._step_labels += int((labels != -100).sum()) if labels is not None else 0
+            self._step_counts.update(report.skipped)
+            self._step_counts["samples"] += report.samples
+            self._step_counts["labels"] += int((labels != -100).sum()) if labels is not None else 0
+            self.skip_tally.note(report.first)
             if self.accelerator.sync_gradients:
                 self._count_step()
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def _count_step(self) -> None:
-        counts = self._collator_counts()
-        local = [self._step_labels] + [now - before for now, before in zip(counts, self._counted, strict=True)]
-        self._counted, self._step_labels = counts, 0
-        total = self.accelerator.gather(torch.tensor([local], device=self.accelerator.device)).sum(dim=0).tolist()
-        labels, samples, *skipped = (int(value) for value in total)
-        tally = self.skip_tally
-        tally.note(self.data_collator.first_skips())
-        tally.add(
-            samples,
-            dict(zip(SKIP_REASONS, skipped, strict=True)),
-            step=self.state.global_step + 1,
-            all_skipped=labels == 0 and tally.total + sum(skipped) > 0,
-        )
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        inputs.pop(SKIPS_KEY, None)  # an evaluation batch's report (training steps remove theirs first)
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
-    def evaluate(self, *args, **kwargs):
-        # Adds: samples seen or skipped while evaluating stay out of the training run's counts.
-        before = self._collator_counts()
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            after = self._collator_counts()
-            self._counted = [counted + a - b for counted, a, b in zip(self._counted, after, before, strict=True)]
+    def _count_step(self) -> None:
+        names = ["labels", "samples", *SKIP_REASONS]
+        local = torch.tensor([[self._step_counts[name] for name in names]], device=self.accelerator.device)
+        self._step_counts = Counter()
+        total = dict(zip(names, self.accelerator.gather(local).sum(dim=0).tolist(), strict=True))
+        skipped = {reason: int(total[reason]) for reason in SKIP_REASONS}
+        nothing_left = total["labels"] == 0 and sum(skipped.values()) > 0
+        self.skip_tally.add(int(total["samples"]), skipped, step=self.state.global_step + 1, all_skipped=nothing_left)

@@ -10,7 +10,8 @@ train on nothing, so a run with skips stops with a `SkippedSamplesError`
 
 `SkipTally` keeps the counts over all processes, by reason. It is a `TrainerCallback` whose state is saved in every
 checkpoint (`trainer_state.json`) and restored on resume, and the run record (`videorft_run.json`) and the model card
-state its counts. `videorft_hf.sft_trainer.VideoSFTTrainer` and `VideoGRPOTrainer` feed it.
+state its counts. `VideoGRPOTrainer` feeds it with each generation batch's skipped rows (a GRPO sample is a row: one
+completion of a prompt); `videorft_hf.sft_trainer.VideoSFTTrainer` with the `BatchSkips` each SFT batch carries.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "SKIP_REASONS", "SkipTally", "SkippedSamplesError"]
+__all__ = [
+    "DEFAULT_MAX_SKIPPED_FRACTION", "SKIPS_KEY", "SKIP_REASONS", "BatchSkips", "SkipTally", "SkippedSamplesError"
+]
 
 # Why a sample was skipped, in a fixed order (the SFT collator's counter columns).
 SKIP_REASONS = ("bad_media", "too_long")
@@ -34,13 +38,37 @@ SKIP_FIXES = {
     "too_long": "raise max_length, or sample fewer or smaller frames (video_max_frames, video_max_pixels)",
 }
 DEFAULT_MAX_SKIPPED_FRACTION = 0.05
+# The batch key under which the SFT collator reports a batch's skips (`report_skips`); not a model input.
+SKIPS_KEY = "videorft_skips"
 # Skip messages kept for errors.
-_FIRST_KEPT = 3
+_FIRST_KEPT = 2
 
 
 class SkippedSamplesError(ValueError):
     """Too many samples were skipped (`on_bad_sample="skip"`): every sample of a step, or more than
     `max_skipped_fraction` of the run's samples."""
+
+
+@dataclass
+class BatchSkips:
+    """What the collation of one batch skipped: the samples it was given, those skipped by reason, the first
+    messages. Travels in the batch (`SKIPS_KEY`), so that it is counted when the batch is trained on, not when a data
+    loader prepares it ahead.
+
+    Example:
+        >>> BatchSkips.of(2, [("bad_media", "sample 0: clip.mp4: file not found")]).skipped
+        {'bad_media': 1}
+    """
+
+    samples: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    first: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, samples: int, skips: Iterable[tuple[str, str]]) -> BatchSkips:
+        """From the batch's sample count and its `(reason, message)` skips."""
+        skips = list(skips)
+        return cls(samples, dict(Counter(reason for reason, _ in skips)), [message for _, message in skips[:_FIRST_KEPT]])
 
 
 def _counts(counts: Mapping[str, int]) -> str:
@@ -110,8 +138,9 @@ class SkipTally(TrainerCallback, ExportableState):
                 f"the run stopped before this step changed the weights. {self._detail()}"
             )
         if self.planned and self.total > self.max_fraction * self.planned:
+            were = "sample was" if self.total == 1 else "samples were"
             raise SkippedSamplesError(
-                f"{self.total} samples were skipped by step {step} (on_bad_sample='skip'; {_counts(self.skipped)}), "
+                f"{self.total} {were} skipped by step {step} (on_bad_sample='skip'; {_counts(self.skipped)}), "
                 f"more than max_skipped_fraction={self.max_fraction:g} of the {self.planned} samples the run trains "
                 f"on. {self._detail()} Or raise max_skipped_fraction to accept more skips."
             )
