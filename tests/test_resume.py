@@ -198,6 +198,27 @@ def test_a_finished_run_resumed_again_trains_nothing(data, models, tmp_path, cap
     assert json.loads((out / "videorft_run.json").read_text())["global_step"] == 3
 
 
+def test_load_best_model_at_end_reads_the_checkpoint_as_saved(data, models, tmp_path):
+    """`load_best_model_at_end` reads a checkpoint through the same loader: the best checkpoint's values come back
+    (transformers' own read kept the current weights but the output layer)."""
+    from videorft_hf.scripts import sft
+
+    args = argv("sft", models("qwen2_5_vl"), data, tmp_path / "out", "full")[1:]
+    trainer = sft.build_trainer(*sft.make_parser().parse_args_and_config(args))
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(1e-3)
+    best = tmp_path / "out" / "checkpoint-7"
+    trainer.save_model(str(best))
+    saved = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(1e-3)
+    trainer.state.best_model_checkpoint = str(best)
+    trainer._load_best_model()
+    assert_same_tensors(saved, trainer.model.state_dict(), "weights of the best checkpoint")
+
+
 # ------------------------------------------------------------------------------------------------ the loader
 def test_checkpoint_keys_are_mapped_as_from_pretrained_maps_them_and_every_value_comes_back(tmp_path):
     """A Qwen2.5-VL checkpoint is written in the original key format (`visual.*`, `model.layers.*`); loading it into

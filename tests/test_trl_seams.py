@@ -46,8 +46,10 @@ METHODS = {
         "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
     ],
     # checkpoints.ResumeExactly overrides these Trainer methods and calls transformers' own through super(): the full
-    # and adapter weight loads of a resume, and the epoch loop (no step at or past max_steps).
+    # and adapter weight loads of a resume and of load_best_model_at_end, and the epoch loop (no step at or past
+    # max_steps).
     "transformers:Trainer._load_from_checkpoint": ["self", "resume_from_checkpoint", "model=None"],
+    "transformers:Trainer._load_best_model": ["self"],
     "transformers:Trainer._run_epoch": [
         "self", "model", "epoch", "train_dataloader", "steps_in_epoch", "num_update_steps_per_epoch", "trial",
         "ignore_keys_for_eval", "start_time", "resume_from_checkpoint", "epochs_trained",

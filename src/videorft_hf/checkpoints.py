@@ -250,6 +250,7 @@ class ResumeExactly:
       checkpoints through peft with every adapter key checked. FSDP and DeepSpeed checkpoints load as in transformers.
     - A run resumed at or past its last step trains nothing and says so (the state, weights and optimizer are
       restored, so a following `save_model` writes the checkpoint's weights).
+    - `load_best_model_at_end` reads the best full-weight checkpoint the same way.
 
     Optimizer, scheduler, RNG and step are restored by `Trainer` itself.
     """
@@ -288,6 +289,18 @@ class ResumeExactly:
             _load_adapter_exactly(model, resume_from_checkpoint)
             return None
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        # Replaces: the same unconverted, non-strict read of full weights for `load_best_model_at_end`.
+        best = self.state.best_model_checkpoint
+        if not (self.is_fsdp_enabled or self.is_deepspeed_enabled) and _has_full_weights(best):
+            from transformers.modeling_utils import PreTrainedModel
+
+            if isinstance(self.model, PreTrainedModel):
+                logger.info("Loading the best model from %s (score: %s).", best, self.state.best_metric)
+                load_checkpoint_weights(self.model, best)
+                return None
+        return super()._load_best_model()
 
     def _run_epoch(self, *args, **kwargs):
         # Adds: no step at or past max_steps. transformers checks max_steps only after a step, so a run resumed at

@@ -46,8 +46,7 @@ class VideoSamplingArguments:
         metadata={
             "help": "What to do with a sample whose media cannot be decoded or whose vision tokens disagree with its "
             "features: 'raise' a typed error naming it, or 'skip' it (it gets no reward and no loss; every skip is "
-            "counted, logged and stated in the run record). Training stops when every sample of a step is skipped "
-            "or more than max_skipped_fraction of the run's samples are."
+            "counted and logged)."
         },
     )
 
@@ -120,8 +119,8 @@ class SkipLimitArguments:
         default=DEFAULT_MAX_SKIPPED_FRACTION,
         metadata={
             "help": "With on_bad_sample='skip': the share of the run's samples (max_steps times the global batch) "
-            "that may be skipped; the run stops with an error naming the first skips as soon as more are. 1.0 "
-            "accepts any number (a step whose samples are all skipped still stops the run)."
+            "that may be skipped; the run stops with an error naming the first skips as soon as more are, as it does "
+            "at a step whose samples are all skipped (whatever this value). The run record states the skips."
         },
     )
 
