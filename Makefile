@@ -18,10 +18,10 @@ venv: $(BIN)/activate
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# FSDP2, DeepSpeed ZeRO-2/3 and two machines on loopback, each under `accelerate launch` on 2 CPU processes (~10 min;
-# the first DeepSpeed run also compiles DeepSpeed's CPU communication op once).
+# FSDP2, DeepSpeed ZeRO-2/3, two machines on loopback and DDP resumes, each under `accelerate launch` on 2 CPU
+# processes (~15 min; the first DeepSpeed run also compiles DeepSpeed's CPU communication op once).
 test-distributed: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m distributed tests/test_distributed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m distributed tests/test_distributed.py tests/test_resume.py
 
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"

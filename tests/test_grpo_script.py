@@ -1,4 +1,4 @@
-"""`videorft grpo`: the recipe, the parser, resume from a checkpoint, and 2 CPU processes under accelerate."""
+"""`videorft grpo`: the recipe, the parser, and 2 CPU processes under accelerate (resume: test_resume.py)."""
 
 import json
 import os
@@ -50,7 +50,8 @@ def common_args(release, output_dir, *extra):
     ]
 
 
-def test_grpo_script_trains_saves_and_resumes(release, tmp_path):
+def test_grpo_script_trains_and_saves(release, tmp_path):
+    # Resuming (weights, optimizer, scheduler, step, an interrupted run against an uninterrupted one): test_resume.py.
     from videorft_hf.scripts.grpo import main
 
     out = tmp_path / "run"
@@ -60,11 +61,6 @@ def test_grpo_script_trains_saves_and_resumes(release, tmp_path):
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and "rewards/accuracy_reward/mean" in state["log_history"][0]
     assert "shaping/length_bonus" in state["log_history"][0]  # the recipe's length bonus, logged as shaping
-
-    assert main(common_args(release, out, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2"))) == 0
-    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3
-    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
 
 
 def test_recipes_parse():

@@ -197,11 +197,15 @@ def test_cli_saves_model_and_processor_and_resumes(tmp_path, data, model_dir):
     assert type(processor).__name__ == "Qwen2_5_VLProcessor"
     assert sft.resolve_checkpoint("last", str(out)) == str(out / "checkpoint-2")
 
-    # Resumed, steps 1-2 keep the learning rates of the 2-step schedule (a fresh 3-step run would log others).
+    # Extended to 3 steps, the run goes on from checkpoint-2: steps 1-2 keep the learning rates of the 2-step schedule
+    # (a fresh 3-step run would log others) and Adam's state counts 3 steps (a fresh optimizer would count 1). An
+    # interrupted run against an uninterrupted one, weights and all: test_resume.py.
     assert cli([*argv, "--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
     history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
     rates = {entry["step"]: entry["learning_rate"] for entry in history if "learning_rate" in entry}
     assert rates[2] == pytest.approx(5e-4) and sorted(rates) == [1, 2, 3]
+    adam = torch.load(out / "checkpoint-3" / "optimizer.pt", weights_only=True)["state"]
+    assert {int(entry["step"]) for entry in adam.values()} == {3}
 
 
 def _free_port() -> int:

@@ -279,12 +279,14 @@ def test_bad_media_raises_or_skips(tmp_path, media, model_dirs):
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"],
         reward_funcs=[length_reward],
-        args=grpo_args(tmp_path, max_steps=1, on_bad_sample="skip"),
+        args=grpo_args(tmp_path, max_steps=1, on_bad_sample="skip", max_skipped_fraction=0.5),
         train_dataset=Dataset.from_list(rows),
     )
     trainer.train()
     assert trainer.media_counts["skipped_samples"] == 2  # both generations of the bad row
     assert trainer.state.log_history[0]["media/skipped_samples"] == 2
+    rows_per_step = trainer.args.per_device_train_batch_size
+    assert trainer.skip_tally.summary() == {"samples": rows_per_step, "skipped": 2, "by_reason": {"bad_media": 2}}
 
 
 def test_vision_token_mismatch_is_a_typed_error(tmp_path, media, model_dirs):

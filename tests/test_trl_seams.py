@@ -48,6 +48,35 @@ METHODS = {
     "trl.trainer.utils:add_fused_lm_head": [
         "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
     ],
+    # checkpoints.ResumeExactly overrides these Trainer methods and calls transformers' own through super(): the full
+    # and adapter weight loads of a resume and of load_best_model_at_end, and the epoch loop (no step at or past
+    # max_steps).
+    "transformers:Trainer._load_from_checkpoint": ["self", "resume_from_checkpoint", "model=None"],
+    "transformers:Trainer._load_best_model": ["self"],
+    "transformers:Trainer._run_epoch": [
+        "self", "model", "epoch", "train_dataloader", "steps_in_epoch", "num_update_steps_per_epoch", "trial",
+        "ignore_keys_for_eval", "start_time", "resume_from_checkpoint", "epochs_trained",
+        "steps_trained_in_current_epoch",
+    ],
+    # checkpoints.weights_in_model_names applies a model's checkpoint conversion as from_pretrained does (the inverse
+    # of what save_pretrained's revert_weight_conversion writes), with the conversions it reads from the model's
+    # `_weight_conversions` (SOURCE_NAMES) or its default mapping.
+    "transformers.core_model_loading:rename_source_key": [
+        "source_key", "weight_renamings", "weight_converters", "base_model_prefix=None", "meta_state_dict=None",
+        "reverse=False",
+    ],
+    "transformers.conversion_mapping:get_model_conversion_mapping": [
+        "model", "key_mapping=None", "hf_quantizer=None", "add_legacy=True"
+    ],
+    "transformers.core_model_loading:WeightTransform.add_tensor": [
+        "self", "target_key", "source_key", "source_pattern", "future"
+    ],
+    "transformers.core_model_loading:WeightConverter.convert": [
+        "self", "layer_name", "model=None", "config=None", "hf_quantizer=None", "loading_info=None"
+    ],
+    "transformers.core_model_loading:WeightRenaming.convert": [
+        "self", "layer_name", "model=None", "config=None", "hf_quantizer=None", "loading_info=None"
+    ],
     # Not called: modeling.load_training_model mirrors it (tests/test_modeling.py compares the two models), so a
     # change of its signature is the sign to re-check that mirror.
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
@@ -72,7 +101,15 @@ ATTRIBUTES = {
 MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer:RolloutFunc",
                 "trl.trainer.grpo_trainer:EnvironmentFactory",
                 "trl.trainer.utils:add_fused_lm_head",  # prompt_sharing.py (annotations; see METHODS)
-                "trl.trainer:grpo_trainer"]  # the module whose row shuffle trainer.py swaps (see METHODS)
+                "trl.trainer:grpo_trainer",  # the module whose row shuffle trainer.py swaps (see METHODS)
+                # checkpoints.py: the transform classes and key order of transformers' weight conversion.
+                "transformers.core_model_loading:WeightConverter", "transformers.core_model_loading:WeightRenaming",
+                "transformers.core_model_loading:PrefixChange", "transformers.core_model_loading:dot_natural_key"]
+
+# Private names read by src/ that are set inside a library module rather than by a class: module -> names that must
+# still appear in its source. `_weight_conversions`: the conversions `from_pretrained` used, which save_pretrained
+# reverts (checkpoints._conversions reads it).
+SOURCE_NAMES = {"transformers.core_model_loading": ["_weight_conversions"]}
 
 
 def _resolve(spec: str):
@@ -122,6 +159,9 @@ def _seam_changes() -> list[str]:
             _resolve(spec)
         except (ImportError, AttributeError) as error:
             changes.append(f"{spec}: gone ({error})")
+    for module_name, names in SOURCE_NAMES.items():
+        source = inspect.getsource(importlib.import_module(module_name))
+        changes += [f"{module_name}: no longer mentions {name}" for name in names if not re.search(rf"\b{name}\b", source)]
     return changes
 
 
@@ -170,6 +210,7 @@ def test_every_listed_name_is_used_in_src():
     attribute as `.name`)."""
     text = "\n".join(path.read_text(encoding="utf-8") for path in SRC.rglob("*.py"))
     patterns = {spec: rf"\b{spec.partition(':')[2].rpartition('.')[2]}\b" for spec in [*METHODS, *MODULE_NAMES]}
+    patterns |= {f"{module}:{name}": rf"\b{name}\b" for module, names in SOURCE_NAMES.items() for name in names}
     for spec in ATTRIBUTES:
         name = spec.rpartition(".")[2]
         patterns[spec] = rf"\b{name}\b" if name.startswith("_") else rf"\.{name}\b"

@@ -523,6 +523,14 @@ def _training_rows(stage, kind, base_model, datasets, values, run, adapter_confi
     if "system_prompt" in values:
         system_prompt = values["system_prompt"]
         rows.append(("System prompt", f"`{_cell(system_prompt)}`" if system_prompt else "none"))
+    skips = run.get("skipped_samples")
+    if isinstance(skips, Mapping):  # recorded with on_bad_sample: skip, over all processes
+        reasons = ", ".join(f"{reason.replace('_', ' ')} {n}" for reason, n in skips.get("by_reason", {}).items())
+        rows.append((
+            "Skipped samples",
+            f"{skips.get('skipped', 0)} of {skips.get('samples', 0)} (`on_bad_sample: skip`"
+            + (f"; {reasons})" if reasons else ")"),
+        ))
     hyper = [f"{key} {_cell(values[key])}" for key in _HYPERPARAMETERS if values.get(key) is not None]
     if hyper:
         rows.append(("Hyperparameters", ", ".join(hyper)))

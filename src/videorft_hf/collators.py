@@ -20,7 +20,10 @@ dummy image so the vision tower runs as on every other step), so that every proc
 the step together.
 
 The collator is picklable, so decoding runs in `DataLoader` worker processes (`dataloader_num_workers > 0`); skip
-counts made in workers are visible from the main process through a small shared-memory tensor.
+counts made in workers are visible from the main process through a small shared-memory tensor. With `report_skips`
+(which `videorft_hf.sft_trainer.VideoSFTTrainer` turns on) each batch also carries what its collation skipped, under
+`SKIPS_KEY` (a `videorft_hf.skips.BatchSkips`), so that the trainer counts the skips of the batches it trains on and
+stops a run whose skips exceed its bounds; the trainer removes it before the forward pass.
 
 Example:
     ```python
@@ -56,12 +59,11 @@ from .processing import (
     model_sampling_config,
     render_prompt,
 )
+from .skips import SKIP_REASONS, SKIPS_KEY, BatchSkips  # why a sample was skipped: the skip counters' columns
 from .video import FrameCache, MediaDecodeError, VideoSamplingConfig
 
 logger = logging.getLogger(__name__)
 
-# Why a sample was skipped (on_bad_sample="skip"), in the order of the skip counters' columns.
-SKIP_REASONS = ("bad_media", "too_long")
 # Skip counters: one row per process (main process = row 0, DataLoader worker i = row i + 1), so that no two
 # processes ever write the same element (workers past the last row share it, and two skips at once could lose one).
 _COUNTER_ROWS = 65
@@ -120,11 +122,13 @@ class DataCollatorForVideoLanguageModeling:
         pad_to_multiple_of: pad the sequence length of each batch to a multiple of this.
         end_of_turn_token: the token that ends the assistant's turn, trained on; default `<|im_end|>` when the
             tokenizer has it, else its EOS token.
+        report_skips: also put what the batch's collation skipped under `SKIPS_KEY` (not a model input: a trainer
+            must remove it, as `VideoSFTTrainer` does, which turns this on).
 
     Returns (when called on a list of rows):
         A dict of tensors: `input_ids`, `attention_mask`, `labels`, `mm_token_type_ids` (each `(batch, length)`),
         and whichever of `pixel_values`, `image_grid_thw`, `pixel_values_videos`, `video_grid_thw`,
-        `second_per_grid_ts` the batch's media produce.
+        `second_per_grid_ts` the batch's media produce; with `report_skips`, a `BatchSkips` under `SKIPS_KEY`.
 
     Raises (when called):
         MediaDecodeError: (a subclass naming the cause) missing or corrupt media, with `on_bad_sample="raise"`.
@@ -153,8 +157,10 @@ class DataCollatorForVideoLanguageModeling:
     frame_store: Any = None
     pad_to_multiple_of: int | None = None
     end_of_turn_token: str | None = None
+    report_skips: bool = False
     _skip_counts: torch.Tensor = field(init=False, repr=False, compare=False)
     _cache: FrameCache | None = field(init=False, default=None, repr=False, compare=False)
+    _batch_skips: list = field(init=False, default_factory=list, repr=False, compare=False)
 
     def __post_init__(self):
         if self.on_bad_sample not in ("raise", "skip"):
@@ -233,6 +239,8 @@ class DataCollatorForVideoLanguageModeling:
         info = torch.utils.data.get_worker_info()
         row = 0 if info is None else min(info.id + 1, _COUNTER_ROWS - 1)
         self._skip_counts[row, SKIP_REASONS.index(reason)] += 1
+        if self.report_skips:
+            self._batch_skips.append((reason, f"sample {sample}: {error}"))
         logger.warning(
             "Skipping sample %s (on_bad_sample='skip'): %s [%d skipped so far: %s]",
             sample,
@@ -243,6 +251,7 @@ class DataCollatorForVideoLanguageModeling:
 
     # ------------------------------------------------------------------------------------------ collation
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        self._batch_skips = []
         encoded = []
         for index, example in enumerate(examples):
             sample = self.encode(example, index)
@@ -250,7 +259,10 @@ class DataCollatorForVideoLanguageModeling:
                 encoded.append(sample)
         if not encoded:
             encoded = [self._empty_sample()]
-        return self._pad(encoded)
+        batch = self._pad(encoded)
+        if self.report_skips:
+            batch[SKIPS_KEY] = BatchSkips.of(len(examples), self._batch_skips)
+        return batch
 
     def encode(self, example: dict[str, Any], index: int = 0) -> dict[str, Any] | None:
         """Encodes one row: decode media, run the processor on the prompt, tokenize the completion, build labels.
@@ -443,4 +455,4 @@ def _check_row(example: dict[str, Any], name: str) -> None:
             )
 
 
-__all__ = ["DataCollatorForVideoLanguageModeling", "SampleTooLongError", "SKIP_REASONS"]
+__all__ = ["DataCollatorForVideoLanguageModeling", "SampleTooLongError", "SKIP_REASONS", "SKIPS_KEY"]

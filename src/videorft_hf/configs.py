@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ScriptArguments, SFTConfig
 
 from .frame_store import STORE_ENV, FrameStore, FrameStoreError, open_frame_store
+from .skips import DEFAULT_MAX_SKIPPED_FRACTION
 from .video import VideoSamplingConfig
 
 
@@ -110,6 +111,28 @@ class PrecisionArguments:
 
 
 @dataclass
+class SkipLimitArguments:
+    """How many skipped samples (`on_bad_sample="skip"`) a training run accepts, shared by the SFT and GRPO configs
+    (see `videorft_hf.skips`)."""
+
+    max_skipped_fraction: float = field(
+        default=DEFAULT_MAX_SKIPPED_FRACTION,
+        metadata={
+            "help": "With on_bad_sample='skip': the share of the run's samples (max_steps times the global batch) "
+            "that may be skipped; the run stops with an error naming the first skips as soon as more are, as it does "
+            "at a step whose samples are all skipped (whatever this value). The run record states the skips."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(
+                f"max_skipped_fraction must be between 0 and 1 (a share of the run's samples), got "
+                f"{self.max_skipped_fraction}."
+            )
+
+
+@dataclass
 class RewardShapingArguments:
     """The group-level reward shaping of the GRPO config: VideoRFT's length bonus and Video-R1's T-GRPO.
 
@@ -169,7 +192,9 @@ class RewardShapingArguments:
 
 
 @dataclass
-class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, RewardShapingArguments, GRPOConfig):
+class VideoGRPOConfig(
+    VideoSamplingArguments, PrecisionArguments, SkipLimitArguments, RewardShapingArguments, GRPOConfig
+):
     """`trl.GRPOConfig` plus video sampling, training precision and the group-level reward shaping.
 
     The defaults of the fields inherited from trl are trl's; the paper's values (beta 0.04, `loss_type="grpo"`,
@@ -199,6 +224,7 @@ class VideoGRPOConfig(VideoSamplingArguments, PrecisionArguments, RewardShapingA
         GRPOConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)
+        SkipLimitArguments.__post_init__(self)
         RewardShapingArguments.__post_init__(self)
         if self.temporal_grpo and self.num_generations < 2:
             raise ValueError("temporal_grpo needs num_generations >= 2 (it rolls out num_generations // 2 shuffled).")
@@ -253,7 +279,7 @@ class VideoRFTScriptArguments(ScriptArguments):
 
 
 @dataclass
-class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SFTConfig):
+class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SkipLimitArguments, SFTConfig):
     """`trl.SFTConfig` plus video sampling (used by `DataCollatorForVideoLanguageModeling`).
 
     `max_length` is never applied by cutting through vision tokens: a sample that does not fit raises a typed error
@@ -264,3 +290,4 @@ class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SFTConfig):
         SFTConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)
+        SkipLimitArguments.__post_init__(self)

@@ -7,8 +7,12 @@ that happened, not the values of a YAML file read later. The record is plain JSO
     {"stage": "grpo", "model_name_or_path": "out/sft", "base_model": "Qwen/Qwen2.5-VL-7B-Instruct",
      "checkpoint": "adapter", "quantization": "4-bit nf4", "dataset_name": "you/VideoRFT-RL-310K", "train_rows": 310000,
      "system_prompt": null, "reward_funcs": ["format_reward", ...], "training_args": {"learning_rate": 1e-06, ...},
-     "sampling": {"preset": "videorft-train", "fps": 2.0, ...}, "global_step": 1000, "epoch": 0.03,
-     "hardware": "8x NVIDIA H100 80GB HBM3"}
+     "sampling": {"preset": "videorft-train", "fps": 2.0, ...}, "on_bad_sample": "skip",
+     "skipped_samples": {"samples": 16000, "skipped": 12, "by_reason": {"bad_media": 12}}, "global_step": 1000,
+     "epoch": 0.03, "hardware": "8x NVIDIA H100 80GB HBM3"}
+
+`skipped_samples` (with `on_bad_sample: skip`) counts over all processes the samples the run saw and skipped, by
+reason (`videorft_hf.skips`).
 
 A field whose value the run did not have is absent, never a placeholder.
 """
@@ -121,6 +125,10 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
     if hasattr(training_args, "sampling_config"):  # a plain trl config has no video sampling of its own
         sampling = training_args.sampling_config()
         record["sampling"] = {"preset": training_args.video_sampling_preset, **dataclasses.asdict(sampling)}
+    record["on_bad_sample"] = getattr(training_args, "on_bad_sample", None)
+    tally = getattr(trainer, "skip_tally", None)
+    if record["on_bad_sample"] == "skip" and tally is not None:
+        record["skipped_samples"] = tally.summary()
     record["global_step"] = trainer.state.global_step
     if trainer.state.epoch is not None:
         record["epoch"] = round(float(trainer.state.epoch), 4)

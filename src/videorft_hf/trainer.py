@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 
 from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
+from .checkpoints import ResumeExactly
 from .configs import RewardShapingArguments, VideoSamplingArguments
 from .internals import apply_position_rule
 from .modeling import keep_updates
@@ -97,6 +98,7 @@ from .processing import (
 )
 from .prompt_sharing import generate_with_shared_prefill, group_rows, keep_groups_together, shared_prompt_logps
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
+from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SkipTally
 from .video import FrameCache
 
 logger = logging.getLogger(__name__)
@@ -213,7 +215,7 @@ def _strip_media_blocks(prompt: list[dict]) -> list[dict]:
     return stripped
 
 
-class VideoGRPOTrainer(GRPOTrainer):
+class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     """`trl.GRPOTrainer` for video: same arguments, plus the fields of `VideoGRPOConfig` when `args` is one.
 
     Reward functions receive, besides trl's keyword arguments and the dataset columns, `frames`: one entry per
@@ -273,6 +275,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
         self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
+        # Skipped rows over all processes, bounded per generation batch and per run (videorft_hf.skips).
+        self.skip_tally = SkipTally(getattr(self.args, "max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION))
+        self.add_callback(self.skip_tally)
         for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
             if callable(getattr(getattr(func, "encoder", None), "load", None)):
                 func.encoder.load()
@@ -398,6 +403,8 @@ class VideoGRPOTrainer(GRPOTrainer):
                 f"{getattr(error, 'cause', error)} [{name} of the generation batch; {self._skip_hint}]",
             ) from error
         self.media_counts["skipped_samples"] += 1
+        # The G rows of a prompt share its media: one message per prompt and file.
+        self.skip_tally.note([f"problem_id={row['problem_id']!r}: {error}" if "problem_id" in row else str(error)])
         logger.warning("Skipping %s: %s (%d skipped so far)", name, error, self.media_counts["skipped_samples"])
 
     @contextmanager
@@ -651,6 +658,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         )
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         skipped = self.accelerator.gather(skipped_local)
+        if self.model.training and self.video_args.on_bad_sample == "skip":
+            # Every process holds the same gathered flags, so all of them stop here together.
+            self.skip_tally.add(len(skipped), {"bad_media": int(skipped.sum())}, step=self.state.global_step + 1)
         rewards[skipped] = torch.nan
         return self._shape_rewards(rewards, completion_ids_list)
 

@@ -52,7 +52,7 @@ def train(script_args, training_args, model_args):
     from videorft_hf.cards import record_run
     from videorft_hf.modeling import freeze_vision_tower, model_structure, peft_config_for
     from videorft_hf.rewards import get_reward_funcs
-    from videorft_hf.scripts.inputs import load_datasets, resolve_checkpoint
+    from videorft_hf.scripts.inputs import load_datasets, log_skips, resolve_checkpoint
     from videorft_hf.trainer import VideoGRPOTrainer
 
     if not script_args.dataset_name:
@@ -96,11 +96,7 @@ def train(script_args, training_args, model_args):
     )
     run_record = record_run(trainer, "grpo", script_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=checkpoint)
-    if trainer.media_counts["skipped_samples"]:
-        logger.warning(
-            "Process %d skipped %d samples (on_bad_sample='skip').", state.process_index,
-            trainer.media_counts["skipped_samples"],
-        )
+    log_skips(trainer)
     if trainer.is_fsdp_enabled:  # SHARDED_STATE_DICT checkpoints resume; the final model is saved whole
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(training_args.output_dir)

@@ -1,4 +1,5 @@
-"""What `videorft sft` and `videorft grpo` read before training: the dataset splits and the checkpoint to resume.
+"""What `videorft sft` and `videorft grpo` read before training (the dataset splits and the checkpoint to resume)
+and the skip total they report after it.
 
 Both commands follow one rule for each, so a recipe written for one stage means the same in the other:
 
@@ -46,6 +47,17 @@ def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: st
             f"{os.getcwd()}); pass a checkpoint folder, or 'last' for the newest checkpoint in {output_dir}."
         )
     return resume_from_checkpoint or None
+
+
+def log_skips(trainer) -> None:
+    """Prints the run's skipped samples over all processes (`trainer.skip_tally`), once, when there were any."""
+    tally = getattr(trainer, "skip_tally", None)
+    if tally is not None and tally.total:
+        by_reason = ", ".join(f"{reason}={count}" for reason, count in tally.summary()["by_reason"].items())
+        trainer.accelerator.print(
+            f"Skipped {tally.total} of {tally.samples} samples over all processes (on_bad_sample='skip'): {by_reason}. "
+            f"The run record ({trainer.args.output_dir}/videorft_run.json) states them."
+        )
 
 
 def load_datasets(script_args, training_args, include_target: bool, streaming: bool = False):

@@ -1,9 +1,10 @@
 """`videorft sft`: stage one of the VideoRFT recipe, supervised fine-tuning on chain-of-thought records.
 
-Stock `trl.SFTTrainer` with `DataCollatorForVideoLanguageModeling`: videos are decoded by this package with the
-recipe's `VideoSamplingConfig`, the loss covers the assistant's `<think>...</think>\\n<answer>...</answer><|im_end|>`
-only. Arguments: `VideoRFTScriptArguments`, `VideoSFTConfig` and trl's `ModelConfig`;
-`--config recipe.yaml` sets them and command-line flags override it.
+trl's `SFTTrainer` (as `videorft_hf.sft_trainer.VideoSFTTrainer`: exact resume, bounded skips) with
+`DataCollatorForVideoLanguageModeling`: videos are decoded by this package with the recipe's `VideoSamplingConfig`,
+the loss covers the assistant's `<think>...</think>\\n<answer>...</answer><|im_end|>` only. Arguments:
+`VideoRFTScriptArguments`, `VideoSFTConfig` and trl's `ModelConfig`; `--config recipe.yaml` sets them and
+command-line flags override it.
 
     # the paper's SFT: Qwen2.5-VL-7B-Instruct on 8 GPUs with DeepSpeed ZeRO-2
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml -m videorft_hf.scripts.sft \\
@@ -18,7 +19,8 @@ only. Arguments: `VideoRFTScriptArguments`, `VideoSFTConfig` and trl's `ModelCon
     accelerate launch --multi_gpu --num_processes 2 -m videorft_hf.scripts.sft --config recipes/tiny/sft.yaml ...
 
 The model and processor are saved to `output_dir` (the LoRA adapter only, with `--use_peft`). Skipped samples
-(`on_bad_sample: skip`) are logged one by one and totalled at the end.
+(`on_bad_sample: skip`) are logged one by one, totalled over all processes in the run record, and bounded: a step
+whose samples are all skipped, or skips above `max_skipped_fraction` of the run, stop it with an error.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from videorft_hf.modeling import (  # noqa: F401
 )
 from videorft_hf.scripts import inputs
 from videorft_hf.scripts.arguments import VideoRFTParser
-from videorft_hf.scripts.inputs import resolve_checkpoint  # noqa: F401  (the rule of both training commands)
+from videorft_hf.scripts.inputs import log_skips, resolve_checkpoint  # noqa: F401  (the rules of both commands)
 
 logger = logging.getLogger("videorft_hf.scripts.sft")
 
@@ -73,7 +75,8 @@ def load_datasets(script_args, training_args):
 
 
 def build_trainer(script_args, training_args, model_args):
-    """Builds the `trl.SFTTrainer` of a run: model, processor, collator, datasets, LoRA and a frozen vision tower.
+    """Builds the `VideoSFTTrainer` (a `trl.SFTTrainer`) of a run: model, processor, collator, datasets, LoRA and a
+    frozen vision tower.
 
     Args:
         script_args: `VideoRFTScriptArguments`.
@@ -89,9 +92,9 @@ def build_trainer(script_args, training_args, model_args):
         >>> trainer = build_trainer(*parser.parse_args_and_config(["--config", "recipes/tiny/sft.yaml"]))  # doctest: +SKIP
     """
     from transformers import AutoProcessor
-    from trl import SFTTrainer
 
     from videorft_hf.collators import DataCollatorForVideoLanguageModeling
+    from videorft_hf.sft_trainer import VideoSFTTrainer
 
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: a checkpoint folder or Hub model id.")
@@ -109,7 +112,7 @@ def build_trainer(script_args, training_args, model_args):
     model = load_training_model(model_args, training_args)
     peft_config = peft_config_for(model_args, model, script_args.freeze_vision_tower)
     collator = DataCollatorForVideoLanguageModeling.from_config(processor, training_args)
-    trainer = SFTTrainer(
+    trainer = VideoSFTTrainer(
         model=model,
         args=training_args,
         data_collator=collator,
@@ -143,14 +146,7 @@ def train(script_args, training_args, model_args):
     )
     run_record = record_run(trainer, "sft", script_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=checkpoint)
-    skipped = trainer.data_collator.skipped_samples
-    if any(skipped.values()):
-        logger.warning(
-            "Process %d skipped %d samples (on_bad_sample='skip'): %s.",
-            trainer.accelerator.process_index,
-            sum(skipped.values()),
-            ", ".join(f"{reason}={count}" for reason, count in skipped.items()),
-        )
+    log_skips(trainer)
     if trainer.is_fsdp_enabled:  # SHARDED_STATE_DICT checkpoints resume; the final model is saved whole
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(training_args.output_dir)  # the processor too (it is the trainer's processing_class)
