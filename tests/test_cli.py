@@ -43,16 +43,23 @@ def test_console_script_is_installed():
 
 
 # ------------------------------------------------------------------------------------------------ help and flags
+def _help(argv: list[str], capsys) -> str:
+    """What `videorft <argv> --help` prints, through the shipped help (returns 0) or argparse (exits 0)."""
+    try:
+        assert main(argv) == 0
+    except SystemExit as exit_info:
+        assert exit_info.code == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["sft", "grpo", "eval", "curate", "prepare-frames"])
 def test_help_has_a_description_an_example_and_the_package_options_first(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
+    out = _help([command, "--help"], capsys)
     assert out.startswith(f"usage: videorft {command} [--config RECIPE.yaml]")
     assert f"\n`videorft {command}`" in out or "\nStage two of VideoRFT" in out  # the module's description
     assert f"    videorft {command} --" in out  # an example
-    assert "--config RECIPE.yaml sets any option" in out
+    # --config is explained first: right after the usage line, before the description and every option
+    assert out.split("\n\n")[1].startswith("--config RECIPE.yaml sets any option")
     groups = [line for line in out.splitlines() if line.endswith(" options:")]
     assert groups[0] == "VideoRFT options:", groups
     assert "Show a progress bar" not in "\n".join(  # `--no_<flag>` turns the flag off
@@ -132,3 +139,105 @@ def test_one_resume_rule_for_sft_and_grpo(tmp_path):
         )
         with pytest.raises(ResumeCheckpointError):
             module.train(script_args, training_args, model_args)
+
+
+# ------------------------------------------------------------------------------------------------ quick help
+HEAVY_MODULES = ("torch", "transformers", "trl")
+
+
+def test_help_of_every_command_imports_no_heavy_library():
+    """`videorft --help` and `videorft <command> --help` import neither torch nor transformers nor trl (each takes
+    seconds): measured in a fresh interpreter, after the package import and after each command's help in turn."""
+    code = (
+        "import sys\n"
+        "import videorft_hf\n"
+        "from videorft_hf.cli import COMMANDS, main\n"
+        f"heavy = {HEAVY_MODULES!r}\n"
+        "print('import', *[m for m in heavy if m in sys.modules])\n"
+        "for argv in [['--help']] + [[c, '--help'] for c in COMMANDS] + [['push', 'model', '--help']]:\n"
+        "    try:\n"
+        "        code = main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        code = exit.code\n"
+        "    print(' '.join(argv), code, *[m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+    )
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("VIDEORFT_FRAME_STORE", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0] == "import"  # `import videorft_hf` imports none of them
+    lines = done.stderr.splitlines()[-(len(COMMANDS) + 2):]
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["0"] * len(lines), lines  # each help exited 0, no library
+
+
+def test_the_shipped_help_is_current_and_prints_what_argparse_prints(monkeypatch):
+    """The shipped help specs describe this installation (else `make help-specs`), and the text built from each is
+    the full parser's help, character for character."""
+    import importlib
+    import json
+
+    from videorft_hf.scripts import help_cache
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.delenv("VIDEORFT_FRAME_STORE", raising=False)
+    for command, module in help_cache.SPEC_COMMANDS.items():
+        shipped = json.loads((help_cache.SPEC_DIR / f"{module}.json").read_text(encoding="utf-8"))
+        assert shipped == help_cache.build_spec(command), f"{command}: the shipped help is stale, run make help-specs"
+        full = importlib.import_module(f"videorft_hf.scripts.{module}").make_parser().format_help()
+        assert help_cache.cached_help(command) == full, command
+
+
+def test_stale_or_environment_dependent_help_falls_back_to_argparse(monkeypatch, tmp_path, capsys):
+    from videorft_hf.scripts import help_cache
+
+    monkeypatch.setenv("VIDEORFT_FRAME_STORE", str(tmp_path))  # the default of --frame_store: not in the spec
+    assert help_cache.cached_help("grpo") is None
+    monkeypatch.delenv("VIDEORFT_FRAME_STORE")
+    assert help_cache.cached_help("grpo") is not None
+    monkeypatch.setattr(help_cache, "LIBRARIES", ("trl", "transformers", "torch"))  # a key that no longer matches
+    assert help_cache.cached_help("grpo") is None
+    out = _help(["grpo", "--help"], capsys)  # argparse's help then
+    assert out.startswith("usage: videorft grpo [--config RECIPE.yaml]") and "VideoRFT options:" in out
+    assert help_cache.cached_help("push") is None and help_cache.cached_help("nope") is None
+
+
+def test_prepare_frames_help_examples_run(tmp_path, monkeypatch, capsys):
+    """Every `videorft prepare-frames` example of its help runs as written, on the data `videorft demo` writes, from a
+    folder with the checkout's recipes (and the `python -m` one prints the help). One change: `--num_workers 0`, so
+    that the videos decode in this process instead of two spawned interpreters that each import torch
+    (`tests/test_frame_store.py` runs the workers)."""
+    import json
+    import os
+    import runpy
+    import shlex
+    from pathlib import Path
+
+    from videorft_hf.mini import generate_mini
+
+    text = _help(["prepare-frames", "--help"], capsys)
+    commands, current = [], ""
+    for line in text.splitlines():
+        line = line.strip()
+        if current or line.startswith(("videorft prepare-frames", "python -m videorft_hf.scripts.prepare_frames")):
+            current += line.rstrip("\\").strip() + " "
+            if not line.endswith("\\"):
+                commands.append(current.strip())
+                current = ""
+    assert len(commands) == 3, commands
+    os.symlink(Path(__file__).resolve().parents[1] / "recipes", tmp_path / "recipes")
+    generate_mini(tmp_path / "outputs" / "demo" / "data", num_train=4, num_eval=4, seed=0)
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "python":
+            monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
+            with pytest.raises(SystemExit) as exit_info:
+                runpy.run_module(argv[2], run_name="__main__")
+            assert exit_info.value.code == 0, command
+            assert "usage: videorft prepare-frames" in capsys.readouterr().out
+            continue
+        if "--num_workers" in argv:
+            argv[argv.index("--num_workers") + 1] = "0"
+        assert main(argv[1:]) == 0, command
+        summary = json.loads(capsys.readouterr().out.split("\nUse it:")[0])
+        assert summary["videos"] > 0 and not summary["failed"], (command, summary)
