@@ -241,3 +241,84 @@ def test_prepare_frames_help_examples_run(tmp_path, monkeypatch, capsys):
         assert main(argv[1:]) == 0, command
         summary = json.loads(capsys.readouterr().out.split("\nUse it:")[0])
         assert summary["videos"] > 0 and not summary["failed"], (command, summary)
+
+
+# ------------------------------------------------------------------------------------------------ the package import
+def test_every_public_name_still_imports_from_the_package():
+    """`from videorft_hf import X` works for every public name (imported when first used), and is the object its
+    module defines."""
+    import importlib
+
+    import videorft_hf
+
+    assert set(videorft_hf.__all__) <= set(dir(videorft_hf))
+    for name, module in videorft_hf._EXPORTS.items():
+        assert getattr(videorft_hf, name) is getattr(importlib.import_module(f"videorft_hf.{module}"), name), name
+    from videorft_hf import VideoGRPOTrainer, load_videorft_dataset, push_model  # noqa: F401
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        videorft_hf.nope  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------------ the error boundary
+def test_run_command_prints_expected_errors_in_one_line_and_keeps_bugs_tracebacks(capsys):
+    from videorft_hf.cli import is_expected_error, run_command, take_debug_flag
+    from videorft_hf.data import RecordValidationError
+    from videorft_hf.hub import HubOfflineError
+    from videorft_hf.scripts.arguments import ArgumentValueError
+
+    def raising(error):
+        def main(argv):
+            raise error
+        return main
+
+    bad_row = RecordValidationError("unknown problem type 'multi choice'", 1, "problem_type", "bad.jsonl line 2")
+    assert run_command(raising(bad_row), [], "videorft sft") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("videorft sft: error: RecordValidationError: ") and "bad.jsonl line 2" in err[0]
+    assert err[1] == "(run again with --debug to see the traceback)" and len(err) == 2
+    assert run_command(raising(ArgumentValueError("x must be > 0 (the recipe file r.yaml sets x: 0)")), [], "p") == 2
+    assert capsys.readouterr().err.startswith("p: error: x must be > 0 (the recipe file r.yaml sets x: 0)\n")
+    with pytest.raises(RecordValidationError):  # --debug: Python's own traceback
+        run_command(raising(bad_row), ["--debug"], "videorft sft")
+    with pytest.raises(KeyError):  # a bug is not an expected error
+        run_command(raising(KeyError("x")), [], "videorft sft")
+    assert is_expected_error(HubOfflineError("offline")) and not is_expected_error(ZeroDivisionError())
+    worker = RecordValidationError.__new__(RecordValidationError)
+    worker.args = ("Caught RecordValidationError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                   "last):\n  File x\nvideorft_hf.data.RecordValidationError: Row 1, field 'path': missing",)
+    from videorft_hf.cli import describe_error
+
+    assert describe_error(worker) == "RecordValidationError: videorft_hf.data.RecordValidationError: Row 1, field 'path': missing"
+    # transformers' own `--debug <option>` stays an option; a bare --debug is ours
+    assert take_debug_flag(["--debug", "underflow_overflow", "--max_steps", "1"]) == (
+        ["--debug", "underflow_overflow", "--max_steps", "1"], False)
+    assert take_debug_flag(["--max_steps", "1", "--debug"]) == (["--max_steps", "1"], True)
+    assert take_debug_flag(["--debug", "--max_steps", "1"]) == (["--max_steps", "1"], True)
+
+
+def test_recipe_errors_name_the_recipe_file_in_process(tmp_path, capsys):
+    from videorft_hf.scripts import grpo
+    from videorft_hf.scripts.arguments import ArgumentValueError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("loss_type: grpo\nnum_generations: 3\n")
+    with pytest.raises(ArgumentValueError, match=r"num_generations \(3\).*\(the recipe file .*r.yaml sets "
+                                                 r"num_generations: 3\)"):
+        grpo.make_parser().parse_args_and_config(["--config", str(recipe), "--use_cpu", "true"])
+    with pytest.raises(ArgumentValueError, match=r"the command line sets --num_generations\)"):
+        grpo.make_parser().parse_args_and_config(["--num_generations", "3", "--use_cpu", "true"])
+    recipe.write_text("max_steps: many\n")
+    with pytest.raises(SystemExit):
+        grpo.make_parser().parse_args_and_config(["--config", str(recipe)])
+    assert f"the recipe file {recipe}: max_steps: 'many' is not a valid int" in capsys.readouterr().err
+    argv = ["--config", str(recipe), "--max_steps", "2", "--use_cpu", "true"]  # the flag overrides the bad value
+    assert grpo.make_parser().parse_args_and_config(argv)[1].max_steps == 2
+    recipe.write_text("lr_scheduler_type: cosine_with_typo\n")
+    with pytest.raises(SystemExit):
+        grpo.make_parser().parse_args_and_config(["--config", str(recipe)])
+    assert "lr_scheduler_type: 'cosine_with_typo' is not one of linear, cosine" in capsys.readouterr().err
+    recipe.write_text("learning_rate: 1.0e-5\n  bad indent: [\n")
+    with pytest.raises(SystemExit):
+        grpo.make_parser().parse_args_and_config(["--config", str(recipe)])
+    assert f"the recipe file {recipe} is not valid YAML: " in capsys.readouterr().err

@@ -48,14 +48,14 @@ def _usage() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ errors
-def _innermost_module(error: BaseException) -> str:
-    """The module of the function that raised `error` (the last frame of its traceback)."""
+def _raised_in(error: BaseException) -> tuple[str, str]:
+    """The module and the function that raised `error` (the last frame of its traceback)."""
     tb = error.__traceback__
     if tb is None:
-        return ""
+        return "", ""
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return str(tb.tb_frame.f_globals.get("__name__", ""))
+    return str(tb.tb_frame.f_globals.get("__name__", "")), tb.tb_frame.f_code.co_name
 
 
 def is_expected_error(error: BaseException) -> bool:
@@ -86,15 +86,12 @@ def is_expected_error(error: BaseException) -> bool:
         return False
     if type(error).__module__.startswith("videorft_hf."):
         return True
-    origin = _innermost_module(error)
-    if origin.startswith("videorft_hf."):
+    module, function = _raised_in(error)
+    if module.startswith("videorft_hf."):
         return True
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if isinstance(error, ValueError) and tb is not None and tb.tb_frame.f_code.co_name == "__post_init__":
+    if isinstance(error, ValueError) and function == "__post_init__":
         return True
-    return isinstance(error, OSError) and origin.startswith(_LOOKUP_MODULES)
+    return isinstance(error, OSError) and module.startswith(_LOOKUP_MODULES)
 
 
 def describe_error(error: BaseException) -> str:
