@@ -184,3 +184,31 @@ def test_the_results_note_says_whose_scores_they_are():
     )
     assert "not of this checkpoint" in cards.eval_note({"status": "other", "file": "r.json", "model": "out/grpo"})
     assert "not checked" in cards.eval_note({"status": "unknown", "file": "r.json"})
+
+
+def test_results_json_of_any_version_gets_this_versions_labels(tmp_path):
+    """A results.json written before the labels were fixed carries "combined (accuracy and MRA)" for a mean over all
+    five problem types; its model-index is built again from its per-type scores, with labels that say what they are."""
+    per_type = {
+        "multiple choice": {"score": 64.516, "num_samples": 62}, "regression": {"score": 25.714, "num_samples": 7},
+        "free-form": {"score": 63.519, "num_samples": 9}, "OCR": {"score": 12.5, "num_samples": 8},
+        "numerical": {"score": 30.0, "num_samples": 10},
+    }
+    old = {
+        "model_name_or_path": "outputs/demo/grpo",
+        "benchmarks": {"VideoRFT-mini": {"score": 53.66, "combined": 53.66, "per_type": per_type}},
+        "model-index": [{"name": "grpo", "results": [{
+            "task": {"type": "video-text-to-text"}, "dataset": {"name": "VideoRFT-mini", "type": "VideoRFT-mini"},
+            "metrics": [{"type": "accuracy", "value": 53.66, "name": "combined (accuracy and MRA)"}],
+        }]}],
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(old))
+    labels = {r.metric_name: r.metric_value for r in eval_results_from_json(path)}
+    n_mc, n_reg = 62, 7
+    assert labels == {
+        "mean per-sample score over all problem types (OCR, free-form, multiple choice, numerical, regression)": 53.66,
+        "combined (accuracy and MRA)": round((n_mc * 64.516 + n_reg * 25.714) / (n_mc + n_reg), 2),  # 60.58
+        "multiple-choice accuracy": 64.52,
+        "MRA": 25.71,
+    }

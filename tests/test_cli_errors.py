@@ -117,6 +117,7 @@ NOISE = (
     "The given NumPy array is not writable",  # read-only cached frames handed to torch
     "bos_token_id must be",  # transformers' default SigLIP text config
     "eos_token_id must be",
+    "generation flags are not valid",  # a sampling flag given to greedy decoding (`--temperature 0`)
 )
 
 
@@ -137,7 +138,7 @@ def test_training_and_evaluation_print_no_third_party_noise(kit):
     # the SFT model was trained on 4 frames; `videorft eval` samples 32 (at most the clip's 16) by default
     (evaluation,) = _run_all(
         [["eval", "--model_name_or_path", "sft", "--benchmarks", "b=good.jsonl", "--media_root", ".",
-          "--output_dir", "ev-noise", "--max_new_tokens", "4", "--batch_size", "4"]],
+          "--output_dir", "ev-noise", "--max_new_tokens", "4", "--batch_size", "4", "--temperature", "0"]],
         cwd=kit,
     )
     for result in (sft, grpo, evaluation):

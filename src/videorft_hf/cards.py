@@ -200,7 +200,8 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
 
     Accepted forms (a JSON file path or the loaded object):
 
-    - `results.json` of `videorft eval` (its `"model-index"` is used) or any model-index list;
+    - `results.json` of `videorft eval` (its model-index is built again from its `"benchmarks"`, so that the labels
+      are this version's, whatever version wrote the file) or any model-index list;
     - the aggregate `run_evaluation` returns (`{"benchmarks": {name: summary}}`), converted by
       `evaluation.results_to_model_index`;
     - a flat `{benchmark: score}`, e.g. `{"MVBench": 62.1}`, for scores computed elsewhere. Names of the paper's six
@@ -225,9 +226,9 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
     if isinstance(source, str | os.PathLike):
         with open(source, encoding="utf-8") as stream:
             source = json.load(stream)
-    if isinstance(source, Mapping) and "model-index" in source:
+    if isinstance(source, Mapping) and "model-index" in source and "benchmarks" not in source:
         source = source["model-index"]
-    if isinstance(source, Mapping):
+    if isinstance(source, Mapping):  # results.json: its model-index is built again, with this version's labels
         from .evaluation import PAPER_BENCHMARKS, results_to_model_index
 
         if "benchmarks" not in source:  # flat {benchmark: score}

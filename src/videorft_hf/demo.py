@@ -251,11 +251,11 @@ MEASURED_WITH = ("torch", "transformers", "trl", "peft", "accelerate", "datasets
 
 
 def library_versions() -> dict[str, str]:
-    """The versions of `MEASURED_WITH` (and of this package) that a run used: the figures hold for these."""
+    """The versions of `MEASURED_WITH` that a run used: the figures hold for these."""
     import importlib.metadata
 
     versions = {}
-    for name in ("videorft_hf", *MEASURED_WITH):
+    for name in MEASURED_WITH:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -92,6 +92,7 @@ __all__ = [
     "VLLMGenerator",
     "aggregate_results",
     "build_vllm_request",
+    "combined_score",
     "format_results_markdown",
     "load_metric",
     "metric_path",
@@ -523,7 +524,7 @@ class TransformersGenerator:
             do_sample=sampling,
             temperature=temperature if sampling else 1.0,
             top_p=top_p if sampling else 1.0,
-            top_k=0,
+            top_k=0 if sampling else None,  # greedy: unused, and transformers warns about any value it is given
             repetition_penalty=1.0,
             num_beams=1,
             eos_token_id=eos,
@@ -709,13 +710,29 @@ def _benchmark_summary(records: Sequence[Mapping[str, Any]]) -> dict:
         },
     }
     if "multiple_choice_accuracy" in summary and "mean_relative_accuracy" in summary:
-        # The sample-weighted mean of exact match and MRA, over those two types only (VSI-Bench's column; for a
-        # benchmark with only these two types it equals `score`).
-        pair = [r["score"] for r in scored if r["problem_type"] in ("multiple choice", "regression")]
         result["multiple_choice_accuracy"] = _percent(summary["multiple_choice_accuracy"])
         result["mean_relative_accuracy"] = _percent(summary["mean_relative_accuracy"])
-        result["combined"] = _percent(math.fsum(pair) / len(pair))
+        result["combined"] = combined_score(result["per_type"])
     return result
+
+
+def combined_score(per_type: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """The "combined (accuracy and MRA)" score: the sample-weighted mean of the multiple-choice accuracy and the
+    regression MRA, over those two types only, `(n_mc * accuracy + n_reg * MRA) / (n_mc + n_reg)` (VSI-Bench's column;
+    for a benchmark with only these two types it is the benchmark's score). None without both types.
+
+    Args:
+        per_type: A benchmark summary's `per_type` (`{problem_type: {"score", "num_samples"}}`, percent).
+
+    Example:
+        >>> combined_score({"multiple choice": {"score": 100.0, "num_samples": 3}, "regression": {"score": 50.0,
+        ...                 "num_samples": 1}, "free-form": {"score": 0.0, "num_samples": 4}})
+        87.5
+    """
+    pair = [per_type.get("multiple choice"), per_type.get("regression")]
+    if not all(part and part.get("score") is not None and part.get("num_samples") for part in pair):
+        return None
+    return math.fsum(part["score"] * part["num_samples"] for part in pair) / sum(part["num_samples"] for part in pair)
 
 
 def score_label(summary: Mapping[str, Any]) -> str:
@@ -868,22 +885,18 @@ def results_to_model_index(
             continue
         label = score_label(summary)
         metrics = [{"type": "accuracy", "value": round(summary["score"], 2), "name": label}]
-        if "combined" in summary:
+        per_type = summary.get("per_type") or {}
+        combined = combined_score(per_type)  # from the per-type scores, so results.json of any version reads alike
+        if combined is not None:
             if label != "combined (accuracy and MRA)":  # other problem types too: the pair's own mean
-                metrics.append(
-                    {"type": "accuracy", "value": round(summary["combined"], 2), "name": "combined (accuracy and MRA)"}
-                )
+                metrics.append({"type": "accuracy", "value": round(combined, 2), "name": "combined (accuracy and MRA)"})
             metrics += [
                 {
                     "type": "accuracy",
-                    "value": round(summary["multiple_choice_accuracy"], 2),
+                    "value": round(per_type["multiple choice"]["score"], 2),
                     "name": "multiple-choice accuracy",
                 },
-                {
-                    "type": "mean_relative_accuracy",
-                    "value": round(summary["mean_relative_accuracy"], 2),
-                    "name": "MRA",
-                },
+                {"type": "mean_relative_accuracy", "value": round(per_type["regression"]["score"], 2), "name": "MRA"},
             ]
         results.append(
             {

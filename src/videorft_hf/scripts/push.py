@@ -7,7 +7,8 @@
 The card is written from what ran: the run record `videorft sft` / `videorft grpo` save with the checkpoint
 (`videorft_run.json`: stage, base model, rewards, sampling, training arguments, steps, hardware) and the adapter's
 config. `--recipe` is only for a checkpoint trained without those scripts (no run record); the card then labels its
-values as the recipe's.
+values as the recipe's. `--eval-results` must be this checkpoint's evaluation (`results.json` records the folder
+`videorft eval` evaluated); `--allow-other-model-results` publishes another model's, and the card says whose they are.
 
     # a dataset folder built by dataset_scripts/<name>/build.py
     videorft push dataset out/VideoRFT-RL-310K --repo-id you/VideoRFT-RL-310K [--dry-run] [--private]
