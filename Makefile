@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv test test-all test-distributed lint bench bench-gpu demo clean
+.PHONY: venv test test-all test-distributed lint bench bench-gpu demo help-specs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: venv
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/videorft demo --output_dir outputs/demo
+
+# `videorft <command> --help` prints these without importing torch; regenerate them after changing an option.
+help-specs: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m videorft_hf.scripts.help_cache
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks

@@ -86,7 +86,10 @@ def build_model(kind: str, device: str):
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(full_config("qwen2_5_vl", processor.tokenizer),
                                                         dtype=torch.bfloat16)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.25's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, processor
 
 

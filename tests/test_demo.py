@@ -42,9 +42,18 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
         assert summary["num_samples"] == 16 and "per_type" in summary and 0.0 <= summary["format_rate"] <= 1.0
     assert set(result["targets"]) == {"format_after_sft", "multiple_choice_after_grpo", "grpo_reward_last_vs_first_fifth"}
     assert result["seconds"] > 0 and "Wall time:" in printed  # reported; the exit status never depends on it
+    import transformers
+    import trl
+
+    assert (result["versions"]["transformers"], result["versions"]["trl"]) == (transformers.__version__, trl.__version__)
+    assert f"Measured with torch {result['versions']['torch']}, transformers {transformers.__version__}" in printed
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = ModelCard.load(out / "hub-dry-run" / "README.md")
     assert "videorft" in card.data.tags and card.data.eval_results  # evaluation results as model-index entries
+    # the results are this checkpoint's, evaluated at the sampling it was trained with (4 frames), as the card says
+    assert ("Scores of this checkpoint from `videorft eval` (percent; `results.json`), with video sampled as 4 frames "
+            "at 2 fps, 3136 pixels per frame (as in training).") in card.text
+    assert "--video_sampling_preset video-r1-train --video_max_frames 4" in card.text
     # The card states the GRPO run that happened (DemoSettings.quick and the demo's flags), not recipes/tiny/grpo.yaml.
     for expected in (
         "learning_rate 0.0002", "max_steps 4", "length bonus +0.2 for correct completions of 8-48 tokens",

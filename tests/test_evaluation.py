@@ -496,3 +496,81 @@ def test_missing_media_is_reported_as_missing_and_an_all_failed_run_exits_non_ze
     assert "No sample of broken could be scored" in capsys.readouterr().err
     samples = json.loads((tmp_path / "out" / "broken.json").read_text())["samples"]
     assert [s["error"].split(":")[0] for s in samples] == ["NotAVideoError", "VideoNotFoundError", "ImageNotFoundError"]
+
+
+# --------------------------------------------------------------------------------------------- labels and formulas
+def test_every_metric_label_matches_what_it_computes():
+    """One definition each, computed here from the per-sample records: the score is the mean over every scored
+    sample; "combined (accuracy and MRA)" is the sample-weighted mean over the multiple-choice and regression samples
+    only; the labels say which; results.md states both and its formula gives the combined number."""
+    import re
+
+    mixed = [  # all five problem types, as the demo's held-out split
+        ("multiple choice", 1.0), ("multiple choice", 1.0), ("multiple choice", 0.0),
+        ("regression", 0.3), ("free-form", 0.2), ("OCR", 0.5), ("numerical", 0.0),
+    ]
+    vsi = [("multiple choice", 1.0), ("regression", 0.5)]
+    records = {
+        name: [{"problem_type": t, "score": v, "error": None} for t, v in rows]
+        for name, rows in (("Mixed", mixed), ("VSI-Bench", vsi), ("MVBench", [("multiple choice", 1.0)]))
+    }
+    aggregate = aggregate_results(records)
+    summary = aggregate["benchmarks"]["Mixed"]
+    assert summary["score"] == pytest.approx(100 * (1 + 1 + 0 + 0.3 + 0.2 + 0.5 + 0) / 7)
+    assert summary["combined"] == pytest.approx(100 * (1 + 1 + 0 + 0.3) / 4)  # MC and regression samples only
+    n_mc, n_reg = 3, 1
+    formula = (n_mc * summary["multiple_choice_accuracy"] + n_reg * summary["mean_relative_accuracy"]) / (n_mc + n_reg)
+    assert summary["combined"] == pytest.approx(formula)
+    assert aggregate["benchmarks"]["VSI-Bench"]["combined"] == aggregate["benchmarks"]["VSI-Bench"]["score"] == 75.0
+
+    metrics = {
+        result["dataset"]["name"]: {m["name"]: m["value"] for m in result["metrics"]}
+        for result in results_to_model_index(aggregate, "m")[0]["results"]
+    }
+    label = "mean per-sample score over all problem types (OCR, free-form, multiple choice, numerical, regression)"
+    assert metrics["Mixed"] == {
+        label: round(summary["score"], 2),
+        "combined (accuracy and MRA)": round(summary["combined"], 2),
+        "multiple-choice accuracy": round(summary["multiple_choice_accuracy"], 2),
+        "MRA": 30.0,
+    }
+    assert metrics["VSI-Bench"] == {"combined (accuracy and MRA)": 75.0, "multiple-choice accuracy": 100.0, "MRA": 50.0}
+    assert metrics["MVBench"] == {"accuracy": 100.0}
+
+    markdown = format_results_markdown(aggregate)
+    assert f"| Mixed | {summary['score']:.1f} | 7 | 7 | 0 |" in markdown
+    assert f"| Mixed | 66.7 | 30.0 | {summary['combined']:.1f} |" in markdown
+    assert "(n_mc * accuracy + n_reg * MRA) / (n_mc + n_reg)" in markdown
+    assert "over the multiple-choice and regression samples only" in markdown
+    assert not re.search(r"combined score is the mean per-sample score over all samples", markdown)
+
+
+def test_evaluation_warns_when_its_sampling_differs_from_the_training_record(tmp_path, caplog):
+    """The model folder's run record says how training sampled video; an evaluation that samples otherwise warns,
+    naming both and the flags that evaluate as trained; one that samples the same way does not."""
+    from videorft_hf.evaluation import compare_with_training_sampling
+
+    trained = VideoSamplingConfig.from_preset("video-r1-train", max_frames=4, min_pixels=3136, max_pixels=3136)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "videorft_run.json").write_text(
+        json.dumps({"stage": "sft", "sampling": {"preset": "video-r1-train", **trained.to_dict()}})
+    )
+    with caplog.at_level("WARNING", logger="videorft_hf.evaluation"):
+        found = compare_with_training_sampling(EvalArguments(model_name_or_path=str(model)))
+    assert found["matches"] is False and found["sampling"] == trained.to_dict()
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "here 32 frames at 2 fps, 100352-200704 pixels per frame (preset videorft-eval)" in message
+    assert "in training 4 frames at 2 fps, 3136 pixels per frame (preset video-r1-train" in message
+    assert "max_frames 32 here, 4 in training" in message
+    flags = "--video_sampling_preset video-r1-train --video_max_frames 4 --video_min_pixels 3136 --video_max_pixels 3136"
+    assert f"pass {flags}." in message
+    caplog.clear()
+    args = EvalArguments(
+        model_name_or_path=str(model), video_sampling_preset="video-r1-train", video_max_frames=4,
+        video_min_pixels=3136, video_max_pixels=3136,
+    )
+    with caplog.at_level("WARNING", logger="videorft_hf.evaluation"):
+        assert compare_with_training_sampling(args)["matches"] is True
+    assert not caplog.records
+    assert compare_with_training_sampling(EvalArguments(model_name_or_path=str(tmp_path))) is None  # no record

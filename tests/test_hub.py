@@ -22,6 +22,7 @@ from huggingface_hub import DatasetCard, EvalResult, ModelCard, constants
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from videorft_hf import hub
+from videorft_hf.cli import main as videorft
 from videorft_hf.evaluation import PAPER_RESULTS
 from videorft_hf.hub import (
     CheckpointError,
@@ -279,7 +280,7 @@ def test_errors_say_what_to_fix(tiny_checkpoint, tiny_adapter, tmp_path):
     assert {"processor_config.json", "tokenizer_config.json"} <= set(plan.files)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
-    assert push_script.main(["dataset", str(tmp_path / "nothing"), "--repo-id", "you/d", "--dry-run"]) == 1
+    assert videorft(["push", "dataset", str(tmp_path / "nothing"), "--repo-id", "you/d", "--dry-run"]) == 1
     with pytest.raises(FileExistsError, match="not empty"):
         push_model(tiny_checkpoint, "you/x", stage="sft", dry_run=True, output_dir=tmp_path / "taken")
 
@@ -566,7 +567,7 @@ def test_offline_push_raises_before_any_request(tiny_checkpoint, tiny_dataset, m
             push_model(tiny_checkpoint, "you/x", stage="sft")
         with pytest.raises(HubOfflineError, match="--dry-run"):
             push_dataset(tiny_dataset, "you/d")
-        assert push_script.main(["dataset", str(tiny_dataset), "--repo-id", "you/d"]) == 1
+        assert videorft(["push", "dataset", str(tiny_dataset), "--repo-id", "you/d"]) == 1
         assert "offline mode" in capsys.readouterr().err
         assert server.requests == []
     finally:
@@ -611,9 +612,93 @@ def test_the_run_record_decides_the_stage_and_a_missing_eval_file_is_a_typed_err
     with pytest.raises(CheckpointError, match="trained by the grpo stage .* not sft"):
         plan_model_repo(checkpoint, "you/x", stage="sft")
     argv = ["model", str(checkpoint), "--repo-id", "you/x", "--eval-results", "eval/results.json", "--dry-run"]
-    assert push_script.main(argv + ["--output-dir", str(tmp_path / "out")]) == 1
+    assert videorft(["push", *argv, "--output-dir", str(tmp_path / "out")]) == 1
     assert "Evaluation results eval/results.json does not exist: pass the results.json that `videorft eval`" in (
         capsys.readouterr().err
     )
     with pytest.raises(CheckpointError, match=r"has no videorft_run.json .*\(--stage\)"):
         plan_model_repo(tiny_checkpoint, "you/x")
+
+
+# ------------------------------------------------------------------------------------------------ what cards claim
+def _results_json(folder: Path, model: str, **extra) -> Path:
+    """A results.json as `videorft eval` writes it for `model` (one benchmark)."""
+    from videorft_hf.evaluation import aggregate_results, results_to_model_index
+
+    records = [{"problem_type": "multiple choice", "score": 1.0, "error": None}]
+    aggregate = aggregate_results({"MVBench": records}, model_name_or_path=model, adapter_path=None, **extra)
+    aggregate["model-index"] = results_to_model_index(aggregate, Path(model).name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(aggregate))
+    return folder / "results.json"
+
+
+def test_eval_results_of_another_model_are_refused_unless_allowed_and_then_labelled(tiny_checkpoint, tmp_path):
+    import os
+    import shutil
+
+    checkpoint = tmp_path / "out" / "sft"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    other = tmp_path / "out" / "grpo"
+    other.mkdir()
+    theirs = _results_json(tmp_path / "eval-grpo", "outputs/demo/grpo", model_abspath=str(other))
+    with pytest.raises(CheckpointError, match=r"holds the scores of outputs/demo/grpo .* not of .*sft") as error:
+        plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=theirs)
+    assert "--allow-other-model-results" in str(error.value)
+    card = ModelCard(plan_model_repo(
+        checkpoint, "you/x", stage="sft", eval_results=theirs, allow_other_model_results=True
+    ).files["README.md"].decode())
+    assert "These are the scores of `outputs/demo/grpo`, not of this checkpoint" in card.text
+    assert "--allow-other-model-results" in card.text
+
+    # this checkpoint's: by its recorded absolute path, by the path as written, or by the repo id it is pushed as
+    ours = _results_json(tmp_path / "eval-sft", "elsewhere/sft", model_abspath=str(checkpoint.resolve()))
+    card = ModelCard(plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=ours).files["README.md"].decode())
+    assert "Scores of this checkpoint from `videorft eval` (percent; `results.json`)" in card.text
+    assert card.data.eval_results[0].metric_value == 100.0
+    relative = _results_json(tmp_path / "eval-rel", os.path.relpath(checkpoint))  # an older results.json
+    plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=relative)
+    hub_id = _results_json(tmp_path / "eval-hub", "you/x")
+    plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=hub_id)
+    with pytest.raises(CheckpointError, match="holds the scores of you/other"):
+        plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=_results_json(tmp_path / "e4", "you/other"))
+
+    # scores that name no model: published as given, and the card says they were not checked
+    card = ModelCard(plan_model_repo(checkpoint, "you/x", stage="sft", eval_results=AGGREGATE).files["README.md"].decode())
+    assert "names no model, so they were not checked against this checkpoint" in card.text
+
+
+def test_the_command_refuses_another_models_results_in_one_line(tiny_checkpoint, tmp_path, capsys):
+    theirs = _results_json(tmp_path / "eval", "outputs/demo/grpo")
+    argv = ["push", "model", str(tiny_checkpoint), "--repo-id", "you/x", "--stage", "sft", "--dry-run",
+            "--output-dir", str(tmp_path / "repo"), "--eval-results", str(theirs)]
+    assert videorft(argv) == 1
+    err = capsys.readouterr().err
+    assert f"videorft push: error: CheckpointError: {theirs} holds the scores of outputs/demo/grpo" in err
+    assert "Traceback" not in err and not (tmp_path / "repo").exists()
+    assert videorft([*argv, "--allow-other-model-results"]) == 0
+    assert "not of this checkpoint" in (tmp_path / "repo" / "README.md").read_text()
+
+
+def test_an_interrupted_output_folder_is_reported_as_such(tiny_checkpoint, tmp_path):
+    """A run that crashed leaves trl's card at the top and checkpoints, but no final model and no run record."""
+    import shutil
+
+    out = tmp_path / "grpo"
+    shutil.copytree(tiny_checkpoint, out / "checkpoint-2")
+    shutil.copytree(tiny_checkpoint, out / "checkpoint-4")
+    (out / "README.md").write_text("---\ntags:\n- trl\n---\ntrl's card\n")
+    with pytest.raises(CheckpointError) as error:
+        plan_model_repo(out, "you/x")
+    message = str(error.value)
+    assert "a run that did not finish: it holds checkpoint-2, checkpoint-4" in message
+    assert "not the final model" in message and "videorft_run.json" in message
+    assert "--resume_from_checkpoint last" in message and f"videorft push model {out / 'checkpoint-4'}" in message
+    assert "Cannot tell the training stage" not in message
+
+
+def test_a_dataset_card_names_the_files_it_was_built_from(tiny_dataset):
+    text = (tiny_dataset / "README.md").read_text()
+    report = json.loads((tiny_dataset / "validation_report.json").read_text())
+    assert f"It was built from the input file `rl.jsonl` (SHA-256 `{report['inputs'][0]['sha256'][:12]}...`)" in text
+    assert "from the release files" not in text

@@ -91,3 +91,34 @@ def test_the_collator_encodes_prompts_as_rl_and_eval_do(family, media):
     assert set(sample["vision"]) == set(vision)
     for key, value in vision.items():
         assert sample["vision"][key].equal(value), key
+
+
+def test_cached_read_only_frames_reach_the_processor_as_writable_copies(media):
+    """A `FrameCache` hands out read-only frames (shared between rows); the processor gets a writable copy (torch
+    would warn about, and alias, a read-only array) with the same pixels, and the cached array stays untouched."""
+    import numpy as np
+
+    from videorft_hf.video import FrameCache
+
+    processor = build_tiny_processor("qwen2_5_vl")
+    prompt = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q?"}]}]
+    row = {"video": str(media / "a.mp4"), "prompt": prompt}
+    cached = load_row_media(row, SAMPLING, cache=FrameCache(1 << 24))
+    frames, metadata = cached.videos[0]
+    assert not frames.flags.writeable
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+        def __call__(self, **kwargs):
+            seen.extend(kwargs["videos"])
+            return processor(**kwargs)
+
+    text = render_prompt(processor, row["prompt"])
+    ids, vision = encode_prompt(Spy(), text, cached.videos)
+    assert seen[0].flags.writeable and np.array_equal(seen[0], frames) and seen[0] is not frames
+    assert (ids, vision["pixel_values_videos"].tolist()) == (
+        lambda out: (out[0], out[1]["pixel_values_videos"].tolist())
+    )(encode_prompt(processor, text, [(frames.copy(), metadata)]))

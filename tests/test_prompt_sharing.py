@@ -234,7 +234,10 @@ def test_gradient_checkpointing_and_lora(media):
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
     model.train()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.25's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=2)
     assert_equal_results(model, input_ids, mask, keep, visions)
     assert any("lora" in n and p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters())

@@ -258,6 +258,28 @@ def test_recipes_parse_with_the_paper_values():
     assert zero2.deepspeed_config["zero_stage"] == 2
 
 
+def test_checkpointing_uses_transformers_current_name_and_the_old_one_still_works():
+    """trl defaults `gradient_checkpointing` to True, which transformers >= 5.25 reads as its deprecated alias in
+    every run; the package's configs default the current name, `activation_checkpointing`, to trl's value (on) and warn
+    about nothing, while a recipe that writes the old name keeps working (transformers then names the new one)."""
+    import warnings
+
+    from videorft_hf.configs import VideoGRPOConfig
+
+    for config_class in (VideoSFTConfig, VideoGRPOConfig):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails
+            args = config_class(output_dir="x", use_cpu=True, report_to=[])
+        assert args.activation_checkpointing is True and args.gradient_checkpointing is True  # trl's default: on
+        off = config_class(output_dir="x", use_cpu=True, report_to=[], activation_checkpointing=False)
+        assert off.activation_checkpointing is False and off.gradient_checkpointing is False
+        with pytest.warns(FutureWarning, match="Use `activation_checkpointing` instead"):
+            old = config_class(output_dir="x", use_cpu=True, report_to=[], gradient_checkpointing=False)
+        assert old.activation_checkpointing is False and old.gradient_checkpointing is False
+    for recipe in sorted((REPO / "recipes").rglob("*.yaml")):
+        assert "gradient_checkpointing:" not in recipe.read_text(), recipe  # the recipes use the current name
+
+
 def test_qlora_run_card_states_what_ran(tmp_path, data, model_dir):
     """`videorft sft` with 4-bit QLoRA records the run; the card names the adapter's base and the values that ran."""
     pytest.importorskip("bitsandbytes")

@@ -36,14 +36,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .run_record import RECORDED_TRAINING_ARGS, RUN_RECORD_NAME
+from .run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, RECORDED_TRAINING_ARGS, RUN_RECORD_NAME, STAGES
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("sft", "grpo")
-CHECKPOINT_KINDS = ("auto", "full", "adapter", "merged")
 MODEL_CARD_TEMPLATES = "videorft_hf.model_cards"
-DEFAULT_PIPELINE_TAG = "video-text-to-text"
 
 # Recipe keys never shown in a card, whatever their value (`hub_token`, `api_key`, ...; not `length_bonus_max_tokens`).
 _SENSITIVE_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_?key|credentials?)($|_)", re.IGNORECASE)
@@ -203,7 +200,8 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
 
     Accepted forms (a JSON file path or the loaded object):
 
-    - `results.json` of `videorft eval` (its `"model-index"` is used) or any model-index list;
+    - `results.json` of `videorft eval` (its model-index is built again from its `"benchmarks"`, so that the labels
+      are this version's, whatever version wrote the file) or any model-index list;
     - the aggregate `run_evaluation` returns (`{"benchmarks": {name: summary}}`), converted by
       `evaluation.results_to_model_index`;
     - a flat `{benchmark: score}`, e.g. `{"MVBench": 62.1}`, for scores computed elsewhere. Names of the paper's six
@@ -228,9 +226,9 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
     if isinstance(source, str | os.PathLike):
         with open(source, encoding="utf-8") as stream:
             source = json.load(stream)
-    if isinstance(source, Mapping) and "model-index" in source:
+    if isinstance(source, Mapping) and "model-index" in source and "benchmarks" not in source:
         source = source["model-index"]
-    if isinstance(source, Mapping):
+    if isinstance(source, Mapping):  # results.json: its model-index is built again, with this version's labels
         from .evaluation import PAPER_BENCHMARKS, results_to_model_index
 
         if "benchmarks" not in source:  # flat {benchmark: score}
@@ -320,6 +318,7 @@ def render_model_card(
     pipeline_tag: str = DEFAULT_PIPELINE_TAG,
     adapter_config: Mapping[str, Any] | None = None,
     trainer_state: Mapping[str, Any] | None = None,
+    eval_provenance: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """Renders the model card of a VideoRFT checkpoint from `model_cards/model_card.md`.
 
@@ -344,6 +343,8 @@ def render_model_card(
         pipeline_tag: The Hub pipeline tag.
         adapter_config: The adapter's `adapter_config.json` (adapter and merged kinds).
         trainer_state: The checkpoint's `trainer_state.json`, for the number of steps (when the run record has none).
+        eval_provenance: Whose scores `eval_results` are and how they were computed (see `eval_note`); the card says
+            so above its results table.
 
     Returns:
         A `huggingface_hub.ModelCard`; `card.data` is its `ModelCardData`.
@@ -410,7 +411,9 @@ def render_model_card(
         recipe_title=recipe_title,
         recipe_yaml=_to_yaml(run if run else values) if values else None,
         eval_rows=eval_rows,
-        eval_note="Scores from `videorft eval` (percent).",
+        eval_note=eval_note(eval_provenance),
+        sampling_code=_sampling_code(values),
+        sampling_advice=_sampling_advice(values, bool(run), kind, repo_id, base_model),
         versions=_versions(with_peft=kind != "full"),
     )
 
@@ -545,8 +548,10 @@ def _training_rows(stage, kind, base_model, datasets, values, run, adapter_confi
     return rows
 
 
-def _sampling_summary(values: Mapping[str, Any]) -> str | None:
-    """The video sampling in words: the run's resolved config, or a recipe's preset and overrides; None if unknown."""
+def _card_sampling(values: Mapping[str, Any]) -> tuple[str | None, Any, str] | None:
+    """The video sampling a card states: `(preset, VideoSamplingConfig, label)` from a run record (the config that
+    ran) or from a recipe's preset and overrides; None when neither says. A recipe whose values build no config gives
+    `(preset, None, why)`."""
     from .video import VideoSamplingConfig
 
     if isinstance(values.get("sampling"), Mapping):  # a run record: the config that ran
@@ -554,38 +559,124 @@ def _sampling_summary(values: Mapping[str, Any]) -> str | None:
         preset = recorded.pop("preset", None)
         names = {field.name for field in dataclasses.fields(VideoSamplingConfig)}
         config = VideoSamplingConfig(**{k: v for k, v in recorded.items() if k in names})
-        label = f"preset `{preset}` as run" if preset else "as run"
-    elif "video_sampling_preset" in values:
+        return preset, config, f"preset `{preset}` as run" if preset else "as run"
+    if "video_sampling_preset" in values:
+        from .configs import SAMPLING_OVERRIDES
+
         preset = values["video_sampling_preset"]
         overrides = {
-            field: values[key]
-            for key, field in (
-                ("video_fps", "fps"),
-                ("video_min_frames", "min_frames"),
-                ("video_max_frames", "max_frames"),
-                ("video_min_pixels", "min_pixels"),
-                ("video_max_pixels", "max_pixels"),
-            )
-            if values.get(key) is not None
+            field: values[option] for option, field in SAMPLING_OVERRIDES.items() if values.get(option) is not None
         }
         try:
             config = VideoSamplingConfig.from_preset(preset, **overrides)
         except (TypeError, ValueError) as error:
-            return f"preset `{preset}` ({error})"
-        label = f"preset `{preset}`{' with overrides' if overrides else ''}"
-    else:
+            return preset, None, f"preset `{preset}` ({error})"
+        return preset, config, f"preset `{preset}`{' with overrides' if overrides else ''}"
+    return None
+
+
+def _sampling_summary(values: Mapping[str, Any]) -> str | None:
+    """The video sampling in words: the run's resolved config, or a recipe's preset and overrides; None if unknown."""
+    found = _card_sampling(values)
+    if found is None:
         return None
-    frames = (
-        f"{config.max_frames} frames"
-        if config.min_frames == config.max_frames
-        else f"{config.min_frames}-{config.max_frames} frames"
+    _, config, label = found
+    return f"{label}: {config.describe()}" if config is not None else label
+
+
+def _sampling_code(values: Mapping[str, Any]) -> str:
+    """The Python expression of the card's usage snippet that builds the training sampling (the paper's evaluation
+    preset when the card does not know it)."""
+    from .video import VideoSamplingConfig
+
+    found = _card_sampling(values)
+    if found is None or found[1] is None:
+        return 'VideoSamplingConfig.from_preset("videorft-eval")'
+    preset, config, _ = found
+    if preset in VideoSamplingConfig.preset_names():
+        differences = config.differences(VideoSamplingConfig.from_preset(preset))
+        arguments = [json.dumps(preset)] + [f"{name}={ours!r}" for name, (ours, _) in differences.items()]
+        return f"VideoSamplingConfig.from_preset({', '.join(arguments)})"
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "patch_factor"}
+    return f"VideoSamplingConfig({', '.join(f'{name}={value!r}' for name, value in fields.items())})"
+
+
+def _sampling_advice(values: Mapping[str, Any], from_run: bool, kind: str, repo_id: str, base_model: str | None) -> str:
+    """The card's sentence on how to sample video for this model: as in training (with the `videorft eval` flags
+    that do), or, when the card does not know the training sampling, that the snippet uses the paper's evaluation
+    preset."""
+    from .configs import sampling_flags
+
+    found = _card_sampling(values)
+    if found is None or found[1] is None:
+        return (
+            "The snippet samples video as the paper evaluates (preset `videorft-eval`: 32 frames); the checkpoint "
+            "does not state the sampling it was trained with. If you know it, use it here and in `videorft eval` "
+            "(whose default is also `videorft-eval`): a model scores best on video sampled as in training."
+        )
+    preset, config, _ = found
+    source = "its run record (`videorft_run.json`)" if from_run else "the recipe given at publishing"
+    model = (
+        f"--model_name_or_path {base_model or '<base model>'} --adapter_path {repo_id}"
+        if kind == "adapter"
+        else f"--model_name_or_path {repo_id}"
     )
-    pixels = (
-        f"{config.max_pixels} pixels"
-        if config.min_pixels == config.max_pixels
-        else f"{config.min_pixels}-{config.max_pixels} pixels"
+    flags = sampling_flags(config, preset)
+    evaluate = (
+        f"`videorft eval {model} {' '.join(flags)} --benchmarks ...`"
+        if flags
+        else f"`videorft eval {model}` with the sampling values of {source}"
     )
-    return f"{label}: {frames} at {config.fps:g} fps, {pixels} per frame"
+    return (
+        f"The snippet samples video as in training, per {source}: {config.describe()}. Evaluate the same way: "
+        f"{evaluate}. Without sampling flags `videorft eval` uses the paper's evaluation sampling (preset "
+        "`videorft-eval`: 32 frames), and it warns when that differs from the sampling in a model's run record. "
+        "Use the system prompt and question template of training too (the snippet does)."
+    )
+
+
+def eval_note(provenance: Mapping[str, Any] | None) -> str:
+    """The sentence above a card's results table: whose scores these are and how they were computed.
+
+    Args:
+        provenance: What `hub.plan_model_repo` found out about the results: `{"status": "this" | "other" |
+            "unknown", "file", "model", "sampling", "training_sampling"}` (None: results passed without a source).
+
+    Returns:
+        The sentence (markdown).
+    """
+    from .video import VideoSamplingConfig
+
+    provenance = dict(provenance or {})
+    status = provenance.get("status")
+    if status == "this":
+        text = f"Scores of this checkpoint from `videorft eval` (percent; `{Path(provenance['file']).name}`)"
+        sampling = provenance.get("sampling")
+        if isinstance(sampling, Mapping):
+            names = {f.name for f in dataclasses.fields(VideoSamplingConfig)}
+            config = VideoSamplingConfig(**{k: v for k, v in sampling.items() if k in names})
+            text += f", with video sampled as {config.describe()}"
+            training = provenance.get("training_sampling")
+            if isinstance(training, Mapping):
+                trained = VideoSamplingConfig(**{k: v for k, v in training["sampling"].items() if k in names})
+                text += (
+                    " (as in training)"
+                    if not config.differences(trained)
+                    else f" (training sampled {trained.describe()})"
+                )
+        return text + "."
+    if status == "other":
+        return (
+            f"**These are the scores of `{provenance['model']}`, not of this checkpoint**: `videorft eval` evaluated "
+            f"`{provenance['model']}` (`{Path(provenance['file']).name}`), and they were published with this model "
+            "with `--allow-other-model-results`. They do not measure this checkpoint."
+        )
+    if status == "unknown":
+        return (
+            "Scores given at publishing (percent). Their file names no model, so they were not checked against this "
+            "checkpoint, and it does not say how they were computed."
+        )
+    return "Scores given at publishing (percent)."
 
 
 def _versions(with_peft: bool) -> list[tuple[str, str]]:

@@ -2,13 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from transformers import TrainingArguments
 from trl import GRPOConfig, ScriptArguments, SFTConfig
 
 from .frame_store import STORE_ENV, FrameStore, FrameStoreError, open_frame_store
 from .skips import DEFAULT_MAX_SKIPPED_FRACTION
 from .video import VideoSamplingConfig
+
+# Option of `VideoSamplingArguments` -> the `VideoSamplingConfig` field it overrides.
+SAMPLING_OVERRIDES: dict[str, str] = {
+    "video_fps": "fps",
+    "video_min_frames": "min_frames",
+    "video_max_frames": "max_frames",
+    "video_min_pixels": "min_pixels",
+    "video_max_pixels": "max_pixels",
+    "image_min_pixels": "image_min_pixels",
+    "image_max_pixels": "image_max_pixels",
+}
+
+
+def sampling_flags(config: VideoSamplingConfig, preset: str | None = None) -> list[str] | None:
+    """The command-line flags that select `config`: a preset, then the overrides that differ from it.
+
+    Args:
+        config: The sampling to reproduce (e.g. a run record's).
+        preset: The preset it was built from, when known (else the preset that needs the fewest overrides).
+
+    Returns:
+        The flags, such as `["--video_sampling_preset", "video-r1-train", "--video_max_frames", "4", ...]`, or None
+        when no flags select `config` (it differs from every preset in a field that has no flag, `total_pixels`).
+
+    Example:
+        >>> sampling_flags(VideoSamplingConfig.from_preset("videorft-eval", max_frames=16), "videorft-eval")
+        ['--video_sampling_preset', 'videorft-eval', '--video_max_frames', '16']
+    """
+    presets = [preset] if preset in VideoSamplingConfig.preset_names() else VideoSamplingConfig.preset_names()
+    best = None
+    for name in presets:
+        differences = config.differences(VideoSamplingConfig.from_preset(name))
+        if set(differences) - set(SAMPLING_OVERRIDES.values()):
+            continue
+        flags = ["--video_sampling_preset", name]
+        for option, field_name in SAMPLING_OVERRIDES.items():
+            if field_name in differences:
+                value = differences[field_name][0]
+                flags += [f"--{option}", f"{value:g}" if field_name == "fps" else str(value)]
+        if best is None or len(flags) < len(best):
+            best = flags
+    return best
 
 
 @dataclass
@@ -75,15 +119,7 @@ class VideoSamplingArguments:
 
     def sampling_config(self) -> VideoSamplingConfig:
         """The `VideoSamplingConfig` these fields describe."""
-        overrides = {
-            "fps": self.video_fps,
-            "min_frames": self.video_min_frames,
-            "max_frames": self.video_max_frames,
-            "min_pixels": self.video_min_pixels,
-            "max_pixels": self.video_max_pixels,
-            "image_min_pixels": self.image_min_pixels,
-            "image_max_pixels": self.image_max_pixels,
-        }
+        overrides = {field_name: getattr(self, option) for option, field_name in SAMPLING_OVERRIDES.items()}
         return VideoSamplingConfig.from_preset(
             self.video_sampling_preset, **{k: v for k, v in overrides.items() if v is not None}
         )
@@ -108,6 +144,43 @@ class PrecisionArguments:
 
         if self.trainable_dtype not in TRAINABLE_DTYPES:
             raise ValueError(f"trainable_dtype must be one of {TRAINABLE_DTYPES}, got {self.trainable_dtype!r}.")
+
+
+# transformers 5.25 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name is a deprecated alias).
+_HAS_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+@dataclass
+class CheckpointingArguments:
+    """Activation (gradient) checkpointing under transformers' current name, with trl's default (on).
+
+    trl 1.16 sets `gradient_checkpointing=True` by default, which transformers >= 5.25 reads as the deprecated alias
+    being used and warns about in every run. Here both names default to unset: `activation_checkpointing` wins, a
+    recipe that writes only `gradient_checkpointing` keeps working (transformers then names the new spelling to its
+    author), and with neither set checkpointing is on, as in trl. On transformers < 5.25 the value is passed to
+    `gradient_checkpointing`, the only name it has.
+    """
+
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass instead of keeping them (less memory, about 20%% "
+            "slower). Default: on, as in trl."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "The former name of --activation_checkpointing (transformers 5.25 renamed it); still read."},
+    )
+
+    def _resolve_checkpointing(self) -> None:
+        """Call before the trl config's `__post_init__` (see the class docstring)."""
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True  # trl's default
+        if not _HAS_ACTIVATION_CHECKPOINTING:
+            if self.activation_checkpointing is not None:
+                self.gradient_checkpointing = self.activation_checkpointing
+            self.activation_checkpointing = self.gradient_checkpointing
 
 
 @dataclass
@@ -193,7 +266,12 @@ class RewardShapingArguments:
 
 @dataclass
 class VideoGRPOConfig(
-    VideoSamplingArguments, PrecisionArguments, SkipLimitArguments, RewardShapingArguments, GRPOConfig
+    VideoSamplingArguments,
+    PrecisionArguments,
+    SkipLimitArguments,
+    RewardShapingArguments,
+    CheckpointingArguments,
+    GRPOConfig,
 ):
     """`trl.GRPOConfig` plus video sampling, training precision and the group-level reward shaping.
 
@@ -221,6 +299,7 @@ class VideoGRPOConfig(
     )
 
     def __post_init__(self):
+        self._resolve_checkpointing()
         GRPOConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)
@@ -279,7 +358,9 @@ class VideoRFTScriptArguments(ScriptArguments):
 
 
 @dataclass
-class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SkipLimitArguments, SFTConfig):
+class VideoSFTConfig(
+    VideoSamplingArguments, PrecisionArguments, SkipLimitArguments, CheckpointingArguments, SFTConfig
+):
     """`trl.SFTConfig` plus video sampling (used by `DataCollatorForVideoLanguageModeling`).
 
     `max_length` is never applied by cutting through vision tokens: a sample that does not fit raises a typed error
@@ -287,6 +368,7 @@ class VideoSFTConfig(VideoSamplingArguments, PrecisionArguments, SkipLimitArgume
     """
 
     def __post_init__(self):
+        self._resolve_checkpointing()
         SFTConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)

@@ -48,8 +48,9 @@ class DatasetSpec:
 
     Args:
         name: repository-style name, such as `"VideoRFT-RL-310K"`.
-        card_template: README body with `string.Template` placeholders (`$pretty_name`, `$num_rows`,
-            `$num_rejected`, `$num_read`, `$stats`, `$load_example`); the builder prepends the YAML header.
+        card_template: README body with `string.Template` placeholders (`$pretty_name`, `$inputs`: the input files
+            as read, with their SHA-256, `$num_rows`, `$num_rejected`, `$num_read`, `$stats`, `$load_example`); the
+            builder prepends the YAML header.
         require_process: the CoT set: every record needs `process`, which is stored. Otherwise `process` is not stored.
         pretty_name: human-readable title.
         config_name: the `configs:` entry name.
@@ -193,8 +194,12 @@ def _render_card(
         f'dataset = load_videorft_dataset("{repo_id or "<this repo id>"}", media_root="/data/videorft")\n'
         "```"
     )
+    # The files this build read, named as given (a user's own file is not the release's).
+    inputs = [f"`{entry['file']}` (SHA-256 `{entry['sha256'][:12]}...`)" for entry in result["inputs"]]
+    inputs_text = inputs[0] if len(inputs) == 1 else ", ".join(inputs[:-1]) + " and " + inputs[-1]
     with open(spec.card_template, encoding="utf-8") as stream:
         body = string.Template(stream.read()).substitute(
+            inputs=("the input file " if len(inputs) == 1 else "the input files ") + inputs_text,
             pretty_name=spec.pretty_name or spec.name,
             num_rows=result["rows_written"],
             num_read=result["rows_read"],

@@ -239,11 +239,28 @@ def run_demo(output_dir: str | os.PathLike = "outputs/demo", settings: DemoSetti
     _plot(history, stages, plot)
     progress.stage(f"plots written to {plot}")
 
-    result = {"stages": stages, "targets": targets, "seconds": seconds,
+    result = {"stages": stages, "targets": targets, "seconds": seconds, "versions": library_versions(),
               "paths": {"plot": str(plot), "push": str(push_dir), "data": root}}
     (out / "demo_results.json").write_text(json.dumps(result, indent=2))
     print(format_table(result))
     return result
+
+
+# The libraries whose releases can change the demo's scores, in the order the table states them.
+MEASURED_WITH = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of `MEASURED_WITH` that a run used: the figures hold for these."""
+    import importlib.metadata
+
+    versions = {}
+    for name in MEASURED_WITH:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def format_table(result: dict) -> str:
@@ -263,12 +280,14 @@ def format_table(result: dict) -> str:
         lines.append(f"| {name} | {value} | {target['target']} | {'yes' if target['met'] else 'NO'} |")
     if "seconds" in result:
         lines += ["", f"Wall time: {result['seconds'] / 60:.1f} minutes."]
+    if result.get("versions"):
+        lines += ["", "Measured with " + ", ".join(f"{name} {v}" for name, v in result["versions"].items()) + "."]
     return "\n".join(lines)
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft demo") -> argparse.ArgumentParser:
     """The parser of `videorft demo`, registered on `subparsers` when given."""
-    from .scripts.arguments import command_parser
+    from .cli import command_parser
 
     parser = command_parser(subparsers, "demo", prog, __doc__, "The whole recipe end to end on a laptop CPU")
     parser.add_argument("--output_dir", default="outputs/demo")
@@ -294,4 +313,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videorft_hf.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:], "videorft demo"))

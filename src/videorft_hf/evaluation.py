@@ -18,11 +18,14 @@ Output folder:
   reads it and skips what is done (a line torn by a crash is dropped and its sample redone).
 - `<benchmark>.json`: every sample of the benchmark with its output, extracted prediction, score or error, and the
   benchmark's summary.
-- `results.json` and `results.md`: one score per benchmark (percent, as the paper), per problem type, and for
-  VSI-Bench the multiple-choice accuracy, the MRA and the combined score (the mean of per-sample scores over all its
-  samples: exact match for multiple-choice questions, MRA for numeric ones; this is how the paper's VSI-Bench column is
-  formed). A sample whose media is missing or fails to decode is recorded with its error (`VideoNotFoundError`,
-  `CorruptVideoError`, ...), counted under `num_errors` and left out of the scores.
+- `results.json` and `results.md`: one score per benchmark (percent, as the paper: the mean per-sample score over all
+  its scored samples, whatever their problem type), the score per problem type, and for a benchmark with both
+  multiple-choice and regression samples the multiple-choice accuracy, the MRA and the combined score (the mean
+  per-sample score over those two types only: exact match for multiple choice, MRA for regression; for VSI-Bench, which
+  has only these two, it is the benchmark's score, the paper's VSI-Bench column). A sample whose media is missing or
+  fails to decode is recorded with its error (`VideoNotFoundError`, `CorruptVideoError`, ...), counted under
+  `num_errors` and left out of the scores. `results.json` also records the evaluated model's absolute path (for
+  `videorft push --eval-results`, which checks it is the model being published).
 - `run_config.json`: what the predictions depend on (model, adapter, sampling, decoding, system prompt); resuming
   with different values is refused (use a new `output_dir` or `overwrite_output_dir`).
 
@@ -58,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs import VideoSamplingArguments
+from .configs import VideoSamplingArguments, sampling_flags
 from .data import DataFileNotFoundError, MediaRootError, check_media_root, looks_like_local_path
 from .internals import apply_position_rule
 from .jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json
@@ -74,6 +77,7 @@ from .processing import (
     model_sampling_config,
     render_prompt,
 )
+from .run_record import RUN_RECORD_NAME, read_run_record
 from .video import FrameCache, MediaDecodeError, VideoSamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,7 @@ __all__ = [
     "VLLMGenerator",
     "aggregate_results",
     "build_vllm_request",
+    "combined_score",
     "format_results_markdown",
     "load_metric",
     "metric_path",
@@ -96,6 +101,7 @@ __all__ = [
     "read_results",
     "results_to_model_index",
     "run_evaluation",
+    "score_label",
 ]
 
 # The paper's six benchmarks, in its results table's order.
@@ -520,7 +526,7 @@ class TransformersGenerator:
             do_sample=sampling,
             temperature=temperature if sampling else 1.0,
             top_p=top_p if sampling else 1.0,
-            top_k=0,
+            top_k=0 if sampling else None,  # greedy: unused, and transformers warns about any value it is given
             repetition_penalty=1.0,
             num_beams=1,
             eos_token_id=eos,
@@ -706,11 +712,50 @@ def _benchmark_summary(records: Sequence[Mapping[str, Any]]) -> dict:
         },
     }
     if "multiple_choice_accuracy" in summary and "mean_relative_accuracy" in summary:
-        # VSI-Bench: the paper's number is the sample-weighted mean of exact match and MRA (`score`).
         result["multiple_choice_accuracy"] = _percent(summary["multiple_choice_accuracy"])
         result["mean_relative_accuracy"] = _percent(summary["mean_relative_accuracy"])
-        result["combined"] = result["score"]
+        result["combined"] = combined_score(result["per_type"])
     return result
+
+
+def combined_score(per_type: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """The "combined (accuracy and MRA)" score: the sample-weighted mean of the multiple-choice accuracy and the
+    regression MRA, over those two types only, `(n_mc * accuracy + n_reg * MRA) / (n_mc + n_reg)` (VSI-Bench's column;
+    for a benchmark with only these two types it is the benchmark's score). None without both types.
+
+    Args:
+        per_type: A benchmark summary's `per_type` (`{problem_type: {"score", "num_samples"}}`, percent).
+
+    Example:
+        >>> combined_score({"multiple choice": {"score": 100.0, "num_samples": 3}, "regression": {"score": 50.0,
+        ...                 "num_samples": 1}, "free-form": {"score": 0.0, "num_samples": 4}})
+        87.5
+    """
+    pair = [per_type.get("multiple choice"), per_type.get("regression")]
+    if not all(part and part.get("score") is not None and part.get("num_samples") for part in pair):
+        return None
+    return math.fsum(part["score"] * part["num_samples"] for part in pair) / sum(part["num_samples"] for part in pair)
+
+
+def score_label(summary: Mapping[str, Any]) -> str:
+    """What a benchmark's `score` is, in words: the label of its model-index entry and of the card's row.
+
+    `score` is always the mean per-sample score over the scored samples; the label names the per-sample scores it
+    averages: "accuracy" when every sample is scored by exact match (multiple choice, numerical), "combined (accuracy
+    and MRA)" for multiple choice and regression (VSI-Bench), else the problem types it spans.
+
+    Example:
+        >>> score_label({"per_type": {"multiple choice": {}, "regression": {}}})
+        'combined (accuracy and MRA)'
+        >>> score_label({"per_type": {"free-form": {}, "multiple choice": {}}})
+        'mean per-sample score over all problem types (free-form, multiple choice)'
+    """
+    types = set(summary.get("per_type") or {})
+    if types <= {"multiple choice", "numerical"}:
+        return "accuracy"
+    if types == {"multiple choice", "regression"}:
+        return "combined (accuracy and MRA)"
+    return f"mean per-sample score over all problem types ({', '.join(sorted(types))})"
 
 
 def aggregate_results(records_by_benchmark: Mapping[str, Sequence[Mapping[str, Any]]], **metadata) -> dict:
@@ -725,7 +770,8 @@ def aggregate_results(records_by_benchmark: Mapping[str, Sequence[Mapping[str, A
         per-sample score over the samples without an error, as the paper reports), `num_samples`, `num_scored`,
         `num_errors` and `per_type` (`{problem_type: {"score", "num_samples"}}`); a benchmark with both
         multiple-choice and regression samples (VSI-Bench) also holds `multiple_choice_accuracy`,
-        `mean_relative_accuracy` and `combined` (= `score`: the sample-weighted mean of the two).
+        `mean_relative_accuracy` and `combined` (the mean per-sample score over those two types only, i.e. the
+        sample-weighted mean of the two; `score` itself when the benchmark has no other type).
 
     Example:
         >>> records = [{"problem_type": "multiple choice", "score": 1.0, "error": None},
@@ -778,7 +824,7 @@ def format_results_markdown(aggregate: Mapping[str, Any]) -> str:
             lines.append(f"| {name} | {problem_type} | {_fmt(values['score'])} | {values['num_samples']} |")
     combined = {name: s for name, s in benchmarks.items() if "combined" in s}
     if combined:
-        lines += ["", "## Multiple choice and numeric answers (VSI-Bench)", ""]
+        lines += ["", "## Multiple choice and regression (VSI-Bench style)", ""]
         lines += ["| benchmark | multiple-choice accuracy | MRA | combined |", "|---|---:|---:|---:|"]
         for name, s in combined.items():
             lines.append(
@@ -787,10 +833,12 @@ def format_results_markdown(aggregate: Mapping[str, Any]) -> str:
             )
         lines += [
             "",
-            "MRA (mean relative accuracy) of a numeric answer = the share of thresholds t in {0.50, 0.55, ..., 0.95} "
-            "with |pred - gt| / |gt| < 1 - t. The combined score is the mean per-sample score over all samples "
-            "(exact match for multiple choice, MRA for numeric answers), i.e. the sample-weighted mean "
-            "(n_mc * accuracy + n_num * MRA) / (n_mc + n_num); this is how the paper's VSI-Bench column is formed.",
+            "MRA (mean relative accuracy) of a regression answer = the share of thresholds t in {0.50, 0.55, ..., "
+            "0.95} with |pred - gt| / |gt| < 1 - t. The combined score is the mean per-sample score over the "
+            "multiple-choice and regression samples only (exact match for multiple choice, MRA for regression), i.e. "
+            "the sample-weighted mean (n_mc * accuracy + n_reg * MRA) / (n_mc + n_reg). For a benchmark with only "
+            "these two problem types (VSI-Bench) it is the benchmark's score, as the paper's VSI-Bench column; with "
+            "other types too, the score in the first table averages over every sample, the combined score does not.",
         ]
     columns = list(PAPER_BENCHMARKS) + [name for name in benchmarks if name not in PAPER_BENCHMARKS]
     lines += ["", "## Against the paper (32 frames)", ""]
@@ -813,8 +861,10 @@ def results_to_model_index(
     """The aggregate results as the `model-index` of a Hub model card (the format `huggingface_hub` reads).
 
     One result per benchmark: its `dataset` (`name` the benchmark, `type` its Hub dataset id when it is one of the
-    paper's six, else its name) and its metrics in percent: `accuracy` (the paper's score); VSI-Bench adds the
-    multiple-choice accuracy and `mean_relative_accuracy`. Benchmarks without a score are left out.
+    paper's six, else its name) and its metrics in percent: first its score (the paper's number), named by
+    `score_label` after what it averages; a benchmark with multiple-choice and regression samples adds the
+    multiple-choice accuracy and `mean_relative_accuracy` (and, when it has other problem types too, the combined
+    score of those two). Benchmarks without a score are left out.
 
     Args:
         aggregate: what `aggregate_results` / `run_evaluation` return.
@@ -835,22 +885,21 @@ def results_to_model_index(
     for name, summary in aggregate["benchmarks"].items():
         if summary.get("score") is None:
             continue
-        if "combined" in summary:
-            metrics = [
-                {"type": "accuracy", "value": round(summary["combined"], 2), "name": "combined (accuracy and MRA)"},
+        label = score_label(summary)
+        metrics = [{"type": "accuracy", "value": round(summary["score"], 2), "name": label}]
+        per_type = summary.get("per_type") or {}
+        combined = combined_score(per_type)  # from the per-type scores, so results.json of any version reads alike
+        if combined is not None:
+            if label != "combined (accuracy and MRA)":  # other problem types too: the pair's own mean
+                metrics.append({"type": "accuracy", "value": round(combined, 2), "name": "combined (accuracy and MRA)"})
+            metrics += [
                 {
                     "type": "accuracy",
-                    "value": round(summary["multiple_choice_accuracy"], 2),
+                    "value": round(per_type["multiple choice"]["score"], 2),
                     "name": "multiple-choice accuracy",
                 },
-                {
-                    "type": "mean_relative_accuracy",
-                    "value": round(summary["mean_relative_accuracy"], 2),
-                    "name": "MRA",
-                },
+                {"type": "mean_relative_accuracy", "value": round(per_type["regression"]["score"], 2), "name": "MRA"},
             ]
-        else:
-            metrics = [{"type": "accuracy", "value": round(summary["score"], 2), "name": "accuracy"}]
         results.append(
             {
                 "task": {"type": task_type, "name": "Video Question Answering"},
@@ -995,14 +1044,81 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
     else:
         processor, model_config = generator.processor, generator.model_config
     sampling = model_sampling_config(args.sampling_config(), model_config, processor)
+    training = compare_with_training_sampling(args)
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)
     with output_dir_lock(output_dir, "videorft eval"):  # two runs appending to one results file would corrupt it
-        return _run(args, specs, rows_by_benchmark, generator, processor, model_config, sampling)
+        return _run(args, specs, rows_by_benchmark, generator, processor, model_config, sampling, training)
+
+
+def _training_sampling(args: EvalArguments) -> tuple[str | None, VideoSamplingConfig, str] | None:
+    """The sampling the evaluated model was trained with: `(preset, config, run record path)` from the run record
+    saved with it (the adapter's when evaluating an adapter), or None when it has none."""
+    folder = args.adapter_path or args.model_name_or_path
+    if not folder or not os.path.isdir(folder):
+        return None
+    record = read_run_record(folder)
+    if not record or not isinstance(record.get("sampling"), Mapping):
+        return None
+    recorded = dict(record["sampling"])
+    preset = recorded.pop("preset", None)
+    names = {f.name for f in dataclasses.fields(VideoSamplingConfig)}
+    try:
+        config = VideoSamplingConfig(**{key: value for key, value in recorded.items() if key in names})
+    except (TypeError, ValueError):
+        return None
+    return preset, config, os.path.join(folder, RUN_RECORD_NAME)
+
+
+def compare_with_training_sampling(args: EvalArguments) -> dict | None:
+    """Compares the evaluation's video sampling with the one the model was trained with, and warns when they differ.
+
+    The warning names both samplings and the flags that evaluate as trained. (The paper trains at 16 frames and
+    evaluates at 32, the `videorft-eval` preset; a model trained at 4 frames, such as the demo's, scores far lower at
+    32.)
+
+    Args:
+        args: The run's arguments (`model_name_or_path`, `adapter_path` and the sampling fields).
+
+    Returns:
+        None when the model folder has no run record with a sampling, else `{"preset", "sampling", "matches",
+        "flags"}`: the training preset and sampling (as `VideoSamplingConfig.to_dict()`), whether the evaluation
+        samples the same way (`patch_factor` aside, which follows the model) and the flags that select it (None
+        when no flags can).
+    """
+    found = _training_sampling(args)
+    if found is None:
+        return None
+    preset, trained, record_path = found
+    evaluation = args.sampling_config()
+    differences = evaluation.differences(trained)
+    flags = sampling_flags(trained, preset)
+    if differences:
+        details = ", ".join(f"{name} {ours} here, {theirs} in training" for name, (ours, theirs) in differences.items())
+        advice = f"To evaluate as trained, pass {' '.join(flags)}." if flags else ""
+        logger.warning(
+            "The video sampling of this evaluation differs from the model's training: here %s (preset %s), in "
+            "training %s (preset %s, %s): %s. Scores at another sampling than the training one can differ widely. %s",
+            evaluation.describe(), args.video_sampling_preset, trained.describe(), preset or "unknown", record_path,
+            details, advice,
+        )
+    return {"preset": preset, "sampling": trained.to_dict(), "matches": not differences, "flags": flags}
+
+
+def _local_path(path: str | None) -> str | None:
+    """The absolute path of a local folder, or None (a Hub id, or nothing)."""
+    return os.path.abspath(path) if path and os.path.exists(path) else None
 
 
 def _run(
-    args: EvalArguments, specs, rows_by_benchmark, generator, processor, model_config, sampling: VideoSamplingConfig
+    args: EvalArguments,
+    specs,
+    rows_by_benchmark,
+    generator,
+    processor,
+    model_config,
+    sampling: VideoSamplingConfig,
+    training: dict | None = None,
 ) -> dict:
     from tqdm.auto import tqdm
 
@@ -1078,7 +1194,15 @@ def _run(
         if errors:
             logger.warning("%s: %s (recorded as errors).", spec.name, describe_errors(records))
 
-    aggregate = aggregate_results(records_by_benchmark, **_run_config(args, sampling), backend=args.backend)
+    aggregate = aggregate_results(
+        records_by_benchmark,
+        **_run_config(args, sampling),
+        backend=args.backend,
+        # what `videorft push --eval-results` checks: which folders were evaluated, and how they were trained
+        model_abspath=_local_path(args.model_name_or_path),
+        adapter_abspath=_local_path(args.adapter_path),
+        training_sampling=training,
+    )
     # Ready for `videorft push --eval-results results.json` (cards.eval_results_from_json reads "model-index").
     model_name = os.path.basename(os.path.normpath(args.adapter_path or args.model_name_or_path or "model"))
     aggregate["model-index"] = results_to_model_index(aggregate, model_name)

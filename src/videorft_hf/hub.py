@@ -160,6 +160,7 @@ def plan_model_repo(
     tags: Sequence[str] = (),
     pipeline_tag: str = DEFAULT_PIPELINE_TAG,
     work_dir: str | os.PathLike | None = None,
+    allow_other_model_results: bool = False,
 ) -> RepoPlan:
     """Plans the repository of a trained checkpoint: its model or adapter files, its processor and a model card.
 
@@ -179,19 +180,25 @@ def plan_model_repo(
         datasets: Hub ids of the training data; default the run's (or recipe's) `dataset_name` when it is a Hub id.
         recipe: A training recipe (YAML path or dict), only for a checkpoint without a run record (trained outside
             `videorft sft` / `videorft grpo`); the card labels its values as the recipe's.
-        eval_results: `videorft eval` results (see `eval_results_from_json`).
+        eval_results: `videorft eval` results (see `eval_results_from_json`). A `results.json` records the model it
+            evaluated; results of another model than `checkpoint` (or the `repo_id` it is published as) are refused.
+            Results that name no model (a `{benchmark: score}` object, a bare model-index) are published as given, and
+            the card says they were not checked.
         license: License id for the card.
         hardware: Hardware of the run, for the card.
         tags: Extra card tags.
         pipeline_tag: The card's pipeline tag.
         work_dir: Folder for the merged weights (`kind="merged"`); it must outlive the plan.
+        allow_other_model_results: Publish `eval_results` of another model anyway; the card then says whose scores
+            they are and that they do not measure this checkpoint (`--allow-other-model-results`).
 
     Returns:
         The `RepoPlan`.
 
     Raises:
-        CheckpointError: the folder lacks the files `kind` needs, the stage cannot be inferred, no processor, a
-            recipe given for a checkpoint with a run record, or an evaluation results path that names no file.
+        CheckpointError: the folder lacks the files `kind` needs (an interrupted run's output folder is named as
+            such), the stage cannot be inferred, no processor, a recipe given for a checkpoint with a run record, an
+            evaluation results path that names no file, or results of another model.
 
     Example:
         >>> plan = plan_model_repo("out/grpo", "you/VideoRFT-7B", stage="grpo")  # doctest: +SKIP
@@ -202,6 +209,7 @@ def plan_model_repo(
     if not checkpoint.is_dir():
         raise CheckpointError(f"Checkpoint folder {checkpoint} does not exist.")
     names = sorted(p.name for p in checkpoint.iterdir() if p.is_file())
+    _check_finished(checkpoint, names)
     kind = _checkpoint_kind(checkpoint, names, kind)
     run, recipe, stage = _run_recipe_and_stage(checkpoint, stage, recipe)
     adapter_config = _read_json(checkpoint / "adapter_config.json") if kind != "full" else {}
@@ -220,7 +228,10 @@ def plan_model_repo(
     dataset_name = (run or recipe).get("dataset_name")
     if datasets is None and is_hub_id(dataset_name):
         datasets = [dataset_name]
-    results = eval_results_from_json(_eval_results_file(eval_results)) if eval_results is not None else None
+    results, provenance = None, None
+    if eval_results is not None:
+        results = eval_results_from_json(_eval_results_file(eval_results))
+        provenance = eval_results_provenance(eval_results, checkpoint, repo_id, allow_other_model_results)
     card = render_model_card(
         repo_id,
         stage,
@@ -237,11 +248,92 @@ def plan_model_repo(
         pipeline_tag=pipeline_tag,
         adapter_config=adapter_config,
         trainer_state=trainer_state,
+        eval_provenance=provenance,
     )
     if license is None:
         logger.warning("No license given: the card has none. Pass license= (--license), e.g. the base model's.")
     files["README.md"] = str(card).encode("utf-8")
     return RepoPlan(repo_id=repo_id, repo_type="model", files=files)
+
+
+def _check_finished(checkpoint: Path, names: Sequence[str]) -> None:
+    """An output folder of `videorft sft` / `videorft grpo` whose run stopped before the end holds `checkpoint-*`
+    folders (and trl's README) but neither the final model nor the run record: say so, and what to do."""
+    if RUN_RECORD_NAME in names or "config.json" in names or "adapter_config.json" in names:
+        return
+    checkpoints = sorted(
+        (p for p in checkpoint.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
+        key=lambda p: int(p.name.split("-", 1)[1]),
+    )
+    if not checkpoints:
+        return
+    raise CheckpointError(
+        f"{checkpoint} is the output folder of a run that did not finish: it holds {', '.join(p.name for p in checkpoints)} "
+        f"but not the final model (config.json and weights, or an adapter) nor the run record ({RUN_RECORD_NAME}), "
+        "which `videorft sft` and `videorft grpo` write when training ends. Finish the run (the same command with "
+        f"--resume_from_checkpoint last), or publish a checkpoint: videorft push model {checkpoints[-1]} ..."
+    )
+
+
+def eval_results_provenance(
+    eval_results: Any, checkpoint: str | os.PathLike, repo_id: str, allow_other_model_results: bool = False
+) -> dict[str, Any]:
+    """Whose scores `eval_results` are: this checkpoint's, another model's (refused unless allowed) or unknown.
+
+    A `results.json` of `videorft eval` records the model it evaluated (`model_name_or_path`, `adapter_path` and,
+    since they are recorded, their absolute paths). They are this checkpoint's when the evaluated folder (the adapter
+    when one was evaluated) is `checkpoint` itself, or when the evaluated Hub id is `repo_id`.
+
+    Args:
+        eval_results: A results path or the loaded JSON (see `eval_results_from_json`).
+        checkpoint: The folder being published.
+        repo_id: The repository it is published as.
+        allow_other_model_results: Accept another model's results (the card says whose they are).
+
+    Returns:
+        `{"status": "this" | "other" | "unknown", "file", "model", "sampling", "training_sampling"}`, which
+        `cards.eval_note` turns into the card's sentence.
+
+    Raises:
+        CheckpointError: the results are another model's and `allow_other_model_results` is false.
+    """
+    source = eval_results
+    file = os.fspath(eval_results) if isinstance(eval_results, str | os.PathLike) else "results"
+    if isinstance(source, str | os.PathLike):
+        source = _read_json(Path(source))
+    if not isinstance(source, Mapping) or "model_name_or_path" not in source:
+        return {"status": "unknown", "file": file}
+    evaluated = source.get("adapter_path") or source.get("model_name_or_path")
+    recorded = source.get("adapter_abspath") if source.get("adapter_path") else source.get("model_abspath")
+    provenance = {
+        "file": file,
+        "model": evaluated,
+        "sampling": source.get("sampling"),
+        "training_sampling": source.get("training_sampling"),
+    }
+    if _same_model(evaluated, recorded, Path(checkpoint), repo_id):
+        return {"status": "this", **provenance}
+    if not allow_other_model_results:
+        what = "adapter_path" if source.get("adapter_path") else "model_name_or_path"
+        where = f" ({recorded})" if recorded and recorded != evaluated else ""
+        raise CheckpointError(
+            f"{file} holds the scores of {evaluated}{where} (its {what}), not of {checkpoint}, the folder being "
+            f"published: a card would present another model's scores as this one's. Evaluate this checkpoint "
+            f"(videorft eval --model_name_or_path {checkpoint} ...) and pass that results.json, or pass "
+            "--allow-other-model-results (allow_other_model_results=True) to publish them anyway, labelled in the "
+            "card as another model's."
+        )
+    logger.warning("Publishing the evaluation results of %s with %s, labelled as another model's.", evaluated, checkpoint)
+    return {"status": "other", **provenance}
+
+
+def _same_model(evaluated: str | None, recorded: str | None, checkpoint: Path, repo_id: str) -> bool:
+    """Whether the evaluated model is `checkpoint`: by the folder's identity (its recorded absolute path, else the
+    path as written, from the current folder), or, for a Hub id, by being the repository published to."""
+    for path in (recorded, evaluated):
+        if path and os.path.exists(path):
+            return os.path.samefile(path, checkpoint)
+    return bool(evaluated) and evaluated == repo_id
 
 
 def _checkpoint_kind(checkpoint: Path, names: Sequence[str], kind: str) -> str:

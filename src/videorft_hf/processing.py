@@ -268,7 +268,10 @@ def encode_prompt(
     kwargs: dict[str, Any] = {}
     if videos:
         kwargs.update(
-            videos=[frames for frames, _ in videos],
+            # Frames shared through a `FrameCache` are read-only; the processor hands them to `torch.from_numpy`,
+            # which warns about (and would alias) a read-only array, so those get a private, writable copy.
+            videos=[frames if getattr(frames, "flags", None) is None or frames.flags.writeable else frames.copy()
+                    for frames, _ in videos],
             video_metadata=[metadata for _, metadata in videos],
             do_sample_frames=False,
         )

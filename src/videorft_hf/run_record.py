@@ -28,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 RUN_RECORD_NAME = "videorft_run.json"
+# The vocabulary of run records and model cards (`cards` uses it), here because this module imports no library:
+# `videorft push --help` offers these choices without importing huggingface_hub or torch.
+STAGES = ("sft", "grpo")
+CHECKPOINT_KINDS = ("auto", "full", "adapter", "merged")
+DEFAULT_PIPELINE_TAG = "video-text-to-text"
 
 # Training arguments recorded (when the run's config has them), in the order a card shows them.
 RECORDED_TRAINING_ARGS = (
@@ -51,7 +56,7 @@ RECORDED_TRAINING_ARGS = (
     "bf16",
     "trainable_dtype",
     "disable_dropout",
-    "gradient_checkpointing",
+    "activation_checkpointing",
     "seed",
 )
 # GRPO reward-shaping settings recorded when the config has them.

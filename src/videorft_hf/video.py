@@ -170,6 +170,40 @@ class VideoSamplingConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        """The video sampling in words, as cards and warnings state it.
+
+        Example:
+            >>> VideoSamplingConfig.from_preset("videorft-eval").describe()
+            '32 frames at 2 fps, 100352-200704 pixels per frame'
+        """
+        frames = (
+            f"{self.max_frames} frames"
+            if self.min_frames == self.max_frames
+            else f"{self.min_frames}-{self.max_frames} frames"
+        )
+        pixels = (
+            f"{self.max_pixels} pixels"
+            if self.min_pixels == self.max_pixels
+            else f"{self.min_pixels}-{self.max_pixels} pixels"
+        )
+        return f"{frames} at {self.fps:g} fps, {pixels} per frame"
+
+    def differences(self, other: VideoSamplingConfig) -> dict[str, tuple]:
+        """The sampling fields (all but `patch_factor`, which follows the model) whose values differ from `other`'s,
+        as `{field: (self's value, other's value)}`.
+
+        Example:
+            >>> train, evaluation = (VideoSamplingConfig.from_preset(name) for name in ("videorft-train", "videorft-eval"))
+            >>> sorted(evaluation.differences(train))
+            ['max_frames', 'max_pixels', 'min_frames']
+        """
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "patch_factor" and getattr(self, f.name) != getattr(other, f.name)
+        }
+
     # ---------------------------------------------------------------- the sampling rules
     def num_frames(self, total_frames: int, video_fps: float) -> int:
         """Number of frames to sample from a video (or clip) of `total_frames` frames at `video_fps`.

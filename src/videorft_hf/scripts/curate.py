@@ -73,4 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videorft_hf.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:], "videorft curate"))

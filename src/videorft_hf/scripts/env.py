@@ -66,7 +66,7 @@ def collect() -> dict[str, str]:
 
 def make_parser(subparsers=None, prog: str | None = "videorft env") -> argparse.ArgumentParser:
     """The parser of `videorft env` (no options), registered on `subparsers` when given."""
-    from videorft_hf.scripts.arguments import command_parser
+    from videorft_hf.cli import command_parser
 
     return command_parser(subparsers, "env", prog, __doc__, "Print the versions and video backends of this machine")
 
@@ -81,4 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videorft_hf.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:], "videorft env"))

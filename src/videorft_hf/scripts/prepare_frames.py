@@ -5,13 +5,16 @@ stored at their target size, keyed by media path, file identity and sampling con
 Resumable: a re-run skips what is stored. Parallel: `--num_workers` decoding processes, one writer. Then point
 training, evaluation or anything calling `load_video_frames` at the store; a video missing from it is decoded.
 
-    # the frames GRPO will read: the same recipe, so the same sampling config (unknown recipe keys are ignored)
-    videorft prepare-frames --config recipes/tiny/grpo.yaml --store frames/ --num_workers 2
+    # on the data `videorft demo` writes (outputs/demo/data), from a checkout (for recipes/):
+    # the frames GRPO will read: its recipe gives the same sampling config (the recipe's other keys are ignored)
+    videorft prepare-frames --config recipes/tiny/grpo.yaml --dataset_name outputs/demo/data/hub/VideoRFT-mini-RL \\
+        --media_root outputs/demo/data --store frames/ --num_workers 2
     # a dataset folder and an eval file, 32 frames at 256*28*28, JPEG (a fraction of the bytes)
-    videorft prepare-frames --dataset_name out/mini/hub/VideoRFT-mini-RL out/mini/eval.jsonl \\
-        --media_root out/mini --video_sampling_preset videorft-eval --store frames-eval/ --mode lossy
-    videorft grpo --config recipes/tiny/grpo.yaml --frame_store frames/ ...   # then read it (also: videorft eval)
-    export VIDEORFT_FRAME_STORE=$PWD/frames   # or: the default --frame_store of every videorft command
+    videorft prepare-frames --dataset_name outputs/demo/data/hub/VideoRFT-mini-RL outputs/demo/data/eval.jsonl \\
+        --media_root outputs/demo/data --video_sampling_preset videorft-eval --store frames-eval/ --mode lossy
+    # then read it (also: videorft eval), or make it the default --frame_store of every videorft command
+    videorft grpo --config recipes/tiny/grpo.yaml --frame_store frames/ ...
+    export VIDEORFT_FRAME_STORE=$PWD/frames
     python -m videorft_hf.scripts.prepare_frames --help
 
 It prints a JSON summary: videos, stored, present (skipped), failed (each with its error), seconds.
@@ -125,4 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videorft_hf.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:], "videorft prepare-frames"))

@@ -7,7 +7,8 @@
 The card is written from what ran: the run record `videorft sft` / `videorft grpo` save with the checkpoint
 (`videorft_run.json`: stage, base model, rewards, sampling, training arguments, steps, hardware) and the adapter's
 config. `--recipe` is only for a checkpoint trained without those scripts (no run record); the card then labels its
-values as the recipe's.
+values as the recipe's. `--eval-results` must be this checkpoint's evaluation (`results.json` records the folder
+`videorft eval` evaluated); `--allow-other-model-results` publishes another model's, and the card says whose they are.
 
     # a dataset folder built by dataset_scripts/<name>/build.py
     videorft push dataset out/VideoRFT-RL-310K --repo-id you/VideoRFT-RL-310K [--dry-run] [--private]
@@ -25,20 +26,12 @@ import argparse
 import logging
 import sys
 
-from videorft_hf.cards import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, STAGES
-from videorft_hf.hub import (
-    CheckpointError,
-    HubAuthError,
-    HubOfflineError,
-    TokenLeakError,
-    push_dataset,
-    push_model,
-)
+from videorft_hf.run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, STAGES  # no library: --help stays quick
 
 
 def make_parser(subparsers=None, prog: str | None = "videorft push") -> argparse.ArgumentParser:
     """The parser of `videorft push model|dataset`, registered as `push` on `subparsers` when given."""
-    from videorft_hf.scripts.arguments import command_parser
+    from videorft_hf.cli import command_parser
 
     parser = command_parser(subparsers, "push", prog, __doc__, "Publish a checkpoint or a built dataset to the Hub")
     commands = parser.add_subparsers(dest="what", required=True, metavar="{model,dataset}")
@@ -68,7 +61,15 @@ def make_parser(subparsers=None, prog: str | None = "videorft push") -> argparse
     model.add_argument("--processor", help="processor path or Hub id, when the checkpoint folder has none")
     model.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a training dataset (repeat)")
     model.add_argument("--recipe", help="recipe YAML, only for a checkpoint without a run record")
-    model.add_argument("--eval-results", help="`videorft eval` results JSON, as model-index entries")
+    model.add_argument(
+        "--eval-results",
+        help="`videorft eval` results JSON, as model-index entries; it must be this checkpoint's evaluation",
+    )
+    model.add_argument(
+        "--allow-other-model-results",
+        action="store_true",
+        help="publish --eval-results of another model anyway; the card says whose scores they are",
+    )
     model.add_argument("--license", help="license id for the card, e.g. apache-2.0")
     model.add_argument("--hardware", help="hardware of the run, for the card, e.g. '8x H100 80GB'")
     model.add_argument("--tag", action="append", dest="tags", default=[], help="extra card tag (repeat)")
@@ -88,7 +89,9 @@ def make_parser(subparsers=None, prog: str | None = "videorft push") -> argparse
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = make_parser().parse_args(argv)  # before the publishing stage (torch) is imported: --help stays quick
+    from videorft_hf.hub import push_dataset, push_model
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     common = dict(
         dry_run=args.dry_run,
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 datasets=args.datasets,
                 recipe=args.recipe,
                 eval_results=args.eval_results,
+                allow_other_model_results=args.allow_other_model_results,
                 license=args.license,
                 hardware=args.hardware,
                 tags=args.tags,
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             result = push_dataset(args.folder, args.repo_id, **common)
-    except (HubOfflineError, HubAuthError, CheckpointError, TokenLeakError, FileExistsError) as error:
+    except FileExistsError as error:  # a dry-run folder that is not empty
         print(f"videorft push: error: {error}", file=sys.stderr)
         return 1
     for path in result.files:
@@ -131,4 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from videorft_hf.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:], "videorft push"))

@@ -31,9 +31,10 @@ Rules (the paper's evaluation):
 Multiple choice, numerical, OCR and free-form reuse the functions of `videorft_hf.rewards` (one formula, one place);
 only MRA, which the rewards do not use, is defined here.
 
-Aggregates: `accuracy` is the mean of the per-sample scores (this is how the paper's per-benchmark numbers are
-formed, VSI-Bench included: its multiple-choice samples count their exact match and its regression samples their
-MRA, so the combined score is the sample-weighted mean of the two). `multiple_choice_accuracy` and
+Aggregates: `accuracy` is the mean of the per-sample scores over every sample, whatever its problem type (this is
+how the paper's per-benchmark numbers are formed, VSI-Bench included: its multiple-choice samples count their exact
+match and its regression samples their MRA, so for VSI-Bench, which has only these two types, it is the
+sample-weighted mean of the two). `multiple_choice_accuracy` and
 `mean_relative_accuracy` are reported whenever such samples are present, and `per_type` gives every type's mean.
 All values are fractions in [0, 1]; `videorft eval` reports them as percentages, as the paper does.
 """
