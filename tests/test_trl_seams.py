@@ -172,3 +172,50 @@ def test_every_listed_name_is_used_in_src():
         patterns[spec] = rf"\b{name}\b" if name.startswith("_") else rf"\.{name}\b"
     unused = [spec for spec, pattern in patterns.items() if not re.search(pattern, text)]
     assert not unused, f"listed in tests/test_trl_seams.py but no longer used in src/: {unused}"
+
+
+# transformers internals, touched only by `videorft_hf/internals.py`: each inner Qwen-VL model's `get_rope_index` is
+# replaced per instance by Qwen's M-RoPE rule (its forward calls it, and its `*ForConditionalGeneration` calls it
+# through `self.model` when generation starts) and its `rope_deltas` is set for decoding from a prefilled cache.
+ROPE_MODELS = [
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLModel",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLModel",
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLModel",
+    "transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe:Qwen3VLMoeModel",
+]
+TRANSFORMERS_NAMES = ["get_rope_index", "rope_deltas"]
+
+
+def test_transformers_internals_are_as_expected():
+    """Each model's `get_rope_index` takes only parameters the replacement reads (by name, in the class's own order),
+    `input_ids` first; the model sets `self.rope_deltas`, reads it when decoding and calls `self.get_rope_index`; its
+    generation class calls `self.model.get_rope_index`."""
+    import transformers
+
+    from videorft_hf.internals import GET_ROPE_INDEX_PARAMETERS
+
+    changes = []
+    for spec in ROPE_MODELS:
+        cls = _resolve(spec)
+        parameters = list(inspect.signature(cls.get_rope_index).parameters)
+        if parameters[:2] != ["self", "input_ids"] or not set(parameters) <= GET_ROPE_INDEX_PARAMETERS:
+            changes.append(f"{spec}.get_rope_index: parameters ({', '.join(parameters)})")
+        source = inspect.getsource(inspect.getmodule(cls))
+        for needle in ("self.rope_deltas = ", "self.get_rope_index(", "self.model.get_rope_index(", "self.model.rope_deltas"):
+            if needle not in source:
+                changes.append(f"{spec}: its module no longer has {needle!r}")
+    assert not changes, (
+        f"transformers {transformers.__version__} changed the M-RoPE internals that videorft_hf.internals patches:"
+        "\n  - " + "\n  - ".join(changes)
+    )
+
+
+def test_only_the_internals_module_touches_transformers_internals():
+    offenders = [
+        f"{path.relative_to(SRC)}: .{name}"
+        for path in SRC.rglob("*.py")
+        if path.name != "internals.py"
+        for name in TRANSFORMERS_NAMES
+        if re.search(rf"\.{name}\b", path.read_text(encoding="utf-8"))
+    ]
+    assert not offenders, f"transformers internals used outside videorft_hf/internals.py: {offenders}"

@@ -18,6 +18,7 @@ from .data import (
 )
 from .evaluation import EvalArguments, load_metric, results_to_model_index, run_evaluation
 from .frame_store import FrameStore, open_frame_store
+from .internals import apply_position_rule
 from .processing import VisionTokenMismatchError
 from .prompts import DEFAULT_SYSTEM_PROMPT, QUESTION_TEMPLATE, TYPE_TEMPLATE, build_prompt_text
 from .rewards import REWARD_FUNCS, accuracy_reward, format_reward, get_reward_funcs, get_semantic_consistency_reward

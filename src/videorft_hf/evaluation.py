@@ -60,6 +60,7 @@ from typing import Any
 
 from .configs import VideoSamplingArguments
 from .data import DataFileNotFoundError, MediaRootError, check_media_root, looks_like_local_path
+from .internals import apply_position_rule
 from .jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json
 from .metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output, summarize_scores
 from .modeling import load_model, merge_adapter
@@ -482,6 +483,7 @@ class TransformersGenerator:
 
     Prompts of a batch are left-padded; every sample's vision tensors are those the trainer would build for it. Image
     and video placeholder tokens are suppressed (a sampled placeholder would have no features), as in the trainer.
+    The model gets Qwen's M-RoPE position rule (`videorft_hf.internals.apply_position_rule`), as in training.
 
     Args:
         model: a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model.
@@ -497,7 +499,7 @@ class TransformersGenerator:
     def __init__(self, model, processor, *, max_new_tokens=1024, temperature=0.1, top_p=0.001, seed=42):
         from transformers import GenerationConfig
 
-        self.model = model
+        self.model = apply_position_rule(model)
         self.processor = processor
         self.model_config = model.config
         self.seed = seed

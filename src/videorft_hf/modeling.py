@@ -11,6 +11,8 @@ Loading (the one place the package calls `from_pretrained` on a model):
 - `merge_adapter`: a base model with a LoRA adapter merged into its weights, saved as a plain checkpoint (for vLLM
   and for `videorft push --kind merged`).
 
+Models loaded here compute M-RoPE positions by Qwen's rule (`videorft_hf.internals.apply_position_rule`).
+
 Every trainable weight keeps its optimiser update at the recipes' learning rates.
 
 A model loaded in bfloat16 trains badly at the learning rates of the recipes (1e-6 full fine-tuning, 1e-5 LoRA): an
@@ -51,6 +53,7 @@ from typing import Any
 
 import torch
 
+from .internals import apply_position_rule
 from .jsonl import write_json
 
 logger = logging.getLogger(__name__)
@@ -368,7 +371,7 @@ def load_model(
         attn_implementation: forwarded to `from_pretrained`.
 
     Returns:
-        The model, in eval mode on `device`.
+        The model, in eval mode on `device`, computing M-RoPE positions by Qwen's rule (`apply_position_rule`).
 
     Example:
         >>> model = load_model("out/sft", dtype="bfloat16", device="cuda")  # doctest: +SKIP
@@ -385,7 +388,7 @@ def load_model(
 
         model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
+    return apply_position_rule(model.to(device).eval())
 
 
 def load_model_and_processor(
@@ -495,7 +498,8 @@ def load_training_model(model_args, training_args):
             added last and win).
 
     Returns:
-        The model (e.g. `Qwen2_5_VLForConditionalGeneration` for a Qwen2.5-VL checkpoint).
+        The model (e.g. `Qwen2_5_VLForConditionalGeneration` for a Qwen2.5-VL checkpoint), computing M-RoPE
+        positions by Qwen's rule (`apply_position_rule`).
 
     Raises:
         ValueError: a `dtype` that is neither "auto" nor a float dtype name.
@@ -541,4 +545,4 @@ def load_training_model(model_args, training_args):
     model = model_class.from_pretrained(model_args.model_name_or_path, **kwargs)
     if Version(transformers.__version__) == Version("5.3.0"):
         model.tie_weights()  # 5.3.0 leaves remote-code tied embeddings on the meta device
-    return model
+    return apply_position_rule(model)

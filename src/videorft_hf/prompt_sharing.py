@@ -9,12 +9,17 @@ the prompt. `shared_prompt_logps` packs each group into one sequence instead:
 with a block attention mask: the prompt is causal as usual, each completion block attends to the prompt and,
 causally, to itself, never to the other completions. Each block starts with its own copy of the prompt's last token,
 whose hidden state predicts the completion's first token, so the model's next-token head scores exactly the
-completion tokens. Every token keeps the position it has in its unshared row (M-RoPE positions come from the model's
-own `get_rope_index` on the unshared rows), so the result equals the per-row computation up to float rounding, with
-gradients flowing into the shared prompt once per group. The vision tower sees each group's media once.
+completion tokens. Every token keeps the position it has in its unshared row, so the result equals the per-row
+computation up to float rounding, with gradients flowing into the shared prompt once per group. The vision tower sees
+each group's media once.
 
-`generate_with_shared_prefill` does the same for generation: each unique prompt is prefilled once, its KV cache
-expanded over its group, and `generate` continues every row from it.
+M-RoPE positions, in both paths, come from Qwen's rule (`videorft_hf.positions.rope_index`), passed to the model as
+`position_ids`, never from the installed transformers' `get_rope_index` (which misplaces the text after a video in
+transformers 5.3-5.25).
+
+`generate_with_shared_prefill` does the same for generation: each unique prompt is prefilled once (at the rule's
+positions), its KV cache expanded over its group, and `generate` continues every row from it with the rule's decoding
+deltas.
 
 The model is called exactly as trl 1.16's `GRPOTrainer._get_per_token_logps_and_entropies` calls it: with `labels`
 and `fused_lm_head=True`, so temperature, the fp32 LM head option and the entropy come from the fused head that
@@ -44,6 +49,8 @@ from typing import Any
 
 import torch
 
+from .internals import apply_position_rule, deltas_from_padded_length, set_decode_deltas
+from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import collate_vision, mm_token_type_ids
 
 __all__ = [
@@ -275,8 +282,8 @@ def _why_not_shared(base, vision_rows, groups, prompt_ids, prompt_mask, token_id
         return f"attention implementation {implementation!r} takes no custom mask"
     if custom_mask and _has_sliding_layers(base):
         return "sliding-window layers"
-    if not hasattr(getattr(base, "model", None), "get_rope_index"):
-        return f"{type(base).__name__} has no get_rope_index"
+    if getattr(base.config, "model_type", None) not in POSITION_RULE_MODEL_TYPES:
+        return f"{type(base).__name__} has no M-RoPE position rule"
     last = prompt_ids[:, -1] if bool(prompt_mask[:, -1].all()) else None
     if last is None or any(t is not None and bool((last == t).any()) for t in token_ids):
         return "a prompt does not end in a text token"
@@ -314,7 +321,8 @@ def _vision_inputs(rows, device) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------- per-row path
 def _per_row_logps(model, input_ids, attention_mask, logits_to_keep, vision_rows, batch_size, compute_entropy,
                    token_ids):
-    """trl's computation: each row is `prompt + completion`, with its own media."""
+    """trl's computation: each row is `prompt + completion`, with its own media (at the positions of Qwen's rule)."""
+    base = _unwrap(model)
     logps, entropies = [], []
     for start in range(0, input_ids.size(0), batch_size):
         end = min(start + batch_size, input_ids.size(0))
@@ -323,6 +331,8 @@ def _per_row_logps(model, input_ids, attention_mask, logits_to_keep, vision_rows
         vision = _vision_inputs(vision_rows[start:end], ids.device)
         if vision:
             inputs.update(vision, mm_token_type_ids=mm_token_type_ids(ids, *token_ids))
+            if _rule_covers(base):
+                inputs["position_ids"] = _positions(base, ids, mask, vision_rows[start:end], token_ids)
         labels = ids.masked_fill(mask == 0, -100)
         labels[:, :-logits_to_keep] = -100
         outputs = _call(model, inputs, labels, compute_entropy)
@@ -333,20 +343,30 @@ def _per_row_logps(model, input_ids, attention_mask, logits_to_keep, vision_rows
 
 
 # ---------------------------------------------------------------------------------------------- shared path
-def _positions(base, input_ids, attention_mask, vision_rows, token_ids) -> torch.Tensor:
-    """M-RoPE positions `(3, rows, width)` of the unshared rows, from the model's own rule."""
+def _rule_covers(base) -> bool:
+    return getattr(base.config, "model_type", None) in POSITION_RULE_MODEL_TYPES
+
+
+def _rule_index(base, input_ids, attention_mask, vision_rows, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE positions `(3, rows, width)` of the unshared rows and their decoding deltas, by Qwen's rule."""
     grids = {
-        key: torch.cat([row[key] for row in vision_rows if row and key in row]).to(input_ids.device)
+        key: torch.cat([row[key] for row in vision_rows if row and key in row])
         for key in _GRID_KEYS
         if any(row and key in row for row in vision_rows)
     }
-    positions, _ = base.model.get_rope_index(
-        input_ids=input_ids,
+    return rope_index(
+        PositionRule.from_config(base.config),
+        input_ids,
+        attention_mask,
         mm_token_type_ids=mm_token_type_ids(input_ids, *token_ids),
-        attention_mask=attention_mask,
+        deltas_from_padded_length=deltas_from_padded_length(),
         **grids,
     )
-    return positions
+
+
+def _positions(base, input_ids, attention_mask, vision_rows, token_ids) -> torch.Tensor:
+    """M-RoPE positions `(3, rows, width)` of the unshared rows, by Qwen's rule."""
+    return _rule_index(base, input_ids, attention_mask, vision_rows, token_ids)[0]
 
 
 def _pack(chunk: PackedChunk, prompt_ids, prompt_mask, completion_ids, completion_mask, positions, lengths):
@@ -539,11 +559,13 @@ def generate_with_shared_prefill(
 ):
     """`model.generate` for left-padded prompts whose rows repeat (G per prompt), each unique prompt prefilled once.
 
-    The unique prompts but their last token run through the model once (vision tower included), their KV cache is
-    expanded to every row of their group, and `generate` continues from it with the stored M-RoPE deltas, as it
-    continues any cached generation. Greedy completions equal those of `generate` on every row, and the scores of
-    every step agree within float rounding (so sampling draws from the same distributions). Without media, without a
-    group of two rows or with `share=False`, this is a plain `generate` call with every row's vision tensors.
+    The unique prompts but their last token run through the model once (vision tower included) at the positions of
+    Qwen's M-RoPE rule, their KV cache is expanded to every row of their group, and `generate` continues from it with
+    the rule's decoding deltas, as it continues any cached generation. Greedy completions equal those of `generate`
+    on every row, and the scores of every step agree within float rounding (so sampling draws from the same
+    distributions). Without media, without a group of two rows or with `share=False`, this is a plain `generate`
+    call with every row's vision tensors. Either way the model gets the position rule first (`apply_position_rule`),
+    so `generate` places every token as the shared prefill does.
 
     Args:
         model: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model (possibly peft-wrapped), ready to generate.
@@ -563,6 +585,7 @@ def generate_with_shared_prefill(
         raise ValueError(
             f"{len(vision_rows)} vision rows for a batch of {input_ids.size(0)} prompts: pass one entry per row."
         )
+    apply_position_rule(base)
     groups = _checked_groups(groups, input_ids, attention_mask, vision_rows)
     types = mm_token_type_ids(input_ids, *token_ids)
     reason = "share=False" if not share else _why_not_shared(
@@ -576,19 +599,25 @@ def generate_with_shared_prefill(
     first_row = {group: groups.index(group) for group in firsts}
     representatives = [first_row[group] for group in firsts]
     ids, mask = input_ids[representatives, :-1], attention_mask[representatives, :-1]
+    prefill_rows = [vision_rows[i] for i in representatives]
+    positions, deltas = _rule_index(base, ids, mask, prefill_rows, token_ids)
     with torch.no_grad():
         prefill = model(
             input_ids=ids,
             attention_mask=mask,
+            position_ids=positions,
             mm_token_type_ids=mm_token_type_ids(ids, *token_ids),
             use_cache=True,
             logits_to_keep=1,
-            **_vision_inputs([vision_rows[i] for i in representatives], input_ids.device),
+            **_vision_inputs(prefill_rows, input_ids.device),
         )
     expand = torch.tensor([firsts.index(group) for group in groups], device=input_ids.device)
-    cache = prefill.cache
+    # transformers 5.25 names the KV cache `cache` (output field and `generate` argument); earlier 5.x
+    # `past_key_values`.
+    cache_name = "cache" if getattr(prefill, "cache", None) is not None else "past_key_values"
+    cache = getattr(prefill, cache_name)
     cache.batch_select_indices(expand)
-    base.model.rope_deltas = base.model.rope_deltas[expand]
+    set_decode_deltas(base, deltas[expand])  # the decode steps continue from each prompt's largest position + 1
     return model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, cache=cache, **generate_kwargs
+        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **{cache_name: cache}, **generate_kwargs
     )

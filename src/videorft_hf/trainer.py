@@ -24,7 +24,9 @@ so the loss is computed as if the video were text. This subclass overrides only 
 The seams hand the batch's media to each other through one `GenerationMedia` object, entered for the batch (and for
 each loss micro-batch) and dropped in a `finally`, so that no seam depends on the order trl calls them in. Rows go to
 model inputs through `videorft_hf.processing` only (`load_row_media`, `render_prompt`, `encode_prompt`), as in SFT and
-evaluation; T-GRPO's shuffled rollouts render their prompts with the same arguments as the ordinary ones.
+evaluation; T-GRPO's shuffled rollouts render their prompts with the same arguments as the ordinary ones. The
+policy and the reference model compute M-RoPE positions by Qwen's rule in every pass, transformers' generation
+included (`videorft_hf.internals.apply_position_rule`).
 
 The constructor has `GRPOTrainer.__init__`'s signature. Text batches, and batches whose rows all carry images and
 no video, take trl's own path (image paths decoded first with the run's image pixel bounds), so a trl script on a
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
 from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
 from .configs import RewardShapingArguments, VideoSamplingArguments
+from .internals import apply_position_rule
 from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,
@@ -295,6 +298,11 @@ class VideoGRPOTrainer(GRPOTrainer):
                 )
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
         keep_updates(self.model, self.args)
+        # Qwen's M-RoPE rule for every pass of the policy and the reference model (transformers 5.3-5.25 misplace
+        # the text after a video); the reference model may be a separate object (loaded by trl, beta > 0).
+        for model in (self.model, self.ref_model):
+            if model is not None:
+                apply_position_rule(model)
         self._check_video_support(self.train_dataset, self.eval_dataset)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):

@@ -468,7 +468,8 @@ class TransformersChatBackend:
     """A local checkpoint answering chat requests with `generate`, in this process.
 
     Vision-language models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) get frames with their `VideoMetadata` through
-    `videorft_hf.processing`, exactly as in training and evaluation; a text-only causal LM gets the text. Requests
+    `videorft_hf.processing`, exactly as in training and evaluation (M-RoPE positions by Qwen's rule too, through
+    `videorft_hf.internals.apply_position_rule`); a text-only causal LM gets the text. Requests
     are served one at a time (a lock), so concurrency above 1 only queues them.
 
     Args:
@@ -485,7 +486,9 @@ class TransformersChatBackend:
     """
 
     def __init__(self, model, processor, *, name: str | None = None):
-        self.model = model
+        from ..internals import apply_position_rule
+
+        self.model = apply_position_rule(model)  # Qwen's M-RoPE rule, as in training (no-op for other models)
         self.processor = processor
         self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
         self.tokenizer = getattr(processor, "tokenizer", processor)
