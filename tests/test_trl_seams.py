@@ -45,6 +45,12 @@ METHODS = {
     "trl.trainer.utils:add_fused_lm_head": [
         "model", "temperature=1.0", "cast_lm_head_to_fp32=False", "outputs=('log_probs',)"
     ],
+    # internals.biased_log_probs replaces it in trl.trainer.utils while a media batch's log-prob passes run, passing
+    # the suppressed placeholders' logit bias as `bias` (the third argument of `apply`).
+    "trl.trainer.utils:_ChunkedLogProbFunction.forward": [
+        "ctx", "hidden", "weight", "bias", "targets", "temperature", "chunk_size", "final_logit_softcapping=None",
+        "logit_scale=1.0", "outputs=('entropy', 'log_sum_sq_probs', 'mean_logits', 'is_top1')",
+    ],
     # Not called: modeling.load_training_model mirrors it (tests/test_modeling.py compares the two models), so a
     # change of its signature is the sign to re-check that mirror.
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
@@ -69,7 +75,8 @@ ATTRIBUTES = {
 MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer:RolloutFunc",
                 "trl.trainer.grpo_trainer:EnvironmentFactory",
                 "trl.trainer.utils:add_fused_lm_head",  # prompt_sharing.py (annotations; see METHODS)
-                "trl.trainer:grpo_trainer"]  # the module whose row shuffle trainer.py swaps (see METHODS)
+                "trl.trainer:grpo_trainer",  # the module whose row shuffle trainer.py swaps (see METHODS)
+                "trl.trainer:utils"]  # the module whose fused log-prob function internals.py swaps (see METHODS)
 
 
 def _resolve(spec: str):
