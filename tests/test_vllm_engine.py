@@ -139,3 +139,101 @@ def test_colocate_log_probs_and_weight_sync(tmp_path, assets, vllm_cpu, monkeypa
         trained = trainer.model.get_parameter(trainer_name).detach()
         assert not torch.equal(trained, initial[trainer_name]), trainer_name
         torch.testing.assert_close(engine_weights[engine_name].detach(), trained, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------------- server
+def readme_serve_command() -> tuple[dict[str, str], list[str]]:
+    """The environment and the flags of the README's `vllm serve` command (after the model)."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if " vllm serve " in f" {line} ")
+    words = shlex.split(line)
+    at = words.index("vllm")
+    env = dict(word.split("=", 1) for word in words[:at])
+    assert words[at + 1] == "serve"
+    return env, words[at + 3 :]  # words[at + 2] is the model
+
+
+@pytest.fixture(scope="module")
+def server(assets, vllm_cpu, tmp_path_factory):
+    """A real vLLM server on loopback, started with the README's `vllm serve` flags and environment (less
+    `CUDA_VISIBLE_DEVICES`) plus the CPU harness's."""
+    env, flags = readme_serve_command()
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with vllm_cpu.Server(assets["model"], flags, log, env=env) as running:
+        yield running
+
+
+def server_args(tmp_path, url, **overrides) -> VideoGRPOConfig:
+    # Learning rate 0: the server's weights stay the trainer's (its weight sync is NCCL-only, see tests/vllm_cpu.py).
+    return grpo_args(tmp_path, vllm_mode="server", vllm_server_base_url=url, learning_rate=0.0, **overrides)
+
+
+def test_server_mode_places_features_on_the_trainers_prompt_ids(tmp_path, assets, vllm_cpu, server, monkeypatch):
+    from videorft_hf import vllm_media
+    from videorft_hf.trainer import VideoGRPOTrainer
+
+    vllm_cpu.no_server_weight_sync(monkeypatch)
+    placed = []
+
+    def spy(features, prompt_ids):
+        result = vllm_media_place_features(features, prompt_ids)
+        if result is not None:  # None: a text row
+            placed.append((list(prompt_ids), result))
+        return result
+
+    vllm_media_place_features = vllm_media.place_features
+    monkeypatch.setattr(vllm_media, "place_features", spy)
+    trainer = VideoGRPOTrainer(
+        assets["model"],
+        reward_funcs=[length_reward],
+        args=server_args(tmp_path, server.url),
+        train_dataset=Dataset.from_list(rows(assets)),
+    )
+    trainer.train()
+    differences = logp_differences(trainer)
+    print("server sampling_logp_difference/max per step (video, image + text, image and video):", differences)
+    assert len(differences) == 3 and max(differences) < TOLERANCE, differences
+
+    # Every rendered feature sits on a whole run of its placeholder in the trainer's prompt, between the vision
+    # start and end tokens, in the order of the row's media.
+    tokenizer = trainer.processing_class.tokenizer
+    pad = {"image": tokenizer.convert_tokens_to_ids("<|image_pad|>"), "video": tokenizer.convert_tokens_to_ids("<|video_pad|>")}
+    start, end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>"))
+    seen = {"image": 0, "video": 0}
+    assert len(placed) == 5  # the unique prompts with media: two videos, an image, a row with both, a video
+    for prompt_ids, features in placed:
+        for modality, ranges in features["mm_placeholders"].items():
+            runs = [i for i in range(len(prompt_ids)) if prompt_ids[i] == pad[modality] and prompt_ids[i - 1] == start]
+            assert [r["offset"] for r in ranges] == runs
+            for r in ranges:
+                span = prompt_ids[r["offset"] - 1 : r["offset"] + r["length"] + 1]
+                assert span == [start] + [pad[modality]] * r["length"] + [end]
+            seen[modality] += len(ranges)
+    assert seen == {"image": 2, "video": 4}
+
+
+def test_a_server_without_a_needed_flag_gets_an_error_that_names_it(tmp_path, assets, vllm_cpu, monkeypatch):
+    """The README's server less `--trust-request-mm-kwargs`: vLLM 0.31 refuses the render request's
+    `mm_processor_kwargs`, and training stops at the first video batch with `VLLMServerError` naming the flag."""
+    from videorft_hf.trainer import VideoGRPOTrainer
+    from videorft_hf.vllm_media import VLLMServerError
+
+    env, flags = readme_serve_command()
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    assert "--trust-request-mm-kwargs" in flags
+    flags.remove("--trust-request-mm-kwargs")
+    vllm_cpu.no_server_weight_sync(monkeypatch)
+    with vllm_cpu.Server(assets["model"], flags, tmp_path / "server.log", env=env) as running:
+        trainer = VideoGRPOTrainer(
+            assets["model"],
+            reward_funcs=[length_reward],
+            args=server_args(tmp_path, running.url, max_steps=1),
+            train_dataset=Dataset.from_list(rows(assets)[:2]),
+        )
+        with pytest.raises(VLLMServerError, match=r"Restart it with --trust-request-mm-kwargs") as error:
+            trainer.train()
+    assert "row 0 of the generation batch" in str(error.value) or "row 1 of the generation batch" in str(error.value)

@@ -51,11 +51,13 @@ __all__ = [
     "VLLMMedia",
     "VLLMPromptMismatchError",
     "VLLMServerError",
+    "SERVER_FLAGS",
     "check_expanded",
     "frames_data_url",
     "media_payloads",
     "patched",
     "place_features",
+    "render_refusal",
     "render_request",
 ]
 
@@ -230,15 +232,8 @@ class MultimodalClient:
             media = row[0]
             url = f"{client.base_url}/v1/chat/completions/render"
             response = client.session.post(url, json=render_request(media, client.model))
-            if response.status_code == 404:
-                raise VLLMServerError(
-                    f"The vLLM server at {client.base_url} does not serve /v1/chat/completions/render, which video "
-                    "and image prompts use. Start it as trl's vLLM guide says (from vLLM 0.30.0 with --enable-scale-out)."
-                )
             if response.status_code != 200:
-                raise VLLMServerError(
-                    f"The vLLM server could not render the media of {media.name}: {response.status_code} {response.text}"
-                )
+                raise VLLMServerError(render_refusal(client.base_url, media.name, response.status_code, response.text))
             data = response.json()
             if "features" not in data or "token_ids" not in data:
                 raise VLLMServerError(
@@ -252,6 +247,33 @@ class MultimodalClient:
 
     def __getattr__(self, name):
         return getattr(self.client, name)
+
+
+SERVER_FLAGS = ("--enable-scale-out", "--trust-request-mm-kwargs")  # what server-mode media needs of `vllm serve`
+
+
+def render_refusal(base_url: str, name: str, status: int, text: str) -> str:
+    """The message of the `VLLMServerError` raised when a vLLM server refuses to render a row's media: it names the
+    `vllm serve` flag the server lacks where the answer shows which one.
+
+    Args:
+        base_url: the server's address.
+        name: the row ("row 0 of the generation batch").
+        status, text: the server's HTTP answer.
+    """
+    restart = " (the README's `vllm serve` command passes every flag server mode needs: " + " ".join(SERVER_FLAGS) + ")"
+    if status == 404:
+        return (
+            f"The vLLM server at {base_url} does not serve /v1/chat/completions/render, which video and image prompts "
+            f"use: restart it with --enable-scale-out{restart}."
+        )
+    if "trust-request-mm-kwargs" in text or "mm_processor_kwargs" in text:
+        return (
+            f"The vLLM server at {base_url} refused the media of {name}: it does not take the per-request processor "
+            "settings (`mm_processor_kwargs`: the frames are already sampled) that server-mode video sends. Restart "
+            f"it with --trust-request-mm-kwargs{restart}. The server said: {status} {text}"
+        )
+    return f"The vLLM server at {base_url} could not render the media of {name}: {status} {text}"
 
 
 def _find(sequence: list[int], span: list[int], start: int) -> int:
