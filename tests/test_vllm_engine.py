@@ -237,3 +237,61 @@ def test_a_server_without_a_needed_flag_gets_an_error_that_names_it(tmp_path, as
         with pytest.raises(VLLMServerError, match=r"Restart it with --trust-request-mm-kwargs") as error:
             trainer.train()
     assert "row 0 of the generation batch" in str(error.value) or "row 1 of the generation batch" in str(error.value)
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+@pytest.fixture(scope="module")
+def sharp_model(assets, vllm_cpu):
+    """The tiny model with its weight matrices (not its norms) scaled by 8: at the initial scale a random model's
+    greedy text hardly depends on the input, let alone on positions; sharpened, its attention and logits do (with
+    transformers' positions instead of Qwen's, its greedy answer about the 30 s clip changes)."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(assets["model"], dtype=torch.float32)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim >= 2 and "norm" not in name:
+                parameter.mul_(8)
+    path = assets["root"] / "sharp"
+    model.save_pretrained(path)
+    from transformers import AutoProcessor
+
+    AutoProcessor.from_pretrained(assets["model"]).save_pretrained(path)
+    return str(path)
+
+
+def test_eval_vllm_backend_predicts_what_the_transformers_backend_predicts(tmp_path, assets, sharp_model, vllm_cpu):
+    """`videorft eval --backend vllm` (its own engine, in its own process, from text prompts that vLLM expands) and
+    `--backend transformers` on the same benchmark, greedily, in fp32: the same answer to every sample (the 30 s
+    clip, the 1 s clip, an image)."""
+    import json
+    import subprocess
+    import sys
+
+    from videorft_hf.scripts.eval import main
+    from videorft_hf.testing import make_record
+
+    options = ["A. red", "B. blue", "C. green", "D. white"]
+    records = [
+        make_record(1, "multiple choice", "A", "./long.mp4", options=options, problem="What colour is the ball?"),
+        make_record(2, "numerical", "3", "./fast.mp4", problem="How many frames move?"),
+        make_record(3, "free-form", "red", "./still.png", data_type="image", problem="Describe it."),
+    ]
+    benchmark = tmp_path / "tiny_bench.jsonl"
+    benchmark.write_text("".join(json.dumps(r) + "\n" for r in records))
+    common = ["--model_name_or_path", sharp_model, "--media_root", str(assets["root"]), "--benchmarks", str(benchmark)]
+    common += ["--temperature", "0", "--max_new_tokens", "8", "--dtype", "float32", "--batch_size", "3"]
+    common += ["--video_fps", "2", "--video_min_frames", "4", "--video_max_frames", "16", "--progress", "false"]
+    common += ["--video_min_pixels", str(4 * 784), "--video_max_pixels", str(4 * 784), "--cache_dir", str(tmp_path / "c")]
+    assert main([*common, "--backend", "transformers", "--output_dir", str(tmp_path / "transformers")]) == 0
+    command = [sys.executable, vllm_cpu.__file__, "eval", *common, "--backend", "vllm", "--output_dir", str(tmp_path / "vllm")]
+    run = subprocess.run(command, env=vllm_cpu.child_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    outputs = {}
+    for backend in ("transformers", "vllm"):
+        samples = json.loads((tmp_path / backend / "tiny_bench.json").read_text())["samples"]
+        outputs[backend] = [(s["problem_id"], s["output"], s["error"]) for s in samples]
+    print("eval outputs:", outputs)
+    assert all(error is None and output for _, output, error in outputs["transformers"])
+    assert len({output for _, output, _ in outputs["transformers"]}) == 3  # the answers depend on the input
+    assert outputs["vllm"] == outputs["transformers"]

