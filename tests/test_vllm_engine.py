@@ -64,8 +64,8 @@ def user(text: str, *kinds: str) -> list[dict]:
 
 
 def rows(assets) -> list[dict]:
-    """Three generation batches of two prompts (in order: `shuffle_dataset=False`): two videos; an image and a text
-    row; a row with an image and a video, and a video row."""
+    """Four generation batches of two prompts (in order: `shuffle_dataset=False`): two videos; an image and a text
+    row; a row with an image and a video, and a video row; two image rows."""
     return [
         {"prompt": user("What happens over the whole clip?", "video"), "video": assets["long"], "image": None},
         {"prompt": user("What moves?", "video"), "video": assets["fast"], "image": None},
@@ -73,6 +73,8 @@ def rows(assets) -> list[dict]:
         {"prompt": user("Say hi."), "video": None, "image": None},
         {"prompt": user("Does the still match the clip?", "image", "video"), "video": assets["long"], "image": assets["image"]},
         {"prompt": user("What moves?", "video"), "video": assets["fast"], "image": None},
+        {"prompt": user("Describe the picture.", "image"), "video": None, "image": assets["image"]},
+        {"prompt": user("What colour is it?", "image"), "video": None, "image": assets["image"]},
     ]
 
 
@@ -86,7 +88,7 @@ def grpo_args(tmp_path, **overrides) -> VideoGRPOConfig:
         per_device_train_batch_size=4,
         num_generations=2,
         max_completion_length=8,
-        max_steps=3,
+        max_steps=4,
         learning_rate=5e-2,
         report_to=[],
         use_cpu=True,
@@ -124,8 +126,8 @@ def test_colocate_log_probs_and_weight_sync(tmp_path, assets, vllm_cpu, monkeypa
     initial = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     differences = logp_differences(trainer)
-    print("colocate sampling_logp_difference/max per step (video, image + text, image and video):", differences)
-    assert len(differences) == 3 and all(math.isfinite(d) for d in differences)
+    print("colocate sampling_logp_difference/max per step (video, image + text, image and video, image):", differences)
+    assert len(differences) == 4 and all(math.isfinite(d) for d in differences)
     assert max(differences) < TOLERANCE, differences
 
     # The weights trained last reach the engine through trl's sync.
@@ -195,8 +197,8 @@ def test_server_mode_places_features_on_the_trainers_prompt_ids(tmp_path, assets
     )
     trainer.train()
     differences = logp_differences(trainer)
-    print("server sampling_logp_difference/max per step (video, image + text, image and video):", differences)
-    assert len(differences) == 3 and max(differences) < TOLERANCE, differences
+    print("server sampling_logp_difference/max per step (video, image + text, image and video, image):", differences)
+    assert len(differences) == 4 and max(differences) < TOLERANCE, differences
 
     # Every rendered feature sits on a whole run of its placeholder in the trainer's prompt, between the vision
     # start and end tokens, in the order of the row's media.
@@ -204,7 +206,7 @@ def test_server_mode_places_features_on_the_trainers_prompt_ids(tmp_path, assets
     pad = {"image": tokenizer.convert_tokens_to_ids("<|image_pad|>"), "video": tokenizer.convert_tokens_to_ids("<|video_pad|>")}
     start, end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>"))
     seen = {"image": 0, "video": 0}
-    assert len(placed) == 5  # the unique prompts with media: two videos, an image, a row with both, a video
+    assert len(placed) == 7  # the unique prompts with media: two videos, an image, a row with both, a video, 2 images
     for prompt_ids, features in placed:
         for modality, ranges in features["mm_placeholders"].items():
             runs = [i for i in range(len(prompt_ids)) if prompt_ids[i] == pad[modality] and prompt_ids[i - 1] == start]
@@ -213,7 +215,7 @@ def test_server_mode_places_features_on_the_trainers_prompt_ids(tmp_path, assets
                 span = prompt_ids[r["offset"] - 1 : r["offset"] + r["length"] + 1]
                 assert span == [start] + [pad[modality]] * r["length"] + [end]
             seen[modality] += len(ranges)
-    assert seen == {"image": 2, "video": 4}
+    assert seen == {"image": 4, "video": 4}
 
 
 def test_a_server_without_a_needed_flag_gets_an_error_that_names_it(tmp_path, assets, vllm_cpu, monkeypatch):

@@ -127,3 +127,66 @@ def test_colocate_sends_the_template_ids_and_checks_the_engine_expanded_them_as_
     other = _ExpandingEngine(placeholder=9, expand=2)  # an engine whose processor makes 2 tokens of the video
     with pytest.raises(VLLMPromptMismatchError, match=r"row 0 of the generation batch into a prompt of 4 tokens that differs from the trainer.s \(5 tokens\) from token 3"):
         MultimodalLLM(other).generate([{"prompt_token_ids": expanded, "multi_modal_data": {"image": media}}])
+
+
+# ------------------------------------------------------------------------------------------- what a server needs
+VLLM_031_REFUSAL = (
+    '{"error":{"message":"Per-request mm_processor_kwargs are disabled by default for security reasons. Start the '
+    'server with --trust-request-mm-kwargs only when clients are trusted.","type":"BadRequestError","code":400}}'
+)
+
+
+def test_a_refused_render_names_the_flag_the_server_lacks():
+    """vLLM 0.31's answer to a render request with `mm_processor_kwargs` when started without the flag (its text, as
+    the real server sends it: tests/test_vllm_engine.py gets it from one), and a server without the render route."""
+    from videorft_hf.vllm_media import render_refusal
+
+    message = render_refusal("http://gpu7:8000", "row 2 of the generation batch", 400, VLLM_031_REFUSAL)
+    assert "refused the media of row 2 of the generation batch" in message
+    assert "Restart it with --trust-request-mm-kwargs" in message and "400" in message
+    message = render_refusal("http://gpu7:8000", "row 0 of the generation batch", 404, '{"detail":"Not Found"}')
+    assert "restart it with --enable-scale-out" in message
+    assert render_refusal("http://s", "row 1", 500, "boom") == "The vLLM server at http://s could not render the media of row 1: 500 boom"
+
+
+def _readme_serve_line() -> str:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if " vllm serve " in f" {line} "]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_the_readme_serve_command_has_every_flag_server_mode_needs():
+    """The package's render flags, trl's weight sync (development endpoints, NCCL weight transfer) and the sampled
+    log-probs the importance-sampling correction compares (processed: after temperature and logit bias). The real
+    server started with this command is tested in tests/test_vllm_engine.py."""
+    import shlex
+
+    from videorft_hf.vllm_media import SERVER_FLAGS
+
+    words = shlex.split(_readme_serve_line())
+    assert "VLLM_SERVER_DEV_MODE=1" in words[: words.index("vllm")]
+    for flag in SERVER_FLAGS:
+        assert flag in words, flag
+    assert words[words.index("--logprobs-mode") + 1] == "processed_logprobs"
+    assert words[words.index("--weight-transfer-config") + 1] == '{"backend": "nccl"}'
+
+
+def test_the_vllm_extra_is_trls_supported_range():
+    """pyproject's `vllm` extra admits exactly the vLLM releases trl 1.16 supports (trl's own `vllm` extra)."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    ours = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["vllm"]]
+    trls = [Requirement(r) for r in importlib.metadata.requires("trl")]
+    trl_vllm = [r for r in trls if r.name == "vllm" and r.marker is not None and r.marker.evaluate({"extra": "vllm"})]
+    assert [r.name for r in ours] == ["vllm"] and len(trl_vllm) == 1
+    assert ours[0].specifier == trl_vllm[0].specifier, (str(ours[0].specifier), str(trl_vllm[0].specifier))
+    assert not ours[0].specifier.contains("0.21.0") and ours[0].specifier.contains("0.31.0")
+    assert not ours[0].specifier.contains("0.32.0")

@@ -33,7 +33,9 @@ no video, take trl's own path (image paths decoded first with the run's image pi
 text or image dataset trains the same with this class in place of `GRPOTrainer`, with any processor family trl
 supports. Batches with video, or image rows mixed with text rows or skipped samples, take this class's media path,
 built for the Qwen-VL families (`processing.SUPPORTED_VIDEO_MODEL_TYPES`); video rows with any other model raise
-`UnsupportedVideoModelError`.
+`UnsupportedVideoModelError`. With vLLM (`use_vllm`), a Qwen-VL model's image batches take the media path too: trl
+1.16 hands a colocated vLLM 0.31 prompts whose image placeholders are already expanded, which vLLM expands again, and
+lets rollouts sample placeholder tokens.
 
 Example:
     ```python
@@ -452,9 +454,10 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
         # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
-        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer;
-        # any other batch with media (video, or image rows mixed with text or skipped rows) takes this class's path,
-        # which carries per-row vision tensors in the batch and is built for Qwen-VL models.
+        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer
+        # (not with vLLM and a Qwen-VL model: see the module docstring); any other batch with media (video, or image
+        # rows mixed with text or skipped rows) takes this class's path, which carries per-row vision tensors in the
+        # batch and is built for Qwen-VL models.
         if not self._is_vlm or not any(media_sources(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
         has_video = any(row.get("video") is not None for row in inputs)
@@ -464,7 +467,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         before = Counter(self.media_counts)
         rows = self._load_media(inputs)
         every_row_has_images = all(m.images and m.error is None for m in rows)
-        trl_path = not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES)
+        supported = model_type in SUPPORTED_VIDEO_MODEL_TYPES
+        trl_path = not has_video and (not supported or (every_row_has_images and not self.use_vllm))
         media = GenerationMedia(
             rows,
             reward_rows=[{**row, "frames": _reward_frames(m)} for row, m in zip(inputs, rows, strict=True)],
