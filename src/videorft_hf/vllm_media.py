@@ -29,13 +29,12 @@ imports vLLM.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import logging
 
 import numpy as np
 
@@ -153,7 +152,8 @@ def check_expanded(engine_ids: list[int], trainer_ids: list[int], name: str) -> 
     """Raises `VLLMPromptMismatchError` unless the prompt the colocated engine expanded is the trainer's."""
     if engine_ids == trainer_ids:
         return
-    at = next((i for i, (a, b) in enumerate(zip(engine_ids, trainer_ids)) if a != b), min(len(engine_ids), len(trainer_ids)))
+    pairs = enumerate(zip(engine_ids, trainer_ids, strict=False))
+    at = next((i for i, (a, b) in pairs if a != b), min(len(engine_ids), len(trainer_ids)))
     raise VLLMPromptMismatchError(
         f"vLLM expanded the media of {name} into a prompt of {len(engine_ids)} tokens that differs from the "
         f"trainer's ({len(trainer_ids)} tokens) from token {at} on: the engine's processor resizes or samples this "
@@ -333,8 +333,8 @@ def _reset_encoder_cache(llm) -> None:
     elif not getattr(_reset_encoder_cache, "warned", False):
         _reset_encoder_cache.warned = True
         logger.warning(
-            "This vLLM engine has no reset_encoder_cache: a video or image seen before a weight sync may be "
-            "encoded with the old weights. Install vLLM 0.31, the newest release trl 1.16 supports."
+            "This vLLM engine has no reset_encoder_cache: a video or image seen before a weight sync may keep "
+            "the vision features of the old weights. vLLM 0.31 (the newest release trl 1.16 supports) has it."
         )
 
 
