@@ -7,6 +7,7 @@ positions that reach its rotary embedding are captured with a forward hook.
 """
 
 import copy
+import inspect
 import math
 from fractions import Fraction
 from types import SimpleNamespace
@@ -216,9 +217,14 @@ def test_replacement_takes_the_calls_of_every_transformers_5_signature(monkeypat
                       attention_mask=None):
         raise AssertionError("the rule replaces this method")
 
+    def new_signature(self, input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None,
+                      second_per_grid_ts=None, attention_mask=None, **kwargs):
+        raise AssertionError("the rule replaces this method")
+
     model, _ = build_tiny_vlm("qwen2_5_vl")
-    installed = type(model.model)
     old_model, _ = build_tiny_vlm("qwen2_5_vl")
+    installed = type(model.model)
+    model.model.__class__ = type("Qwen2_5_VLModelOf5_3", (installed,), {"get_rope_index": new_signature})
     old_model.model.__class__ = type("Qwen2_5_VLModelOf5_0", (installed,), {"get_rope_index": old_signature})
     for m in (model, old_model):
         apply_position_rule(m)
@@ -315,7 +321,7 @@ def reference_logps(model, input_ids, mask, vision, temperature=1.0, suppressed=
         ids = input_ids[row][real][None]
         positions = reference_position_ids(ids, torch.ones_like(ids), config, **grid_kwargs(vision[row] or {}))
         extra = dict(vision[row] or {})
-        if extra:
+        if extra and "mm_token_type_ids" in inspect.signature(type(model.model).forward).parameters:
             extra["mm_token_type_ids"] = mm_token_type_ids(ids, config.image_token_id, config.video_token_id)
         with torch.no_grad():
             logits = model(input_ids=ids, position_ids=positions, **extra).logits[0].float()
@@ -334,8 +340,10 @@ def test_forward_and_generate_place_every_token_by_the_rule(family, dtype):
     prompts = two_prompts(family, processor)
     input_ids, mask = left_pad(prompts, processor.tokenizer.pad_token_id)
     vision = vision_batch([v for _, v in prompts])
-    inputs = dict(vision, mm_token_type_ids=mm_token_type_ids(input_ids, model.config.image_token_id,
-                                                              model.config.video_token_id))
+    inputs = dict(vision)
+    if "mm_token_type_ids" in inspect.signature(type(model.model).forward).parameters:  # transformers >= 5.3
+        inputs["mm_token_type_ids"] = mm_token_type_ids(input_ids, model.config.image_token_id,
+                                                        model.config.video_token_id)
     for key in ("pixel_values", "pixel_values_videos"):
         inputs[key] = inputs[key].to(dtype)
     with CapturedPositions(model) as seen, torch.no_grad():
@@ -552,3 +560,22 @@ def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
             expected = reference_logps(model, input_ids, mask, [vision], trainer.temperature, placeholders)[0]
             want = expected[len(ids) - 1 : -1].gather(1, torch.tensor(completion)[:, None])[:, 0]
             torch.testing.assert_close(logps[0], want, atol=1e-4, rtol=0)
+
+
+def test_transformers_qwen3_vl_positions_already_follow_the_rule():
+    """Qwen3-VL splits a video into one t = 1 block per frame, timestamps between them, so no temporal position
+    reaches past the spatial ones: transformers' own `get_rope_index` (not replaced here) gives the rule's
+    positions and decoding deltas, and the rule changes nothing for this family."""
+    model, processor = build_tiny_vlm("qwen3_vl")
+    prompts = two_prompts("qwen3_vl", processor)
+    input_ids, mask = left_pad(prompts, processor.tokenizer.pad_token_id)
+    vision = vision_batch([v for _, v in prompts])
+    grids = {key: vision[key] for key in ("image_grid_thw", "video_grid_thw")}
+    parameters = inspect.signature(type(model.model).get_rope_index).parameters
+    if "mm_token_type_ids" in parameters:  # transformers >= 5.3
+        grids["mm_token_type_ids"] = mm_token_type_ids(input_ids, model.config.image_token_id,
+                                                       model.config.video_token_id)
+    positions, deltas = model.model.get_rope_index(input_ids, attention_mask=mask, **grids)
+    first = assert_rule(positions, input_ids, mask, model.config, **grid_kwargs(vision))
+    if "mm_token_type_ids" in parameters:  # 5.0-5.2 count deltas from the padded length (see the README)
+        assert deltas[:, 0].tolist() == [f - int(n) for f, n in zip(first, mask.sum(1), strict=True)]

@@ -12,8 +12,8 @@ that method, on the model instance only, with Qwen's rule (`videorft_hf.position
 generation of the model, transformers' own included, then uses it. Being an instance attribute (a bound method), the
 replacement:
 
-- follows the model through peft wrapping and merging, DDP, FSDP and DeepSpeed wrapping (they keep the inner model
-  object) and `copy.deepcopy` (the method is rebound to the copy, as trl's reference models are made);
+- follows the model through peft wrapping and merging, DDP wrapping and `copy.deepcopy` (the method is rebound to
+  the copy) (`tests/test_positions.py`), and FSDP and DeepSpeed wrapping (they keep the inner model object);
 - leaves `state_dict()` and saved checkpoints unchanged (it is neither a parameter nor a buffer), and other model
   instances of the same class untouched;
 - accepts the arguments of every transformers 5.x signature (5.0-5.2 pass grids positionally, without
