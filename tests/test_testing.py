@@ -156,6 +156,28 @@ def test_named_builders_match_dispatcher():
         assert _same_weights(model, reference)
 
 
+@pytest.mark.parametrize("family", TINY_VLM_FAMILIES)
+def test_text_head_dim_sets_the_attention_heads_and_the_rope_sections(family):
+    """`text_head_dim=32` (vLLM's CPU attention takes 32, 64, 80, ...): 2 heads of 32 at the default width, the M-RoPE
+    sections cover half a head in the family's proportions, and the model runs a video prompt; 16 stays the default."""
+    model, processor = build_tiny_vlm(family, text_head_dim=32)
+    text_config = model.config.text_config
+    assert (text_config.num_attention_heads, text_config.num_key_value_heads) == (2, 1)
+    rotary = model.model.language_model.rotary_emb
+    assert rotary.inv_freq.numel() == 16  # half of a 32-wide head
+    sections = text_config.rope_parameters["mrope_section"]
+    assert sum(sections) == 16 and sections == ([8, 4, 4] if family == "qwen3_vl" else [4, 6, 6])
+    assert build_tiny_vlm(family)[0].config.text_config.rope_parameters["mrope_section"] == (
+        [4, 2, 2] if family == "qwen3_vl" else [2, 3, 3]
+    )
+    text, frames, metadata = _video_inputs(processor)
+    inputs = processor(text=[text], videos=[frames], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+    with pytest.raises(ValueError, match="text_head_dim must be a multiple of 16 that divides text_hidden_size"):
+        build_tiny_vlm(family, text_head_dim=48)
+
+
 def test_unknown_family_is_rejected():
     with pytest.raises(ValueError, match="qwen2_5_vl"):
         build_tiny_vlm("llava")

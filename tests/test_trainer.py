@@ -181,6 +181,8 @@ def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, mod
 
 
 def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
+    """The log-probs of a media batch are those of the distribution its rollouts are sampled from: the model's, with
+    the image and video placeholders (which generation never samples) at -100, as vLLM's `logit_bias` sets them."""
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
     )
@@ -202,10 +204,14 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
             seq = torch.tensor([ids + completion])
             kwargs = dict(vision or {})
             kwargs["mm_token_type_ids"] = trainer._mm_token_type_ids(seq)
-            logits = model(input_ids=seq, **kwargs).logits[0, len(ids) - 1 : -1]
-            direct = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+            logits = model(input_ids=seq, **kwargs).logits[0, len(ids) - 1 : -1].float()
+            target = torch.tensor(completion)[:, None]
+            unbiased = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0]
+            logits[:, [processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")]] -= 100
+            direct = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0]
             torch.testing.assert_close(full[i], direct, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(micro[i], direct, atol=1e-4, rtol=1e-4)
+            assert (full[i] - unbiased).abs().max() > 1e-3  # the tiny model gives the placeholders real probability
     assert trainer._media is None  # the scope ended with the block
 
 
@@ -455,11 +461,34 @@ def test_temporal_grpo_shuffled_rollouts_see_the_ordinary_prompt(tmp_path, media
 
 
 class _FakeLLM:
-    """Stands in for a colocated `vllm.LLM`: records the requests trl's own VLLMGeneration builds."""
+    """Stands in for a colocated `vllm.LLM`: records the requests trl's own VLLMGeneration builds and, as vLLM does
+    with a token prompt and its media, runs the model's processor on them (expanding each placeholder); reports the
+    prompt it expanded. Counts encoder-cache resets."""
 
-    def __init__(self, eos_token_id):
-        self.requests, self.sampling = [], []
-        self.eos = eos_token_id
+    def __init__(self, processor, eos_token_id):
+        from types import SimpleNamespace as NS
+
+        self.requests, self.sampling, self.expanded, self.resets = [], [], [], 0
+        self.processor, self.eos = processor, eos_token_id
+        self.llm_engine = NS(reset_encoder_cache=self._reset)
+
+    def _reset(self):
+        self.resets += 1
+
+    def _expand(self, prompt):
+        data = prompt.get("multi_modal_data")
+        if not data:
+            return list(prompt["prompt_token_ids"])
+        text = self.processor.tokenizer.decode(prompt["prompt_token_ids"])
+        kwargs = {}
+        if "video" in data:
+            kwargs.update(
+                videos=[frames for frames, _ in data["video"]], do_sample_frames=False,
+                video_metadata=[{k: v for k, v in meta.items() if k != "do_sample_frames"} for _, meta in data["video"]],
+            )
+        if "image" in data:
+            kwargs["images"] = data["image"] if isinstance(data["image"], list) else [data["image"]]
+        return list(self.processor(text=[text], add_special_tokens=False, **kwargs)["input_ids"][0])
 
     def generate(self, prompts, sampling_params=None, use_tqdm=False):
         from types import SimpleNamespace as NS
@@ -467,10 +496,9 @@ class _FakeLLM:
         self.requests.extend(prompts)
         self.sampling.append(sampling_params)
         logprob = {self.eos: NS(logprob=-0.5, rank=1)}
-        return [
-            NS(prompt_token_ids=p["prompt_token_ids"], outputs=[NS(token_ids=[self.eos], logprobs=[logprob])])
-            for p in prompts
-        ]
+        expanded = [self._expand(p) for p in prompts]
+        self.expanded.extend(expanded)
+        return [NS(prompt_token_ids=ids, outputs=[NS(token_ids=[self.eos], logprobs=[logprob])]) for ids in expanded]
 
 
 def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model_dirs, monkeypatch):
@@ -483,7 +511,7 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
     )
-    fake = _FakeLLM(trainer.eos_token_ids[0])
+    fake = _FakeLLM(trainer.processing_class, trainer.eos_token_ids[0])
     _attach_vllm(trainer, "colocate", llm=fake)
     trainer.model.train()
     rows = [r for r in mixed_rows(media) for _ in range(2)]
@@ -496,9 +524,14 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     assert sent_frames.shape == frames.shape and sent_metadata["frames_indices"] == metadata.frames_indices
     assert sent_metadata["fps"] == metadata.fps and sent_metadata["total_num_frames"] == metadata.total_num_frames
     assert video_request["mm_processor_kwargs"] == {"do_sample_frames": False}
-    # the token ids sent are the processor's, with the placeholder expanded exactly as the log-prob passes see it
+    # the engine gets the prompt with one placeholder per video, as the chat template wrote it, and expands it into
+    # exactly the ids the log-prob passes see
+    assert video_request["prompt_token_ids"].count(trainer._video_token_id) == 1
+    for i in range(len(rows)):
+        assert fake.expanded[i] == output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist()
     grid = output["vision_inputs"][0]["video_grid_thw"]
-    assert video_request["prompt_token_ids"].count(trainer._video_token_id) == int(grid.prod()) // 4
+    assert fake.expanded[0].count(trainer._video_token_id) == int(grid.prod()) // 4
+    assert fake.resets == 1  # vision features cached before this batch (older weights) are dropped
     assert isinstance(fake.requests[2]["multi_modal_data"]["image"], Image.Image)
     assert "multi_modal_data" not in fake.requests[4]  # the text row
     assert output["completion_ids"].shape[0] == len(rows)
@@ -524,7 +557,7 @@ def test_vllm_colocate_tensor_parallel_gathers_media(tmp_path, media, model_dirs
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path), train_dataset=Dataset.from_list(mixed_rows(media))
     )
-    fake = _FakeLLM(trainer.eos_token_ids[0])
+    fake = _FakeLLM(trainer.processing_class, trainer.eos_token_ids[0])
     _attach_vllm(trainer, "colocate", llm=fake, tensor_parallel_size=2, tp_group=None)
     trainer.model.train()
     rows = [r for r in mixed_rows(media) for _ in range(2)]
@@ -611,6 +644,7 @@ def test_vllm_server_mode_sends_frames_and_metadata(tmp_path, media, model_dirs,
     sent = sorted(g["token_ids"] for g in server.generations)
     trained = sorted(output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist() for i in range(0, len(rows), 2))
     assert sent == trained
+    assert server.encoder_cache_resets == 1  # the server drops vision features cached before this batch
     assert output["completion_ids"].shape[0] == len(rows)
 
 

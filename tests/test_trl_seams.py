@@ -77,6 +77,12 @@ METHODS = {
     "transformers.core_model_loading:WeightRenaming.convert": [
         "self", "layer_name", "model=None", "config=None", "hf_quantizer=None", "loading_info=None"
     ],
+    # internals.biased_log_probs replaces it in trl.trainer.utils while a media batch's log-prob passes run, passing
+    # the suppressed placeholders' logit bias as `bias` (the third argument of `apply`).
+    "trl.trainer.utils:_ChunkedLogProbFunction.forward": [
+        "ctx", "hidden", "weight", "bias", "targets", "temperature", "chunk_size", "final_logit_softcapping=None",
+        "logit_scale=1.0", "outputs=('entropy', 'log_sum_sq_probs', 'mean_logits', 'is_top1')",
+    ],
     # Not called: modeling.load_training_model mirrors it (tests/test_modeling.py compares the two models), so a
     # change of its signature is the sign to re-check that mirror.
     "trl.trainer.utils:create_model_from_path": ["model_id", "architecture=None", "kwargs"],
@@ -104,7 +110,8 @@ MODULE_NAMES = ["trl.trainer.grpo_trainer:RewardFunc", "trl.trainer.grpo_trainer
                 "trl.trainer:grpo_trainer",  # the module whose row shuffle trainer.py swaps (see METHODS)
                 # checkpoints.py: the transform classes and key order of transformers' weight conversion.
                 "transformers.core_model_loading:WeightConverter", "transformers.core_model_loading:WeightRenaming",
-                "transformers.core_model_loading:PrefixChange", "transformers.core_model_loading:dot_natural_key"]
+                "transformers.core_model_loading:PrefixChange", "transformers.core_model_loading:dot_natural_key",
+                "trl.trainer:utils"]  # the module whose fused log-prob function internals.py swaps (see METHODS)
 
 # Private names read by src/ that are set inside a library module rather than by a class: module -> names that must
 # still appear in its source. `_weight_conversions`: the conversions `from_pretrained` used, which save_pretrained

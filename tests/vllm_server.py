@@ -1,5 +1,6 @@
 """A loopback stand-in for `vllm serve`, speaking the endpoints trl 1.16's `VLLMClient` uses for multimodal
-prompts: `/health`, `/v1/models`, `/v1/chat/completions/render` and `/inference/v1/generate`.
+prompts: `/health`, `/v1/models`, `/v1/chat/completions/render`, `/inference/v1/generate` and (a development
+endpoint, as with `VLLM_SERVER_DEV_MODE=1`) `/reset_encoder_cache`.
 
 It renders media as vLLM does: a `video_url` frame sequence (`data:video/jpeg;base64,<frame>,...`) is opened frame by
 frame with PIL and takes its metadata from the request's `media_io_kwargs`; the model's real Hugging Face processor
@@ -47,7 +48,7 @@ class FakeVLLMServer:
         self.eos = eos_token_id
         self.merge_video_runs = merge_video_runs  # Qwen3-VL: one range per video over its timestamped runs
         self.video_kwargs = video_kwargs or {}  # extra processor kwargs (e.g. other pixel limits)
-        self.renders, self.generations = [], []
+        self.renders, self.generations, self.encoder_cache_resets = [], [], 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -155,9 +156,13 @@ class FakeVLLMServer:
                     self._reply(404, {"error": self.path})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else {}
                 try:
-                    if self.path == "/v1/chat/completions/render":
+                    if self.path == "/reset_encoder_cache":
+                        server.encoder_cache_resets += 1
+                        self._reply(200, {})
+                    elif self.path == "/v1/chat/completions/render":
                         self._reply(200, server.render(body))
                     elif self.path == "/inference/v1/generate":
                         self._reply(200, server.generate(body))

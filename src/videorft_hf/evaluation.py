@@ -629,10 +629,11 @@ def _require_vllm():
 
 
 class VLLMGenerator:
-    """Generation with vLLM (needs a CUDA GPU and `pip install 'videorft_hf[vllm]'`).
+    """Generation with vLLM (`pip install 'videorft_hf[vllm]'`, on a CUDA GPU; vLLM's CPU build runs it too).
 
     Prompts are rendered and media decoded exactly as for the transformers backend; requests are built by
-    `build_vllm_request`. Status: the request format is unit-tested without vLLM; runs on a GPU are still pending.
+    `build_vllm_request` (the rendered text, whose image and video placeholders vLLM expands). `make test-vllm` runs
+    `videorft eval --backend vllm` on vLLM's CPU build and compares its answers with the transformers backend's.
 
     Args:
         model_name_or_path: the checkpoint vLLM loads (merge an adapter first, see `videorft_hf.modeling.merge_adapter`).

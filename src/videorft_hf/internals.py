@@ -27,6 +27,16 @@ Example:
     model = AutoModelForImageTextToText.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype=torch.bfloat16)
     apply_position_rule(model)  # before building your SFTTrainer / calling generate; idempotent
     ```
+
+The suppressed vision placeholders (`biased_log_probs`). A rollout must never sample an image or video placeholder
+token (its completion would then hold a vision token without features), so generation adds `SUPPRESSED_LOGIT_BIAS`
+to their logits (vLLM's `logit_bias`; transformers' `suppress_tokens` sets them to -inf, which differs by e^-100).
+The distribution a rollout is sampled from is therefore the model's with those tokens removed, and it is the one vLLM
+reports log-probs of (trl asks for `processed_logprobs`). The trainer's log-prob passes score that same distribution:
+while `biased_log_probs` is entered, trl's fused LM head (`trl.trainer.utils._ChunkedLogProbFunction`, through which
+every `GRPOTrainer` log-prob pass goes) adds the same bias to the same logits, so that the importance ratio between
+the trainer and vLLM, the policy ratio and the KL all compare one distribution. (With a pretrained model the
+placeholders carry almost no probability and nothing changes; with a random one they can carry much.)
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -41,7 +53,9 @@ from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 
 __all__ = [
     "GET_ROPE_INDEX_PARAMETERS",
+    "SUPPRESSED_LOGIT_BIAS",
     "apply_position_rule",
+    "biased_log_probs",
     "deltas_from_padded_length",
     "has_position_rule",
     "rope_models",
@@ -168,3 +182,59 @@ def set_decode_deltas(model: torch.nn.Module, deltas: torch.Tensor) -> None:
     """
     for module in rope_models(model):
         module.rope_deltas = deltas
+
+
+# ------------------------------------------------------------------------------------------ suppressed placeholders
+SUPPRESSED_LOGIT_BIAS = -100.0  # vLLM's logit_bias for a token never to sample (its own limit is +-100)
+
+
+@contextmanager
+def biased_log_probs(token_ids: Sequence[int], bias: float = SUPPRESSED_LOGIT_BIAS) -> Iterator[None]:
+    """While entered, the log-probs (and entropies) trl's fused LM head computes are those of the logits with `bias`
+    added at `token_ids`: the distribution generation samples from when it suppresses those tokens (module docstring).
+
+    Args:
+        token_ids: the suppressed tokens (the model's image and video placeholders). None: nothing changes.
+        bias: added to their logits before temperature, as vLLM adds `logit_bias`.
+
+    Example:
+        >>> with biased_log_probs([video_token_id, image_token_id]):  # doctest: +SKIP
+        ...     logps, entropies = trainer._get_per_token_logps_and_entropies(model, ids, mask, keep)[:2]
+    """
+    token_ids = sorted(set(token_ids))
+    if not token_ids:
+        yield
+        return
+    from trl.trainer import utils as trl_utils
+
+    original = trl_utils._ChunkedLogProbFunction
+
+    class Biased:
+        @staticmethod
+        def apply(hidden, weight, lm_head_bias, *args):
+            # DeepSpeed ZeRO-3 hands the head's weight over partitioned (its full shape in `ds_shape`).
+            vocab = getattr(weight, "ds_shape", weight.shape)[0]
+            added = torch.zeros(vocab, dtype=torch.float32, device=hidden.device)
+            added[token_ids] = bias
+            if lm_head_bias is not None:
+                added = lm_head_bias + added
+            else:
+                _mark_gathered(added)
+            return original.apply(hidden, weight, added, *args)
+
+    trl_utils._ChunkedLogProbFunction = Biased
+    try:
+        yield
+    finally:
+        trl_utils._ChunkedLogProbFunction = original
+
+
+def _mark_gathered(tensor: torch.Tensor) -> None:
+    """Under DeepSpeed ZeRO-3, trl's fused head gathers its weight and bias (`maybe_gather_lm_head_ctx`), reading each
+    one's `ds_status`; a constant bias is never partitioned, so it says it is available."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+        tensor.ds_status = ZeroParamStatus.AVAILABLE

@@ -359,10 +359,12 @@ def build_tiny_vlm_config(
     text_layers: int = 2,
     vision_width: int = 32,
     vision_depth: int = 2,
+    text_head_dim: int = 16,
 ) -> PreTrainedConfig:
     """Build the tiny model config of a family, with token ids matching `build_tiny_tokenizer`.
 
-    Text: hidden 64, 2 layers, 4 heads (2 key/value heads), head dim 16, M-RoPE sections summing to 8.
+    Text: hidden 64, 2 layers, 4 heads (2 key/value heads), head dim 16, M-RoPE sections summing to half the head
+    dim in the family's proportions (temporal 1/8 of the head dim for Qwen2/2.5-VL, 1/4 for Qwen3-VL).
     Vision: width 32, depth 2, 2 heads, `spatial_merge_size` 2, `temporal_patch_size` 2 and the family's real
     `patch_size` (14, or 16 for Qwen3-VL). Qwen2.5-VL keeps one windowed and one full-attention block; Qwen3-VL has
     one deepstack layer and a 16 x 16 position-embedding grid.
@@ -374,6 +376,8 @@ def build_tiny_vlm_config(
         text_layers: Text decoder layers (default 2).
         vision_width: Vision tower width (default 32; a multiple of 16: 16 per head, intermediate 2x).
         vision_depth: Vision blocks (default 2; Qwen2.5-VL's last one uses full attention).
+        text_head_dim: Size of a text attention head (default 16; a multiple of 16 that divides `text_hidden_size`):
+            attention kernels that take only some head sizes (vLLM's CPU attention: 32, 64, 80, ...) need 32 or 64.
 
     Returns:
         A `Qwen2VLConfig`, `Qwen2_5_VLConfig` or `Qwen3VLConfig`.
@@ -381,6 +385,12 @@ def build_tiny_vlm_config(
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     _check_family(family)
+    if text_head_dim % 16 or text_hidden_size % text_head_dim:
+        raise ValueError(
+            f"text_head_dim must be a multiple of 16 that divides text_hidden_size ({text_hidden_size}), got "
+            f"{text_head_dim}."
+        )
+    heads = text_hidden_size // text_head_dim
     vocab = _byte_level_vocab()
     token_ids = {
         "image_token_id": vocab["<|image_pad|>"],
@@ -393,8 +403,8 @@ def build_tiny_vlm_config(
         "hidden_size": text_hidden_size,
         "intermediate_size": 2 * text_hidden_size,
         "num_hidden_layers": text_layers,
-        "num_attention_heads": text_hidden_size // 16,
-        "num_key_value_heads": max(1, text_hidden_size // 32),
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
         "max_position_embeddings": 4096,
         "bos_token_id": vocab["<|endoftext|>"],
         "eos_token_id": vocab["<|im_end|>"],
@@ -404,12 +414,17 @@ def build_tiny_vlm_config(
         "depth": vision_depth, "num_heads": vision_width // 16, "patch_size": _PATCH_SIZE[family], "spatial_merge_size": 2
     }
     vision["temporal_patch_size"] = 2
+    # M-RoPE sections (temporal, height, width) cover half the head dim, in the proportions of the real checkpoints
+    # (Qwen2/2.5-VL: 16, 24, 24 of 64; Qwen3-VL: 24, 20, 20 of 64, here 1/4 temporal).
+    temporal = text_head_dim // (4 if family == "qwen3_vl" else 8)
+    spatial = (text_head_dim // 2 - temporal) // 2
+    mrope_section = [temporal, spatial, spatial]
     if family == "qwen2_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section}
         vision.update(embed_dim=vision_width, hidden_size=text_hidden_size, mlp_ratio=2)
         return Qwen2VLConfig(text_config=text, vision_config=vision, **token_ids)
     if family == "qwen2_5_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section}
         vision.update(
             hidden_size=vision_width,
             intermediate_size=2 * vision_width,
@@ -419,11 +434,11 @@ def build_tiny_vlm_config(
             tokens_per_second=2,
         )
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids)
-    text["head_dim"] = 16
+    text["head_dim"] = text_head_dim
     text["rope_parameters"] = {
         "rope_type": "default",
         "rope_theta": 5000000.0,
-        "mrope_section": [4, 2, 2],
+        "mrope_section": mrope_section,
         "mrope_interleaved": True,
     }
     vision.update(
@@ -457,8 +472,8 @@ def build_tiny_vlm(
             when `None`.
         tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (the demo uses its prompts and answers,
             which makes its sequences several times shorter); the embedding grows to fit.
-        **sizes: `text_hidden_size`, `text_layers`, `vision_width`, `vision_depth` of `build_tiny_vlm_config`
-            (defaults: the sizes above).
+        **sizes: `text_hidden_size`, `text_layers`, `vision_width`, `vision_depth`, `text_head_dim` of
+            `build_tiny_vlm_config` (defaults: the sizes above).
 
     Returns:
         `(model, processor)`: a `*ForConditionalGeneration` in eval mode and the processor of
@@ -541,7 +556,7 @@ def save_tiny_vlm(
         seed: Seed of the weight initialisation.
         tokenizer_corpus: Texts to learn the tokenizer's BPE merges from (see `build_tiny_vlm`).
         **sizes: model sizes of `build_tiny_vlm_config` (`text_hidden_size`, `text_layers`, `vision_width`,
-            `vision_depth`); the defaults when left out.
+            `vision_depth`, `text_head_dim`); the defaults when left out.
 
     Returns:
         The directory as a `Path`.

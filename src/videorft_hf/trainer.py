@@ -33,7 +33,9 @@ no video, take trl's own path (image paths decoded first with the run's image pi
 text or image dataset trains the same with this class in place of `GRPOTrainer`, with any processor family trl
 supports. Batches with video, or image rows mixed with text rows or skipped samples, take this class's media path,
 built for the Qwen-VL families (`processing.SUPPORTED_VIDEO_MODEL_TYPES`); video rows with any other model raise
-`UnsupportedVideoModelError`.
+`UnsupportedVideoModelError`. With vLLM (`use_vllm`), a Qwen-VL model's image batches take the media path too: trl
+1.16 hands a colocated vLLM 0.31 prompts whose image placeholders are already expanded, which vLLM expands again, and
+lets rollouts sample placeholder tokens.
 
 Example:
     ```python
@@ -80,7 +82,7 @@ from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
 from .checkpoints import ResumeExactly
 from .configs import RewardShapingArguments, VideoSamplingArguments
-from .internals import apply_position_rule
+from .internals import apply_position_rule, biased_log_probs
 from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,
@@ -110,7 +112,8 @@ class GenerationMedia:
 
     `_generate_and_score_completions` creates it from the batch's decoded rows and enters it (`_media_scope`) for the
     batch; inside, trl calls the seams in its own order and each reads what it needs here: `_tokenize_prompts` sets
-    `vision` (each row's processor outputs), `_generate_single_turn` generates from `rows` and `vision`,
+    `vision` (each row's processor outputs) and `template_ids`, `_generate_single_turn` generates from `rows` and
+    `vision` (vLLM from `rows` and `template_ids`),
     `_get_per_token_logps_and_entropies` scores with `vision`, and `_calculate_rewards` reads `reward_rows` and
     `skipped` (T-GRPO's shuffled counts are in `shuffled`). The scope ends in a `finally`, so no seam ever sees another
     batch's media. A batch that takes trl's own image path (`encode=False`) uses only `reward_rows` and `skipped`.
@@ -122,6 +125,9 @@ class GenerationMedia:
     reward_rows: list[dict] | None = None  # the batch's dataset rows plus `frames`, for reward functions
     encode: bool = True  # this class encodes the prompts; False: the batch takes trl's own image path
     vision: list[dict | None] | None = None  # processor outputs per row (None: no media, or skipped)
+    # per row, the prompt's token ids as the chat template writes them (one placeholder token per image or video):
+    # what vLLM's colocated engine takes, expanding each placeholder itself (`vllm_media.MultimodalLLM`)
+    template_ids: list[list[int]] | None = None
     shuffled: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
 
     @property
@@ -419,10 +425,11 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _encode_prompt(
         self, prompt: list[dict], media: RowMedia, index: int, encoded: dict[tuple, tuple] | None = None
-    ) -> tuple[list[int], dict]:
+    ) -> tuple[list[int], dict, list[int]]:
         """A generation prompt's token ids and vision tensors: rendered with the arguments trl's `_tokenize_prompts`
         uses (the trainer's chat template, tools and template kwargs), encoded with its media, vision tokens checked.
-        Every rollout (T-GRPO's shuffled ones too) is encoded here.
+        Every rollout (T-GRPO's shuffled ones too) is encoded here. Also returns the rendered prompt's token ids
+        before the processor expands its media placeholders (`GenerationMedia.template_ids`).
 
         Args:
             prompt: the row's conversational prompt.
@@ -446,16 +453,18 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         where = f"Row {index} of the generation batch"
         ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
         check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
+        template_ids = self.processing_class.tokenizer(text, add_special_tokens=False)["input_ids"]
         if encoded is not None:
-            encoded[key] = ids, vision
-        return ids, vision
+            encoded[key] = ids, vision, template_ids
+        return ids, vision, template_ids
 
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
         # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
-        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer;
-        # any other batch with media (video, or image rows mixed with text or skipped rows) takes this class's path,
-        # which carries per-row vision tensors in the batch and is built for Qwen-VL models.
+        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer
+        # (not with vLLM and a Qwen-VL model: see the module docstring); any other batch with media (video, or image
+        # rows mixed with text or skipped rows) takes this class's path, which carries per-row vision tensors in the
+        # batch and is built for Qwen-VL models.
         if not self._is_vlm or not any(media_sources(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
         has_video = any(row.get("video") is not None for row in inputs)
@@ -465,7 +474,8 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         before = Counter(self.media_counts)
         rows = self._load_media(inputs)
         every_row_has_images = all(m.images and m.error is None for m in rows)
-        trl_path = not has_video and (every_row_has_images or model_type not in SUPPORTED_VIDEO_MODEL_TYPES)
+        supported = model_type in SUPPORTED_VIDEO_MODEL_TYPES
+        trl_path = not has_video and (not supported or (every_row_has_images and not self.use_vllm))
         media = GenerationMedia(
             rows,
             reward_rows=[{**row, "frames": _reward_frames(m)} for row, m in zip(inputs, rows, strict=True)],
@@ -512,13 +522,16 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if media is None or not media.encode:
             return super()._tokenize_prompts(prompts)
         encoded: dict[tuple, tuple[list[int], dict]] = {}
-        prompt_ids, vision_rows = [], []
+        prompt_ids, vision_rows, template_ids = [], [], []
         for index, (prompt, row_media) in enumerate(zip(prompts, media.rows, strict=True)):
             skipped = row_media.error is not None
-            ids, vision = self._encode_prompt(_strip_media_blocks(prompt) if skipped else prompt, row_media, index, encoded)
+            ids, vision, template = self._encode_prompt(
+                _strip_media_blocks(prompt) if skipped else prompt, row_media, index, encoded
+            )
             prompt_ids.append(ids)
             vision_rows.append(None if skipped else (vision or None))
-        media.vision = vision_rows
+            template_ids.append(template)
+        media.vision, media.template_ids = vision_rows, template_ids
         return prompt_ids, None, self._generation_fields(prompt_ids, vision_rows)
 
     def _generation_fields(self, prompt_ids: list[list[int]], vision_rows: list[dict | None]) -> dict:
@@ -535,7 +548,9 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if media is None or not media.encode:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if self.use_vllm:
-            with vllm_media.patched(self.vllm_generation, media.rows, self._vision_placeholder_ids) as images:
+            with vllm_media.patched(
+                self.vllm_generation, media.rows, self._vision_placeholder_ids, media.template_ids
+            ) as images:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if getattr(self.args, "share_prompt_compute", True):
             with self._shared_prefill(media.vision):
@@ -568,9 +583,19 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
         # Adds: each row's own vision tensors, and each unique prompt with its media computed once (prompt sharing);
-        # MoE aux losses keep per-row chunks through trl's own loop.
+        # MoE aux losses keep per-row chunks through trl's own loop. A batch of this class's media path was generated
+        # with the vision placeholders suppressed, so its every pass scores that distribution (`biased_log_probs`):
+        # the same log-probs as vLLM reports for its samples.
         rows = self._media.vision if self._media is not None else None
-        if rows is None or all(row is None for row in rows):
+        if rows is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
+            )
+        with biased_log_probs(self._vision_placeholder_ids):
+            return self._media_logps(model, input_ids, attention_mask, logits_to_keep, rows, batch_size, **kwargs)
+
+    def _media_logps(self, model, input_ids, attention_mask, logits_to_keep, rows, batch_size, **kwargs):
+        if all(row is None for row in rows):  # text and skipped rows only
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
             )
@@ -709,20 +734,21 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if not groups:
             return counts
         generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
-        prompt_ids, vision_rows, owners, shuffled_media = [], [], [], []
+        prompt_ids, vision_rows, template_ids, owners, shuffled_media = [], [], [], [], []
         for rows in groups.values():
             first = rows[0]
             frames, metadata = media[first].videos[0]
             order = torch.randperm(len(frames), generator=generator).numpy()
             shuffled = RowMedia(key=("shuffled",), videos=[(frames[order], metadata)])
-            ids, vision = self._encode_prompt(inputs[first]["prompt"], shuffled, first)
+            ids, vision, template = self._encode_prompt(inputs[first]["prompt"], shuffled, first)
             copies = max(1, round(len(rows) * (self.num_generations // 2) / self.num_generations))
             prompt_ids += [ids] * copies
             vision_rows += [vision] * copies
+            template_ids += [template] * copies
             shuffled_media += [shuffled] * copies
             owners += [first] * copies
         fields = self._generation_fields(prompt_ids, vision_rows)
-        with self._media_scope(GenerationMedia(shuffled_media, vision=vision_rows)):
+        with self._media_scope(GenerationMedia(shuffled_media, vision=vision_rows, template_ids=template_ids)):
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]

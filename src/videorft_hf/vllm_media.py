@@ -8,21 +8,28 @@ across the tensor-parallel group in colocate mode); two adapters turn it into wh
 - colocate: `MultimodalLLM` wraps `vllm.LLM` and replaces the payload trl put in `multi_modal_data` with the row's
   real data: each video as `(frames, metadata)` with `do_sample_frames=False` (vLLM's processor computes
   `second_per_grid_ts` and timestamps from the true fps and frame indices, as the trainer's processor did), images as
-  PIL images.
+  PIL images. vLLM expands each image and video placeholder of a token prompt itself (an already expanded prompt
+  would be expanded again), so the engine gets the row's prompt as the chat template wrote it
+  (`VLLMMedia.template_ids`), and the prompt it expanded must equal the trainer's prompt ids, token for token, or
+  `VLLMPromptMismatchError` names the row.
 - server: `MultimodalClient` wraps trl's `VLLMClient`: the server renders each row from its frames, sent lossless
   through vLLM's frame-sequence video input (`data:video/jpeg;base64,<frame>,<frame>,...`, whose frames vLLM opens
   with PIL whatever their format; PNG here) with the metadata in `media_io_kwargs`; `place_features` then points the
   returned features at the trainer's own prompt ids by finding the exact token span the server expanded, and raises
   `VLLMPromptMismatchError` when the trainer's prompt does not contain it (never generating from misplaced features).
 
-In both modes the token ids vLLM generates from are the ones the trainer's processor expanded, so generation and the
-log-prob passes see the same sequence. `patched` is the one place that changes trl's `VLLMGeneration` for this: the
+In both modes the token ids vLLM generates from are the ones the trainer's processor expanded (checked), so generation
+and the log-prob passes see the same sequence. vLLM keeps the vision encoder's outputs by media content across
+requests (its encoder cache), which outlive a weight update (trl resets only the prefix cache when it syncs weights):
+`patched` resets that cache before each media batch, so every rollout's vision features come from the weights it is
+sampled with. `patched` is the one place that changes trl's `VLLMGeneration` for this: the
 trainer only enters it around a media batch's generation call, and everything it set is restored on exit. Nothing here
 imports vLLM.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .internals import SUPPRESSED_LOGIT_BIAS
 from .media_encoding import encode_image_data_url
 
 if TYPE_CHECKING:
@@ -42,12 +50,17 @@ __all__ = [
     "VLLMMedia",
     "VLLMPromptMismatchError",
     "VLLMServerError",
+    "SERVER_FLAGS",
+    "check_expanded",
     "frames_data_url",
     "media_payloads",
     "patched",
     "place_features",
+    "render_refusal",
     "render_request",
 ]
+
+logger = logging.getLogger(__name__)
 
 RENDER_TOKEN_IDS = "_videorft_render_token_ids"  # carried from the render response to `place_features`
 ROW_NAME = "_videorft_row"
@@ -56,7 +69,7 @@ _DEFAULT_CONCURRENCY = 64
 
 
 class VLLMPromptMismatchError(ValueError):
-    """The vision tokens the vLLM server expanded for a row are not in the trainer's prompt ids."""
+    """The vision tokens vLLM expanded for a row (server or colocated engine) differ from the trainer's prompt ids."""
 
 
 class VLLMServerError(RuntimeError):
@@ -67,11 +80,13 @@ class VLLMServerError(RuntimeError):
 class VLLMMedia:
     """Decoded media of one row for vLLM: videos as `(uint8 frames (T, H, W, 3), metadata)`, images as PIL.
 
-    `name` says which row this is in errors ("row 3 of the generation batch")."""
+    `name` says which row this is in errors ("row 3 of the generation batch"); `template_ids` are the row's prompt
+    token ids with one placeholder per image and video, as the chat template writes them (colocate mode)."""
 
     videos: list[tuple[np.ndarray, Any]] = field(default_factory=list)  # (frames, transformers VideoMetadata)
     images: list = field(default_factory=list)
     name: str = "a row"
+    template_ids: list[int] | None = None
 
     def video_metadata(self, metadata) -> dict:
         """The metadata vLLM needs for one video (a `VideoMetadata`), as plain JSON values."""
@@ -102,22 +117,49 @@ def _metadata_dict(metadata) -> dict:
 # ------------------------------------------------------------------------------------------------- colocate
 class MultimodalLLM:
     """Wraps a colocated `vllm.LLM`: replaces the `VLLMMedia` trl placed in a prompt's `multi_modal_data["image"]`
-    with the row's real `multi_modal_data` (and `do_sample_frames=False` for video: the frames are already sampled)."""
+    with the row's real `multi_modal_data` (and `do_sample_frames=False` for video: the frames are already sampled),
+    and its expanded prompt ids with the row's `template_ids`, which the engine expands.
+
+    Raises:
+        VLLMPromptMismatchError: from `generate`, when the prompt the engine expanded differs from the trainer's
+            (naming the row): the engine's processor resizes or samples the media differently.
+    """
 
     def __init__(self, llm):
         self.llm = llm
 
     def generate(self, prompts, *args, **kwargs):
-        for prompt in prompts:
+        expected: dict[int, tuple[list[int], str]] = {}
+        for index, prompt in enumerate(prompts):
             payload = (prompt.get("multi_modal_data") or {}).get("image")
             if isinstance(payload, VLLMMedia):
+                expected[index] = (list(prompt["prompt_token_ids"]), payload.name)
+                if payload.template_ids is not None:
+                    prompt["prompt_token_ids"] = list(payload.template_ids)
                 prompt["multi_modal_data"] = payload.multi_modal_data()
                 if payload.videos:
                     prompt["mm_processor_kwargs"] = {"do_sample_frames": False}
-        return self.llm.generate(prompts, *args, **kwargs)
+        outputs = self.llm.generate(prompts, *args, **kwargs)
+        for index, (ids, name) in expected.items():
+            check_expanded(list(outputs[index].prompt_token_ids), ids, name)
+        return outputs
 
     def __getattr__(self, name):
         return getattr(self.llm, name)
+
+
+def check_expanded(engine_ids: list[int], trainer_ids: list[int], name: str) -> None:
+    """Raises `VLLMPromptMismatchError` unless the prompt the colocated engine expanded is the trainer's."""
+    if engine_ids == trainer_ids:
+        return
+    pairs = enumerate(zip(engine_ids, trainer_ids, strict=False))
+    at = next((i for i, (a, b) in pairs if a != b), min(len(engine_ids), len(trainer_ids)))
+    raise VLLMPromptMismatchError(
+        f"vLLM expanded the media of {name} into a prompt of {len(engine_ids)} tokens that differs from the "
+        f"trainer's ({len(trainer_ids)} tokens) from token {at} on: the engine's processor resizes or samples this "
+        "media differently from the trainer's. Give the engine the same processor settings (min/max pixels) as "
+        "training."
+    )
 
 
 # --------------------------------------------------------------------------------------------------- server
@@ -157,6 +199,26 @@ class MultimodalClient:
     def __init__(self, client):
         self.client = client
 
+    def reset_encoder_cache(self) -> None:
+        """Drops the server's cached vision encoder outputs (computed with weights a sync has since replaced).
+
+        Raises:
+            VLLMServerError: the server does not serve `/reset_encoder_cache` (started without
+                `VLLM_SERVER_DEV_MODE=1`, which trl's weight sync needs too).
+        """
+        client = self.client
+        response = client.session.post(f"{client.base_url}/reset_encoder_cache")
+        if response.status_code == 404:
+            raise VLLMServerError(
+                f"The vLLM server at {client.base_url} does not serve /reset_encoder_cache, which drops vision "
+                "features computed with the weights before a sync. Start it with VLLM_SERVER_DEV_MODE=1 in its "
+                "environment, as the README's `vllm serve` command does."
+            )
+        if response.status_code != 200:
+            raise VLLMServerError(
+                f"The vLLM server could not reset its encoder cache: {response.status_code} {response.text}"
+            )
+
     def image_features(self, rows: list, max_concurrent_requests: int = _DEFAULT_CONCURRENCY) -> list[dict | None]:
         """Server-side features for each unique prompt's media (`[VLLMMedia]` or `None`), with the token ids the
         server expanded them into, for `place_features`."""
@@ -170,15 +232,8 @@ class MultimodalClient:
             media = row[0]
             url = f"{client.base_url}/v1/chat/completions/render"
             response = client.session.post(url, json=render_request(media, client.model))
-            if response.status_code == 404:
-                raise VLLMServerError(
-                    f"The vLLM server at {client.base_url} does not serve /v1/chat/completions/render, which video "
-                    "and image prompts use. Start it as trl's vLLM guide says (from vLLM 0.30.0 with --enable-scale-out)."
-                )
             if response.status_code != 200:
-                raise VLLMServerError(
-                    f"The vLLM server could not render the media of {media.name}: {response.status_code} {response.text}"
-                )
+                raise VLLMServerError(render_refusal(client.base_url, media.name, response.status_code, response.text))
             data = response.json()
             if "features" not in data or "token_ids" not in data:
                 raise VLLMServerError(
@@ -192,6 +247,33 @@ class MultimodalClient:
 
     def __getattr__(self, name):
         return getattr(self.client, name)
+
+
+SERVER_FLAGS = ("--enable-scale-out", "--trust-request-mm-kwargs")  # what server-mode media needs of `vllm serve`
+
+
+def render_refusal(base_url: str, name: str, status: int, text: str) -> str:
+    """The message of the `VLLMServerError` raised when a vLLM server refuses to render a row's media: it names the
+    `vllm serve` flag the server lacks where the answer shows which one.
+
+    Args:
+        base_url: the server's address.
+        name: the row ("row 0 of the generation batch").
+        status, text: the server's HTTP answer.
+    """
+    restart = " (the README's `vllm serve` command passes every flag server mode needs: " + " ".join(SERVER_FLAGS) + ")"
+    if status == 404:
+        return (
+            f"The vLLM server at {base_url} does not serve /v1/chat/completions/render, which video and image prompts "
+            f"use: restart it with --enable-scale-out{restart}."
+        )
+    if "trust-request-mm-kwargs" in text or "mm_processor_kwargs" in text:
+        return (
+            f"The vLLM server at {base_url} refused the media of {name}: it does not take the per-request processor "
+            "settings (`mm_processor_kwargs`: the frames are already sampled) that server-mode video sends. Restart "
+            f"it with --trust-request-mm-kwargs{restart}. The server said: {status} {text}"
+        )
+    return f"The vLLM server at {base_url} could not render the media of {name}: {status} {text}"
 
 
 def _find(sequence: list[int], span: list[int], start: int) -> int:
@@ -243,11 +325,26 @@ def place_features(features: dict | None, prompt_ids: list[int]) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------------- patching
-def media_payloads(media: Sequence[RowMedia]) -> list[list[VLLMMedia] | None] | None:
+def _reset_encoder_cache(llm) -> None:
+    """Drops a colocated engine's cached vision encoder outputs (vLLM's `LLMEngine.reset_encoder_cache`)."""
+    reset = getattr(getattr(llm, "llm_engine", None), "reset_encoder_cache", None)
+    if callable(reset):
+        reset()
+    elif not getattr(_reset_encoder_cache, "warned", False):
+        _reset_encoder_cache.warned = True
+        logger.warning(
+            "This vLLM engine has no reset_encoder_cache: a video or image seen before a weight sync may keep "
+            "the vision features of the old weights. vLLM 0.31 (the newest release trl 1.16 supports) has it."
+        )
+
+
+def media_payloads(
+    media: Sequence[RowMedia], template_ids: Sequence[list[int]] | None = None
+) -> list[list[VLLMMedia] | None] | None:
     """trl's `images` argument for a batch: `[VLLMMedia]` for each row with media, None for a row without (or a
-    skipped row); None when no row has media."""
+    skipped row); None when no row has media. `template_ids`: each row's prompt ids before expansion."""
     payloads = [
-        [VLLMMedia(m.videos, m.images, f"row {i} of the generation batch")]
+        [VLLMMedia(m.videos, m.images, f"row {i} of the generation batch", template_ids[i] if template_ids else None)]
         if m.error is None and (m.videos or m.images)
         else None
         for i, m in enumerate(media)
@@ -256,7 +353,12 @@ def media_payloads(media: Sequence[RowMedia]) -> list[list[VLLMMedia] | None] | 
 
 
 @contextmanager
-def patched(generation, media: Sequence[RowMedia], suppress_tokens: Iterable[int] = ()) -> Iterator[list | None]:
+def patched(
+    generation,
+    media: Sequence[RowMedia],
+    suppress_tokens: Iterable[int] = (),
+    template_ids: Sequence[list[int]] | None = None,
+) -> Iterator[list | None]:
     """trl's `VLLMGeneration` set up to generate a media batch, and restored on exit.
 
     While entered:
@@ -264,13 +366,18 @@ def patched(generation, media: Sequence[RowMedia], suppress_tokens: Iterable[int
     - colocate: `generation.llm` is a `MultimodalLLM` around the engine;
     - server, on the process that talks to the server: `generation.vllm_client` is a `MultimodalClient` and
       `generation._place_features` is `place_features` (trl's own places image runs only);
-    - `generation.generation_kwargs["logit_bias"]` holds -100 for `suppress_tokens` (the vision placeholders, which
-      a rollout must never sample), on top of any bias already there.
+    - the engine's (colocate) or the server's vision encoder cache is empty when a batch with media starts;
+    - `generation.generation_kwargs["logit_bias"]` holds `SUPPRESSED_LOGIT_BIAS` (-100) for `suppress_tokens` (the
+      vision placeholders, which a rollout must never sample), on top of any bias already there; the trainer's
+      log-prob passes add the same bias (`internals.biased_log_probs`), so they score what vLLM sampled from.
 
     Args:
         generation: the trainer's `vllm_generation`.
         media: the rows' decoded media (`processing.RowMedia`), in prompt order.
         suppress_tokens: token ids never to sample.
+        template_ids: each row's prompt ids as the chat template wrote them (one placeholder per image and video),
+            which the colocated engine expands; without them it gets the expanded ids (and `MultimodalLLM` checks
+            what it made of them).
 
     Yields:
         The `images` argument for trl's `_generate_single_turn` (`media_payloads`).
@@ -281,7 +388,7 @@ def patched(generation, media: Sequence[RowMedia], suppress_tokens: Iterable[int
     """
     kwargs = generation.generation_kwargs
     saved_bias = {"logit_bias": kwargs["logit_bias"]} if "logit_bias" in kwargs else {}
-    bias = {token: -100.0 for token in suppress_tokens}
+    bias = {token: SUPPRESSED_LOGIT_BIAS for token in suppress_tokens}
     llm = generation.llm if generation.mode == "colocate" else None
     client = getattr(generation, "vllm_client", None) if generation.mode == "server" else None
     if bias:
@@ -292,7 +399,12 @@ def patched(generation, media: Sequence[RowMedia], suppress_tokens: Iterable[int
         generation.vllm_client = MultimodalClient(client)
         generation._place_features = place_features
     try:
-        yield media_payloads(media)
+        payloads = media_payloads(media, template_ids)
+        if payloads is not None and llm is not None:
+            _reset_encoder_cache(llm)
+        if payloads is not None and client is not None:
+            generation.vllm_client.reset_encoder_cache()
+        yield payloads
     finally:
         if llm is not None:
             generation.llm = llm
