@@ -104,6 +104,9 @@ def train(script_args, training_args, model_args):
         trainer.processing_class.save_pretrained(training_args.output_dir)
         logger.info("Model and processor saved to %s", training_args.output_dir)
     run_record.write(training_args.output_dir)  # what ran, and its card (also for `videorft push`)
+    # No process leaves while another still saves: a process that exits first can take the process group's store
+    # with it (processes aborted at exit on a loaded machine).
+    trainer.accelerator.wait_for_everyone()
     return trainer
 
 

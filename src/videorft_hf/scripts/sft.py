@@ -154,6 +154,9 @@ def train(script_args, training_args, model_args):
     trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    # No process leaves while another still saves: a process that exits first can take the process group's store
+    # with it (processes aborted at exit on a loaded machine).
+    trainer.accelerator.wait_for_everyone()
     if hasattr(trainer, "end"):  # transformers >= 5.18: finishes trackers, destroys the process group
         trainer.end()
     return trainer
