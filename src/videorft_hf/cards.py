@@ -229,7 +229,7 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
     if isinstance(source, Mapping) and "model-index" in source and "benchmarks" not in source:
         source = source["model-index"]
     if isinstance(source, Mapping):  # results.json: its model-index is built again, with this version's labels
-        from .evaluation import PAPER_BENCHMARKS, results_to_model_index
+        from .evaluation.results import PAPER_BENCHMARKS, results_to_model_index
 
         if "benchmarks" not in source:  # flat {benchmark: score}
             names = {_normalise(name): name for name in PAPER_BENCHMARKS}
