@@ -3,8 +3,9 @@
 - `pipeline`: `CurationArguments`, `run_curation`, the description schema, the output checks and the stage files.
 - `backends`: `ChatBackend` and its two implementations, `OpenAIChatBackend` (any OpenAI-compatible endpoint) and
   `TransformersChatBackend` (a local model in process).
-- `testing`: `ScriptedChatBackend` and `serve_chat_backend`, a loopback OpenAI-compatible server, for tests and
-  benchmarks.
+
+Stand-ins for tests and benchmarks (`ScriptedChatBackend`, `serve_chat_backend`, a loopback OpenAI-compatible server)
+live in the test kit, `videorft_hf.testing.curation_backends`.
 
 Example:
     ```python
