@@ -75,7 +75,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..configs import VideoSamplingArguments
-from ..data import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
 from ..jsonl import append_jsonl, output_dir_lock, read_keyed_jsonl, write_json, write_jsonl
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
@@ -88,6 +87,7 @@ from ..prompts import (
 )
 from ..rewards.accuracy import accuracy_reward
 from ..rewards.semantic import DEFAULT_SEMANTIC_MODEL
+from ..schema import RECORD_FIELDS, RecordValidationError, iter_release_records, resolve_media_path, validate_record
 from ..video import FrameCache, MediaDecodeError, VideoSamplingConfig, load_image, load_video_frames
 from .backends import (
     MEDIA_MODES,
