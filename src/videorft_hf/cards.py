@@ -20,6 +20,9 @@ stage.
   `VideoGRPOTrainer` and from SFT runs through `apply_videorft_tags`) and, when evaluation results are given,
   model-index entries built from `EvalResult`s.
 - Recipe keys that look like credentials (`hub_token`, `api_key`, ...) never reach a card.
+
+About 700 lines, one concept kept whole: every sentence a card states is derived here from the run record (most of
+the module), so a claim and the record field it rests on are read, and tested, side by side.
 """
 
 from __future__ import annotations
