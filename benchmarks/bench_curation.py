@@ -1,6 +1,6 @@
 """`videorft curate` throughput against an OpenAI-compatible endpoint, at several concurrency levels.
 
-Part 1 measures the pipeline itself: a loopback server (`videorft_hf.curation.testing.serve_chat_backend`) answers
+Part 1 measures the pipeline itself: a loopback server (`videorft_hf.testing.curation_backends.serve_chat_backend`) answers
 every request with a valid scripted output after a fixed artificial latency, standing in for a model server whose
 requests take that long each, so items per second show how well the pipeline overlaps requests (frame decoding,
 base64 JPEG encoding of every sampled frame, retries bookkeeping and fsynced stage files included). Every stage goes
@@ -29,12 +29,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from videorft_hf.curation import CurationArguments, run_curation  # noqa: E402
-from videorft_hf.curation.testing import (  # noqa: E402
+from videorft_hf.testing import save_tiny_vlm, write_video_questions  # noqa: E402
+from videorft_hf.testing.curation_backends import (  # noqa: E402
     ScriptedChatBackend,
     serve_chat_backend,
     serve_transformers_model,
 )
-from videorft_hf.testing import save_tiny_vlm, write_video_questions  # noqa: E402
 
 
 def _write_dataset(root: str, videos: int, questions: int) -> str:

@@ -43,6 +43,24 @@ def test_training_does_not_import_the_publishing_stage():
     assert done.stdout.split() == ["False", "videorft_hf.hub"]
 
 
+def test_publishing_reads_eval_results_without_the_generators():
+    """A card's results come from `videorft_hf.evaluation.results` alone: neither the generators, the runner, nor
+    torch are imported to turn a results.json into model-index entries."""
+    code = (
+        "import json, sys\n"
+        "from videorft_hf.cards import eval_results_from_json\n"
+        "summary = {'score': 62.1, 'num_samples': 2, 'per_type': {'multiple choice': {'score': 62.1, 'num_samples': 2}}}\n"
+        "results = eval_results_from_json({'benchmarks': {'MVBench': summary}})\n"
+        "print(json.dumps([results[0].dataset_type, results[0].metric_value]))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('videorft_hf.evaluation') or m in ('torch', 'trl')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert json.loads(lines[0]) == ["OpenGVLab/MVBench", 62.1]
+    assert lines[1] == str(["videorft_hf.evaluation", "videorft_hf.evaluation.results"])
+
+
 def test_videorft_tags_are_the_trainer_tags_and_reach_trl_sft_cards(tmp_path):
     from trl import SFTConfig, SFTTrainer
 

@@ -31,12 +31,6 @@ from videorft_hf.curation import (
     read_stage_file,
     run_curation,
 )
-from videorft_hf.curation.testing import (
-    ScriptedChatBackend,
-    detect_stage,
-    serve_chat_backend,
-    serve_transformers_model,
-)
 from videorft_hf.data import load_videorft_dataset, validate_record
 from videorft_hf.prompts import CURATION_DESCRIBE_IMAGE_PROMPT, CURATION_DESCRIBE_VIDEO_PROMPT
 from videorft_hf.rewards import get_semantic_consistency_reward
@@ -48,6 +42,12 @@ from videorft_hf.testing import (
     save_tiny_vlm,
     write_test_image,
     write_test_video,
+)
+from videorft_hf.testing.curation_backends import (
+    ScriptedChatBackend,
+    detect_stage,
+    serve_chat_backend,
+    serve_transformers_model,
 )
 from videorft_hf.video import VideoSamplingConfig, load_video_frames
 

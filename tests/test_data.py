@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trl.data_utils import is_conversational
 
-from videorft_hf import data
+from videorft_hf import data, media_download
 from videorft_hf.data import (
     MediaPathError,
     RecordValidationError,
@@ -557,7 +557,7 @@ def test_fetch_media_downloads_extracts_and_resumes(tmp_path, monkeypatch):
                     shutil.copy(os.path.join(folder, file), os.path.join(local_dir, name))
         return local_dir
 
-    monkeypatch.setattr(data, "_snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(media_download, "_snapshot_download", fake_snapshot_download)
     root = tmp_path / "media_root"
     assert fetch_media("org/VideoRFT-Data", root, delete_archives=True) == str(root)
     assert (root / "CLEVRER" / "a.mp4").read_bytes() == b"a" and (root / "LLaVA" / "b.mp4").read_bytes() == b"b"

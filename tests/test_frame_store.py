@@ -17,7 +17,15 @@ from videorft_hf.frame_store import (
     prepare_frames,
 )
 from videorft_hf.testing import decode_frame_index, write_test_video
-from videorft_hf.video import FrameCache, VideoDecodeError, VideoSamplingConfig, load_video_frames
+from videorft_hf.video import (
+    FrameCache,
+    VideoDecodeError,
+    VideoSamplingConfig,
+    load_video_frames,
+    loading,
+    planner,
+    pyav_decoder,
+)
 
 CONFIG = VideoSamplingConfig(min_frames=4, max_frames=8, min_pixels=56 * 56, max_pixels=112 * 112)
 OTHER = VideoSamplingConfig(min_frames=4, max_frames=4, min_pixels=56 * 56, max_pixels=56 * 56)
@@ -48,7 +56,7 @@ def refuse_decoding(monkeypatch):
     def fail(path, indices_fn):
         raise AssertionError(f"decoded {path}")
 
-    monkeypatch.setattr(video_module, "_DECODERS", {name: fail for name in video_module._DECODERS})
+    monkeypatch.setattr(loading, "_DECODERS", {name: fail for name in loading._DECODERS})
 
 
 @pytest.mark.parametrize("mode", ["lossless", "raw"])
@@ -286,28 +294,28 @@ def test_prepare_frames_command(tmp_path, clips, capsys):
 def test_fast_pyav_path_matches_a_full_decode(tmp_path, monkeypatch):
     """What the store is prepared with: PyAV's planned decode (seeks per keyframe group spread over threads, and
     disposable pictures that are not sampled never decoded) gives exactly the frames of a full sequential decode.
-    (A test of video.py, kept next to the store whose lossless promise depends on it.)"""
+    (A test of `videorft_hf.video`, kept next to the store whose lossless promise depends on it.)"""
     import av
 
     path = str(write_test_video(tmp_path / "gop.mp4", num_frames=120, fps=24, width=128, height=96, pattern="noise",
                                 gop=12))
     with av.open(path) as container:
         stream = container.streams.video[0]
-        length_size = video_module._h264_nal_length_size(stream)
-        disposable = sum(video_module._is_disposable_h264(p, length_size) for p in container.demux(stream) if p.size)
+        length_size = pyav_decoder._h264_nal_length_size(stream)
+        disposable = sum(pyav_decoder._is_disposable_h264(p, length_size) for p in container.demux(stream) if p.size)
     with av.open(path) as container:
         everything = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert disposable > 10  # the clip exercises the skipping
     config = VideoSamplingConfig(min_frames=4, max_frames=16, min_pixels=96 * 128, max_pixels=96 * 128)
     pools = []
 
-    class CountingPool(video_module.ThreadPoolExecutor):
+    class CountingPool(pyav_decoder.ThreadPoolExecutor):
         def __init__(self, workers):
             pools.append(workers)
             super().__init__(workers)
 
-    monkeypatch.setattr(video_module, "_DECODE_THREADS", 2)
-    monkeypatch.setattr(video_module, "ThreadPoolExecutor", CountingPool)
+    monkeypatch.setattr(planner, "_DECODE_THREADS", 2)
+    monkeypatch.setattr(pyav_decoder, "ThreadPoolExecutor", CountingPool)
     frames, metadata = load_video_frames(path, config, backend="pyav")
     assert len(metadata.frames_indices) == 10 and pools == [2]  # keyframe groups decoded by two threads
     expected = np.stack([everything[i] for i in metadata.frames_indices])
@@ -317,8 +325,12 @@ def test_fast_pyav_path_matches_a_full_decode(tmp_path, monkeypatch):
 def test_video_does_not_depend_on_the_frame_store():
     """`frame_store` builds on `video`, never the reverse (no import, not even a deferred one)."""
     import ast
+    from pathlib import Path
 
-    tree = ast.parse(open(video_module.__file__, encoding="utf-8").read())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not any("frame_store" in (name or "") for name in imported), imported
+    modules = sorted(Path(video_module.__file__).parent.glob("*.py"))  # every module of the package
+    assert len(modules) > 1
+    for path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any("frame_store" in (name or "") for name in imported), (path.name, imported)

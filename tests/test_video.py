@@ -3,7 +3,6 @@ import os
 import numpy as np
 import pytest
 
-from videorft_hf import video as video_module
 from videorft_hf.testing import decode_frame_index, write_test_video
 from videorft_hf.video import (
     AspectRatioError,
@@ -17,6 +16,7 @@ from videorft_hf.video import (
     VideoSamplingConfig,
     load_image,
     load_video_frames,
+    planner,
 )
 
 
@@ -118,7 +118,7 @@ def test_pyav_seek_and_sequential_paths_decode_the_same_frames(tmp_path, monkeyp
     path = str(tmp_path / "gop.mp4")
     write_test_video(path, num_frames=240, fps=24, width=96, height=64, gop=24)
     expected, _ = load_video_frames(path, TRAIN, backend="decord")
-    monkeypatch.setattr(video_module, "_SEEK_OVERHEAD_FRAMES", overhead)
+    monkeypatch.setattr(planner, "_SEEK_OVERHEAD_FRAMES", overhead)
     frames, metadata = load_video_frames(path, TRAIN, backend="pyav")
     assert [decode_frame_index(f) for f in frames] == metadata.frames_indices
     assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 8, plan

@@ -6,9 +6,8 @@ import pytest
 from test_video import BACKENDS
 from video_corpus import CORPUS
 
-from videorft_hf import video as video_module
 from videorft_hf.testing import decode_frame_index
-from videorft_hf.video import UnsupportedVideoError, VideoSamplingConfig, load_video_frames
+from videorft_hf.video import UnsupportedVideoError, VideoSamplingConfig, load_video_frames, planner
 
 # Every frame (fps far above the videos'), and 8 frames (seeks and skipped frames in the PyAV planner).
 SMALL = dict(min_pixels=28 * 28, max_pixels=112 * 112)
@@ -84,6 +83,6 @@ def test_backends_sample_the_same_indices(corpus, name):
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_pyav_seek_and_sequential_plans_decode_every_file(corpus, name, plan_overhead, monkeypatch):
     path = _path(corpus, name)
-    monkeypatch.setattr(video_module, "_SEEK_OVERHEAD_FRAMES", plan_overhead)
+    monkeypatch.setattr(planner, "_SEEK_OVERHEAD_FRAMES", plan_overhead)
     frames, metadata = load_video_frames(path, CONFIGS["8-frames"], backend="pyav")
     assert [decode_frame_index(frame) for frame in frames] == metadata.frames_indices

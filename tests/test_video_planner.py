@@ -3,8 +3,7 @@ threads, and which packets are never decoded, for layouts of keyframes and sampl
 
 import pytest
 
-from videorft_hf import video as video_module
-from videorft_hf.video import DecodePlan, PacketIndex, plan_pyav_decode
+from videorft_hf.video import DecodePlan, PacketIndex, plan_pyav_decode, planner
 
 
 def gop(frames: int, every: int, **kwargs) -> PacketIndex:
@@ -77,7 +76,7 @@ def test_repeated_and_unsorted_indices_are_planned_once():
 
 @pytest.mark.parametrize("overhead, seeks", [(10**9, False), (-(10**9), True)])
 def test_defaults_come_from_the_module_settings(monkeypatch, overhead, seeks):
-    monkeypatch.setattr(video_module, "_SEEK_OVERHEAD_FRAMES", overhead)
-    monkeypatch.setattr(video_module, "_DECODE_THREADS", 1)
+    monkeypatch.setattr(planner, "_SEEK_OVERHEAD_FRAMES", overhead)
+    monkeypatch.setattr(planner, "_DECODE_THREADS", 1)
     plan = plan_pyav_decode(gop(240, 24), list(range(0, 240, 2)))
     assert plan.seeks is seeks and len(plan.seek_threads) == (1 if seeks else 0)

@@ -20,6 +20,9 @@ stage.
   `VideoGRPOTrainer` and from SFT runs through `apply_videorft_tags`) and, when evaluation results are given,
   model-index entries built from `EvalResult`s.
 - Recipe keys that look like credentials (`hub_token`, `api_key`, ...) never reach a card.
+
+About 700 lines, one concept kept whole: every sentence a card states is derived here from the run record (most of
+the module), so a claim and the record field it rests on are read, and tested, side by side.
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ def eval_results_from_json(source: str | os.PathLike | Mapping | Sequence) -> li
     if isinstance(source, Mapping) and "model-index" in source and "benchmarks" not in source:
         source = source["model-index"]
     if isinstance(source, Mapping):  # results.json: its model-index is built again, with this version's labels
-        from .evaluation import PAPER_BENCHMARKS, results_to_model_index
+        from .evaluation.results import PAPER_BENCHMARKS, results_to_model_index
 
         if "benchmarks" not in source:  # flat {benchmark: score}
             names = {_normalise(name): name for name in PAPER_BENCHMARKS}

@@ -1,5 +1,7 @@
-"""Records of the VideoRFT release: schema and validation, media paths confined to a root, trl conversational rows
-and dataset loading.
+"""Records of the VideoRFT release as trl conversational rows (`make_conversation`) and dataset loading
+(`load_videorft_dataset`), and the import path of the whole data API: the record schema (`videorft_hf.schema`:
+fields, errors, validation, media paths, release files) and the media download (`videorft_hf.media_download`) are
+re-exported here.
 
 A record is one sample of the release (VideoRFT-CoT-102K, VideoRFT-RL-310K, or Video-R1's JSON arrays):
 
@@ -23,53 +25,70 @@ Example:
 
 from __future__ import annotations
 
-import glob
-import gzip
 import hashlib
-import io
 import json
 import logging
 import os
-import stat
-import tarfile
-import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
 
-from .prompts import DEFAULT_SYSTEM_PROMPT, PROBLEM_TYPES, build_prompt_text
+from .media_download import (
+    ARCHIVE_SUFFIXES,
+    DEFAULT_MEDIA_PATTERNS,
+    EXTRACTED_MARKER_DIR,
+    extract_media_archive,
+    fetch_media,
+)
+from .prompts import DEFAULT_SYSTEM_PROMPT, build_prompt_text
+from .schema import (
+    DATA_TYPES,
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    MediaPathError,
+    MediaRootError,
+    NoValidRecordsError,
+    RecordValidationError,
+    check_media_root,
+    iter_release_records,
+    record_features,
+    resolve_media_path,
+    validate_record,
+)
 
 logger = logging.getLogger(__name__)
 
-DATA_TYPES: tuple[str, ...] = ("video", "image")
-RECORD_FIELDS: tuple[str, ...] = (
-    "problem_id",
-    "problem",
-    "data_type",
-    "problem_type",
-    "options",
-    "process",
-    "solution",
-    "path",
-    "data_source",
-)
-REQUIRED_FIELDS: tuple[str, ...] = (
-    "problem_id",
-    "problem",
-    "data_type",
-    "problem_type",
-    "solution",
-    "path",
-    "data_source",
-)
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "DATA_TYPES",
+    "DEFAULT_MEDIA_PATTERNS",
+    "EXTRACTED_MARKER_DIR",
+    "RAW_SUFFIXES",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "DataFileNotFoundError",
+    "MediaPathError",
+    "MediaRootError",
+    "NoValidRecordsError",
+    "RecordValidationError",
+    "check_local_path",
+    "check_media_root",
+    "conversation_features",
+    "extract_media_archive",
+    "fetch_media",
+    "iter_release_records",
+    "load_videorft_dataset",
+    "looks_like_local_path",
+    "make_conversation",
+    "record_features",
+    "resolve_media_path",
+    "validate_record",
+]
+
 RAW_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz")
-DEFAULT_MEDIA_PATTERNS: tuple[str, ...] = tuple(f"*{suffix}" for suffix in ARCHIVE_SUFFIXES)
-EXTRACTED_MARKER_DIR = ".videorft_extracted"
 
 # Bumped whenever validation changes, so that the cached Arrow copy of a raw file is rebuilt (it is in the cache key).
 _VALIDATION_VERSION = 1
@@ -77,85 +96,9 @@ _INVALID = "_invalid"  # column carrying an invalid row's error through `dataset
 _SOURCE_BATCH_ROWS = 10_000
 
 
-# --------------------------------------------------------------------------------------------- errors
-class RecordValidationError(ValueError):
-    """A record breaks the schema. `.row` and `.field` say where, the message says what to fix.
-
-    Attributes:
-        reason: what is wrong and how to fix it.
-        row: the record's index in its input (or its `problem_id` when no index was given, see `by_problem_id`).
-        field: the offending field, or `None` when the record as a whole is wrong (for example a malformed JSON line).
-        location: where the record came from, such as `"rl.jsonl line 13"`.
-        by_problem_id: `True` when `row` holds the record's `problem_id` rather than an index.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        row: int | None = None,
-        field: str | None = None,
-        location: str | None = None,
-        by_problem_id: bool = False,
-    ):
-        self.reason = reason
-        self.row = row
-        self.field = field
-        self.location = location
-        self.by_problem_id = by_problem_id
-        if row is None:
-            where = location or "Record"  # a whole file or archive, or a record given without its index
-        else:
-            where = f"Record with problem_id {row}" if by_problem_id else f"Row {row}"
-            if location:
-                where += f" ({location})"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {reason}")
-
-    def __reduce__(self):  # keeps row and field when datasets.map(num_proc=...) sends the error across processes
-        return (self.__class__, (self.reason, self.row, self.field, self.location, self.by_problem_id))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the error as a JSON-ready dict (used by the builder's validation report)."""
-        return {
-            "row": self.row,
-            "field": self.field,
-            "reason": self.reason,
-            "location": self.location,
-            "error": type(self).__name__,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RecordValidationError:
-        """Rebuilds an error written by `to_dict`."""
-        error_cls = MediaPathError if data.get("error") == "MediaPathError" else RecordValidationError
-        return error_cls(data["reason"], data.get("row"), data.get("field"), data.get("location"))
-
-
-class NoValidRecordsError(RecordValidationError):
-    """Every record of the input is invalid (with `on_invalid="skip"`): nothing is left to train or evaluate on."""
-
-
+# --------------------------------------------------------------------------------------------- local paths
 class DataFileNotFoundError(FileNotFoundError):
     """A dataset path that looks local (see `looks_like_local_path`) does not exist; the Hub is not asked."""
-
-
-class MediaRootError(FileNotFoundError):
-    """The media root does not exist, or holds none of a dataset's media files."""
-
-
-class MediaPathError(RecordValidationError):
-    """A media path is absolute, escapes the media root (`..`, or a symlink when confined), or lacks the `./` prefix."""
-
-    def __init__(
-        self,
-        reason: str,
-        row: int | None = None,
-        field: str | None = "path",
-        location: str | None = None,
-        by_problem_id: bool = False,
-    ):
-        super().__init__(reason, row, field, location, by_problem_id)
 
 
 def looks_like_local_path(path: str) -> bool:
@@ -183,47 +126,7 @@ def check_local_path(path: str, what: str = "dataset") -> None:
         )
 
 
-def check_media_root(media_root: str | os.PathLike | None) -> None:
-    """Raises `MediaRootError` when `media_root` is given and is not an existing folder."""
-    if media_root is not None and not os.path.isdir(media_root):
-        state = "is not a folder" if os.path.exists(media_root) else "does not exist"
-        raise MediaRootError(
-            f"{media_root}: the media root {state} (resolved to {os.path.abspath(media_root)}). Pass the folder the "
-            "media archives were extracted into; the records' './' paths are relative to it."
-        )
-
-
-# --------------------------------------------------------------------------------------------- schema
-def record_features(with_process: bool = True) -> datasets.Features:
-    """Returns the `datasets.Features` of stored records (the columns the `dataset_scripts/` builders write).
-
-    Args:
-        with_process: include the `process` column (the CoT set has it, the RL set does not).
-
-    Returns:
-        Features in `RECORD_FIELDS` order.
-
-    Example:
-        >>> list(record_features(with_process=False))
-        ['problem_id', 'problem', 'data_type', 'problem_type', 'options', 'solution', 'path', 'data_source']
-    """
-    string = datasets.Value("string")
-    features = {
-        "problem_id": datasets.Value("int64"),
-        "problem": string,
-        "data_type": string,
-        "problem_type": string,
-        "options": datasets.List(string),
-        "process": string,
-        "solution": string,
-        "path": string,
-        "data_source": string,
-    }
-    if not with_process:
-        del features["process"]
-    return datasets.Features(features)
-
-
+# --------------------------------------------------------------------------------------------- conversations
 def conversation_features(with_completion: bool) -> datasets.Features:
     """Returns the `datasets.Features` of the rows `make_conversation` produces.
 
@@ -259,203 +162,6 @@ def conversation_features(with_completion: bool) -> datasets.Features:
 _STREAM_COLUMNS = {flag: list(conversation_features(flag)) for flag in (False, True)}
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _is_absolute(path: str) -> bool:
-    """Absolute on POSIX or Windows (`/x`, `\\x`, `C:x`): release files are written on both."""
-    return path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":" and path[0].isalpha())
-
-
-def _has_parent_part(path: str) -> bool:
-    return ".." in path.replace("\\", "/").split("/")
-
-
-def _path_problem(path: str) -> str | None:
-    """Returns why `path` may not name a media file under a media root, or None when it may (lexical check only)."""
-    example = "e.g. './LLaVA-Video-178K/clip.mp4'"
-    if "\x00" in path:
-        return f"path {path!r} contains a NUL character"
-    if _is_absolute(path):
-        return f"path {path!r} is absolute; write it relative to the media root, starting with './' ({example})"
-    if _has_parent_part(path):
-        return (
-            f"path {path!r} contains '..' and would escape the media root; write it relative to the root ({example})"
-        )
-    if not path.startswith("./"):
-        return f"path {path!r} does not start with './'; write it relative to the media root as {'./' + path!r}"
-    if path.endswith(("/", "\\")) or os.path.normpath(path) == ".":
-        return f"path {path!r} names a directory, not a media file ({example})"
-    return None
-
-
-def validate_record(
-    record: Mapping[str, Any],
-    row: int | None = None,
-    require_process: bool = False,
-    *,
-    location: str | None = None,
-) -> dict[str, Any]:
-    """Checks one record against the release schema and returns it normalised.
-
-    Normalised means: exactly the fields of `RECORD_FIELDS` in that order, `options` a list (empty when absent or
-    null), `process` None when absent, null or blank (the RL set may carry `"process": ""`). Unknown fields are not
-    returned. Strings are kept byte for byte (the SFT target is `process + "\\n" + solution` as released).
-
-    Args:
-        record: one parsed JSON object.
-        row: the record's index in its input, used in error messages. When None, errors name the `problem_id`.
-        require_process: reject records without a `<think>...</think>` `process` (the CoT set needs one).
-        location: where the record came from (`"cot.jsonl line 13"`), added to error messages.
-
-    Returns:
-        The normalised record.
-
-    Raises:
-        RecordValidationError: naming the row and the field, with what to fix.
-        MediaPathError: (a `RecordValidationError`) when `path` is absolute, has a `..` part, or lacks `./`.
-
-    Example:
-        >>> record = validate_record({"problem_id": 1, "problem": "How many cars?", "data_type": "image",
-        ...     "problem_type": "numerical", "solution": "<answer>3</answer>", "path": "./a.jpg", "data_source": "x"})
-        >>> record["options"], record["process"]
-        ([], None)
-        >>> validate_record({**record, "problem_type": "mcq"}, row=4)
-        Traceback (most recent call last):
-        ...
-        videorft_hf.data.RecordValidationError: Row 4, field 'problem_type': unknown value 'mcq'; expected one of \
-['multiple choice', 'numerical', 'OCR', 'free-form', 'regression']
-    """
-    if not isinstance(record, Mapping):
-        raise RecordValidationError(
-            f"expected a JSON object with the fields {list(RECORD_FIELDS)}, got {_describe(record)}",
-            row,
-            None,
-            location,
-        )
-    by_problem_id = False
-    if row is None and isinstance(record.get("problem_id"), int) and not isinstance(record.get("problem_id"), bool):
-        row, by_problem_id = record["problem_id"], True
-
-    def fail(field: str, reason: str, error_cls: type[RecordValidationError] = RecordValidationError):
-        raise error_cls(reason, row, field, location, by_problem_id)
-
-    for name in REQUIRED_FIELDS:
-        if name not in record:
-            fail(name, f"missing required field; every record needs {list(REQUIRED_FIELDS)}")
-        if record[name] is None:
-            fail(name, "is null; give it a value")
-
-    problem_id = record["problem_id"]
-    if isinstance(problem_id, bool) or not isinstance(problem_id, int):
-        fail("problem_id", f"expected an integer, got {_describe(problem_id)}")
-    for name in ("problem", "data_type", "problem_type", "solution", "path", "data_source"):
-        if not isinstance(record[name], str):
-            fail(name, f"expected a string, got {_describe(record[name])}")
-    if not record["problem"].strip():
-        fail("problem", "is empty; give the question text")
-    if record["data_type"] not in DATA_TYPES:
-        fail("data_type", f"unknown value {record['data_type']!r}; expected one of {list(DATA_TYPES)}")
-    problem_type = record["problem_type"]
-    if problem_type not in PROBLEM_TYPES:
-        hint = "".join(
-            f" (did you mean {known!r}?)" for known in PROBLEM_TYPES if known.casefold() == problem_type.casefold()
-        )
-        fail("problem_type", f"unknown value {problem_type!r}; expected one of {list(PROBLEM_TYPES)}{hint}")
-
-    options = record.get("options")
-    if options is None:
-        options = []
-    if not isinstance(options, list | tuple):
-        fail("options", f"expected a list of strings such as ['A. red', 'B. blue'], got {_describe(options)}")
-    for index, option in enumerate(options):
-        if not isinstance(option, str):
-            fail("options", f"item {index} is not a string: {_describe(option)}")
-
-    process = record.get("process")
-    if isinstance(process, str) and not process.strip():
-        process = None
-    if process is None:
-        if require_process:
-            fail("process", "missing; CoT records need the reasoning as '<think>...</think>'")
-    elif not isinstance(process, str):
-        fail("process", f"expected a string '<think>...</think>', got {_describe(process)}")
-    elif not (process.strip().startswith("<think>") and process.strip().endswith("</think>")):
-        fail("process", f"must be wrapped in <think>...</think>, got {_describe(process)}")
-
-    solution = record["solution"]
-    if not (solution.strip().startswith("<answer>") and solution.strip().endswith("</answer>")):
-        fail("solution", f"must be wrapped in <answer>...</answer>, got {_describe(solution)}")
-
-    problem = _path_problem(record["path"])
-    if problem is not None:
-        fail("path", problem, MediaPathError)
-
-    return {
-        "problem_id": problem_id,
-        "problem": record["problem"],
-        "data_type": record["data_type"],
-        "problem_type": problem_type,
-        "options": list(options),
-        "process": process,
-        "solution": solution,
-        "path": record["path"],
-        "data_source": record["data_source"],
-    }
-
-
-# --------------------------------------------------------------------------------------------- media paths
-def resolve_media_path(path: str, media_root: str | os.PathLike, *, confine_symlinks: bool = False) -> str:
-    """Resolves a record's `./` path inside `media_root`, refusing paths that would leave it.
-
-    The check is lexical (no file is touched): absolute paths and `..` parts are refused. Symlinks inside the root
-    are followed by default, because pointing part of a media root at another disk is a normal setup;
-    `fetch_media` refuses links inside downloaded archives, so a dataset cannot plant one. Pass
-    `confine_symlinks=True` to also resolve symlinks and refuse a path whose real location is outside the root
-    (this stats the path).
-
-    Args:
-        path: the record's `path`, such as `"./LLaVA-Video-178K/clip.mp4"`.
-        media_root: the folder the release's media was extracted into.
-        confine_symlinks: also refuse paths that leave the root through a symlink.
-
-    Returns:
-        The absolute, normalised path of the media file (it need not exist yet).
-
-    Raises:
-        MediaPathError: the path is absolute, contains `..`, does not start with `./`, or (with
-            `confine_symlinks`) resolves outside the root.
-
-    Example:
-        >>> resolve_media_path("./clips/a.mp4", "/data/videorft")
-        '/data/videorft/clips/a.mp4'
-        >>> resolve_media_path("./../etc/passwd", "/data/videorft")
-        Traceback (most recent call last):
-        ...
-        videorft_hf.data.MediaPathError: Record, field 'path': path './../etc/passwd' contains '..' and would \
-escape the media root; write it relative to the root (e.g. './LLaVA-Video-178K/clip.mp4')
-    """
-    path = os.fspath(path)
-    root = os.path.abspath(os.fspath(media_root))
-    problem = _path_problem(path)
-    if problem is not None:
-        raise MediaPathError(problem)
-    resolved = os.path.normpath(os.path.join(root, path))
-    if confine_symlinks:
-        real_root, real = os.path.realpath(root), os.path.realpath(resolved)
-        if os.path.commonpath([real_root, real]) != real_root:
-            raise MediaPathError(
-                f"path {path!r} leads through a symlink to {real!r}, outside the media root {real_root!r}; "
-                "move the media under the root or drop confine_symlinks"
-            )
-    return resolved
-
-
-# --------------------------------------------------------------------------------------------- conversations
 def make_conversation(
     record: Mapping[str, Any],
     *,
@@ -534,82 +240,7 @@ def _conversation(
     return conversation
 
 
-# --------------------------------------------------------------------------------------------- release files
-def _open_text(path: str) -> io.TextIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
-
-
-def _is_json_array(path: str) -> bool:
-    """Whether a release file is one JSON array (Video-R1) rather than JSON lines, judged by its first character."""
-    with _open_text(path) as stream:
-        while True:
-            chunk = stream.read(4096)
-            if not chunk:
-                return False
-            stripped = chunk.lstrip()
-            if stripped:
-                return stripped[0] == "["
-
-
-def iter_release_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[tuple[int, str, Any]]:
-    """Reads release files record by record: JSON lines (`.jsonl`, or `.json` holding lines) or one JSON array.
-
-    The format is told from the content (a file whose first character is `[` is an array), so a `.json` file holding
-    JSON lines also works. `.gz` files are read compressed. Blank lines are not records.
-
-    Args:
-        paths: one file or several, read in the given order; rows are numbered across them from 0.
-
-    Yields:
-        `(row, location, record)` where `location` is `"<file name> line <n>"` (or `item <n>`) and `record` is the
-        parsed object, or a `RecordValidationError` for a line that is not valid JSON (so that callers can report
-        it and carry on).
-
-    Raises:
-        RecordValidationError: a JSON-array file that does not parse, or whose top level is not an array.
-
-    Example:
-        >>> for row, location, record in iter_release_records("VideoRFT-RL-310K.jsonl"):  # doctest: +SKIP
-        ...     print(row, location, record["problem_id"])
-        0 VideoRFT-RL-310K.jsonl line 1 0
-    """
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    row = 0
-    for path in paths:
-        path = os.fspath(path)
-        name = os.path.basename(path)
-        if _is_json_array(path):
-            with _open_text(path) as stream:
-                try:
-                    items = json.load(stream)
-                except json.JSONDecodeError as error:
-                    raise RecordValidationError(
-                        f"not valid JSON ({error}); fix the file or convert it to JSON lines", None, None, name
-                    ) from None
-            if not isinstance(items, list):
-                raise RecordValidationError(
-                    f"expected a JSON array of records, got {_describe(items)}", None, None, name
-                )
-            for index, item in enumerate(items):
-                yield row, f"{name} item {index}", item
-                row += 1
-            continue
-        with _open_text(path) as stream:
-            for line_number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                location = f"{name} line {line_number}"
-                try:
-                    record: Any = json.loads(line)
-                except json.JSONDecodeError as error:
-                    record = RecordValidationError(f"malformed JSON line ({error})", row, None, location)
-                yield row, location, record
-                row += 1
-
-
+# --------------------------------------------------------------------------------------------- loading
 def _raw_record_files(path: str) -> list[str] | None:
     """The release files to read directly when `path` is a raw file or a folder of them, else None (Hub layout)."""
     if os.path.isfile(path):
@@ -895,169 +526,3 @@ def _drop_invalid(dataset: datasets.Dataset, total: int, source: str) -> dataset
         # Plain Python ints: `datasets` mis-indexes a contiguous selection given as numpy unsigned integers.
         dataset = dataset.select(pc.indices_nonzero(pc.is_null(invalid)).to_pylist())
     return dataset.remove_columns(_INVALID)
-
-
-# --------------------------------------------------------------------------------------------- media download
-def _marker_path(media_root: str, archive_name: str) -> str:
-    return os.path.join(media_root, EXTRACTED_MARKER_DIR, archive_name.replace("/", "__") + ".done")
-
-
-def _extracted_archives(media_root: str) -> set[str]:
-    folder = os.path.join(media_root, EXTRACTED_MARKER_DIR)
-    if not os.path.isdir(folder):
-        return set()
-    names = set()
-    for entry in os.listdir(folder):
-        if entry.endswith(".done"):
-            with open(os.path.join(folder, entry), encoding="utf-8") as stream:
-                names.add(json.load(stream)["archive"])
-    return names
-
-
-def _member_problem(name: str) -> str | None:
-    if _is_absolute(name):
-        return f"member {name!r} has an absolute path"
-    if _has_parent_part(name):
-        return f"member {name!r} contains '..' and would be written outside the media root"
-    return None
-
-
-def extract_media_archive(
-    archive: str | os.PathLike, media_root: str | os.PathLike, *, name: str | None = None
-) -> bool:
-    """Extracts a `.zip` / `.tar` / `.tar.gz` / `.tgz` media archive into `media_root` once.
-
-    A marker file under `<media_root>/.videorft_extracted/` is written after a complete extraction, so a re-run skips
-    the archive and an interrupted one extracts it again. Members with absolute paths, `..` parts, or links
-    (symlinks, hard links) are refused before anything of theirs is written: media archives need only files and folders.
-
-    Args:
-        archive: the archive file.
-        media_root: the folder to extract into (created if missing).
-        name: the archive's name in the marker (defaults to the file name; `fetch_media` uses the repo path).
-
-    Returns:
-        True if the archive was extracted, False if its marker says it already was.
-
-    Raises:
-        MediaPathError: a member would land outside the root or is a link.
-        ValueError: the file is not a supported archive.
-
-    Example:
-        >>> extract_media_archive("LLaVA-Video-178K.zip", "/data/videorft")  # doctest: +SKIP
-        True
-    """
-    archive, root = os.fspath(archive), os.path.abspath(os.fspath(media_root))
-    name = name or os.path.basename(archive)
-    marker = _marker_path(root, name)
-    if os.path.exists(marker):
-        logger.info("Skipping %s: already extracted into %s (marker %s).", name, root, marker)
-        return False
-    os.makedirs(root, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            members = zipped.infolist()
-            for info in members:
-                problem = _member_problem(info.filename)
-                if problem is None and stat.S_ISLNK(info.external_attr >> 16):
-                    problem = f"member {info.filename!r} is a symlink"
-                if problem is not None:
-                    raise MediaPathError(f"{problem}; archive refused, nothing extracted", None, None, archive)
-            zipped.extractall(root)
-            count = len(members)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tarred:
-            count = 0
-
-            def check(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
-                nonlocal count
-                problem = _member_problem(member.name)
-                if problem is None and (member.issym() or member.islnk()):
-                    problem = f"member {member.name!r} is a link"
-                if problem is not None:
-                    raise MediaPathError(f"{problem}; archive refused, extraction stopped", None, None, archive)
-                count += 1
-                try:
-                    return tarfile.data_filter(member, destination)
-                except tarfile.FilterError as error:  # device files and the like: not media
-                    raise MediaPathError(
-                        f"{error}; archive refused, extraction stopped", None, None, archive
-                    ) from None
-
-            tarred.extractall(root, filter=check)
-    else:
-        raise ValueError(f"{archive!r} is not a zip or tar archive; media archives must be one of {ARCHIVE_SUFFIXES}")
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker + ".tmp", "w", encoding="utf-8") as stream:
-        json.dump({"archive": name, "size": os.path.getsize(archive), "members": count}, stream)
-    os.replace(marker + ".tmp", marker)
-    return True
-
-
-def _snapshot_download(**kwargs: Any) -> str:
-    from huggingface_hub import snapshot_download  # deferred: importing the data module must not need the Hub
-
-    return snapshot_download(**kwargs)
-
-
-def fetch_media(
-    repo_id: str,
-    media_root: str | os.PathLike,
-    allow_patterns: str | Iterable[str] | None = None,
-    *,
-    revision: str | None = None,
-    download_dir: str | os.PathLike | None = None,
-    delete_archives: bool = False,
-    token: str | bool | None = None,
-) -> str:
-    """Downloads a dataset repo's media archives and extracts each one into `media_root` once.
-
-    The download is `huggingface_hub.snapshot_download` (resumable: an interrupted run continues where it stopped);
-    archives already extracted (per their markers, see `extract_media_archive`) are not downloaded again, even after
-    `delete_archives` removed them. The media of the full release is about 310 GB: pick archives with
-    `allow_patterns`.
-
-    Args:
-        repo_id: dataset repo, such as `"QiWang98/VideoRFT-Data"`.
-        media_root: folder to extract into; pass the same folder to `load_videorft_dataset(media_root=...)`.
-        allow_patterns: glob patterns of the repo files to fetch (default: every zip / tar archive).
-        revision: repo revision.
-        download_dir: where archives are downloaded (default `<media_root>/.downloads`).
-        delete_archives: delete each archive once extracted, to save disk space.
-        token: Hub token, as for `snapshot_download`.
-
-    Returns:
-        The absolute media root.
-
-    Example:
-        >>> root = fetch_media("QiWang98/VideoRFT-Data", "/data/videorft", allow_patterns=["*CLEVRER*"])  # doctest: +SKIP
-    """
-    root = os.path.abspath(os.fspath(media_root))
-    os.makedirs(root, exist_ok=True)
-    local_dir = (
-        os.path.abspath(os.fspath(download_dir)) if download_dir is not None else os.path.join(root, ".downloads")
-    )
-    if isinstance(allow_patterns, str):
-        allow_patterns = [allow_patterns]
-    done = _extracted_archives(root)
-    snapshot = _snapshot_download(
-        repo_id=repo_id,
-        repo_type="dataset",
-        revision=revision,
-        allow_patterns=list(allow_patterns or DEFAULT_MEDIA_PATTERNS),
-        ignore_patterns=[glob.escape(name) for name in sorted(done)] or None,
-        local_dir=local_dir,
-        token=token,
-    )
-    archives = []
-    for folder, subfolders, files in os.walk(snapshot):
-        subfolders[:] = sorted(sub for sub in subfolders if sub != ".cache")  # huggingface_hub's download metadata
-        archives.extend(os.path.join(folder, file) for file in sorted(files) if file.endswith(ARCHIVE_SUFFIXES))
-    for archive in tqdm(archives, desc="Extracting media archives", unit="archive"):
-        name = os.path.relpath(archive, snapshot).replace(os.sep, "/")
-        if name in done:
-            continue
-        extract_media_archive(archive, root, name=name)
-        if delete_archives:
-            os.remove(archive)
-    return root

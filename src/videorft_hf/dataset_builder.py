@@ -7,7 +7,7 @@ The output folder holds:
     data/train-00000-of-0000N.parquet     record-schema shards of a fixed number of rows each
     validation_report.json                rows read = rows written + rows rejected, each rejection with row, field, reason
 
-Rows are stored in the record schema (`videorft_hf.data.record_features`); conversational rows are derived at load
+Rows are stored in the record schema (`videorft_hf.schema.record_features`); conversational rows are derived at load
 time by `load_videorft_dataset`, so prompts stay in `videorft_hf.prompts`. A rebuild from the same input writes
 identical bytes: input order is kept, shards hold a fixed number of rows, and no timestamp is written anywhere.
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .data import RECORD_FIELDS, RecordValidationError, iter_release_records, record_features, validate_record
+from .schema import RECORD_FIELDS, RecordValidationError, iter_release_records, record_features, validate_record
 
 DEFAULT_SHARD_ROWS = 100_000
 ROW_GROUP_ROWS = 10_000  # bounds the builder's memory and the rows a streaming reader holds at once

@@ -18,6 +18,10 @@ push uploads.
 - Tokens come from huggingface_hub's usual sources (`HF_TOKEN`, `hf auth login`); this module never reads one except
   to check that no planned file contains it, and never writes or logs it. With `HF_HUB_OFFLINE=1` a real push raises
   `HubOfflineError` before any request; dry runs work offline.
+
+Above 700 lines on purpose: the model and dataset plans, their checks (a finished checkpoint, evaluation results of
+this model, no token in any file) and the upload share one `RepoPlan`, and keeping them in one module keeps what a dry
+run writes and what a push uploads visibly the same code path.
 """
 
 from __future__ import annotations

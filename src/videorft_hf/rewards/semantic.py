@@ -243,7 +243,7 @@ def _row_media(kwargs: dict, size: int, media_root: str | os.PathLike | None) ->
 def _resolve_path(path: Any, media_root: str | os.PathLike | None) -> str:
     path = os.fspath(path)
     if media_root is not None and not os.path.isabs(path):
-        from ..data import resolve_media_path
+        from ..schema import resolve_media_path
 
         return resolve_media_path(path, media_root)
     return os.path.abspath(path)

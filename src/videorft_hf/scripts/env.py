@@ -56,7 +56,7 @@ def collect() -> dict[str, str]:
             info["Accelerators"] = "none (CPU)"
     except ImportError:
         info["Accelerators"] = "unknown (torch not installed)"
-    from videorft_hf.video import _resolve_backend, available_backends
+    from videorft_hf.video.loading import _resolve_backend, available_backends
 
     info["Video backends"] = ", ".join(available_backends()) or "none"
     info["Default video backend"] = _resolve_backend("auto")

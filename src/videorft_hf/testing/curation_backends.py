@@ -14,7 +14,7 @@ Use them in tests and benchmarks of the pipeline's concurrency, retries and resu
 Example:
     ```python
     from videorft_hf.curation import CurationArguments, run_curation
-    from videorft_hf.curation.testing import ScriptedChatBackend, serve_chat_backend
+    from videorft_hf.testing.curation_backends import ScriptedChatBackend, serve_chat_backend
 
     with serve_chat_backend(ScriptedChatBackend(), latency=0.05) as server:
         run_curation(CurationArguments(input=["qa.jsonl"], output_dir="out", base_url=server.base_url,
@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..curation.backends import ChatResult, GenerationOptions
 from ..prompts import (
     CURATION_DESCRIBE_IMAGE_PROMPT,
     CURATION_DESCRIBE_VIDEO_PROMPT,
@@ -47,7 +48,6 @@ from ..prompts import (
     CURATION_REVISE_PROMPT,
 )
 from ..video import VideoSamplingConfig
-from .backends import ChatResult, GenerationOptions
 
 __all__ = ["ChatServer", "ScriptedChatBackend", "detect_stage", "serve_chat_backend", "serve_transformers_model"]
 
