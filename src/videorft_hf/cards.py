@@ -76,7 +76,7 @@ def videorft_tags(stage: str) -> list[str]:
 def apply_videorft_tags(trainer: Any, stage: str) -> None:
     """Gives a stock trl trainer (e.g. `trl.SFTTrainer` in the SFT script) the VideoRFT tags of `stage`.
 
-    trl writes cards through `create_model_card`, which adds `trainer._tag_names`, and tags the model with
+    trl writes cards through `create_model_card`, which adds the trainer's tags, and tags the model with
     `model.add_model_tags` in `__init__`; this sets both, so checkpoint cards and `trainer.push_to_hub()` carry the same
     tags as `push_model`.
 
@@ -90,8 +90,10 @@ def apply_videorft_tags(trainer: Any, stage: str) -> None:
         apply_videorft_tags(trainer, "sft")
         ```
     """
+    from .internals import set_hub_tags
+
     tags = videorft_tags(stage)
-    trainer._tag_names = tags  # an instance attribute shadows the class's list, which other trainers share
+    set_hub_tags(trainer, tags)  # on the instance: the class's list is shared by other trainers
     model = getattr(trainer, "model", None)
     if hasattr(model, "add_model_tags"):
         model.add_model_tags(tags)
@@ -119,6 +121,7 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
     from transformers import TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+    from .internals import replace_model_card
     from .run_record import build_run_record, write_run_record
 
     def record() -> dict:
@@ -142,7 +145,7 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
             if state.is_world_process_zero and folder.is_dir():
                 write_run_record(folder, record())
 
-    trainer.create_model_card = create_model_card  # trl's own card names no base model and no training values
+    replace_model_card(trainer, create_model_card)  # trl's own card names no base model and no training values
     callback = RunRecordCallback()
     trainer.add_callback(callback)
     return callback

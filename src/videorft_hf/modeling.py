@@ -337,9 +337,10 @@ def _generation_class(config):
     """The auto class that loads a checkpoint for generation: image-text-to-text when transformers maps its model
     type to one, else a causal LM."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+    from .internals import image_text_to_text_model_types
+
+    if config.model_type in image_text_to_text_model_types():
         return AutoModelForImageTextToText
     return AutoModelForCausalLM
 

@@ -49,7 +49,14 @@ from typing import Any
 
 import torch
 
-from .internals import apply_position_rule, deltas_from_padded_length, set_decode_deltas
+from .internals import (
+    apply_position_rule,
+    attention_implementation,
+    deltas_from_padded_length,
+    expanded_cache_argument,
+    has_fused_lm_head,
+    set_decode_deltas,
+)
 from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import collate_vision, mm_token_type_ids
 
@@ -263,11 +270,6 @@ def _unwrap(model) -> torch.nn.Module:
     return model
 
 
-def _attention_implementation(model) -> str | None:
-    config = model.config.get_text_config()
-    return getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
-
-
 def _has_sliding_layers(model) -> bool:
     return "sliding_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ())
 
@@ -277,7 +279,7 @@ def _why_not_shared(base, vision_rows, groups, prompt_ids, prompt_mask, token_id
         return "no row has media"
     if len(set(groups)) == len(groups):
         return "no prompt has two rows"
-    implementation = _attention_implementation(base)
+    implementation = attention_implementation(base.config)
     if custom_mask and implementation not in SHARED_ATTENTION_IMPLEMENTATIONS:
         return f"attention implementation {implementation!r} takes no custom mask"
     if custom_mask and _has_sliding_layers(base):
@@ -295,8 +297,7 @@ def _pixel_rows(rows: Sequence[Mapping[str, Any] | None]) -> int:
 
 
 def _check_fused_head(base) -> None:
-    # `add_fused_lm_head` replaces the instance's `forward` (the class keeps the plain one).
-    if "forward" not in vars(base):
+    if not has_fused_lm_head(base):
         raise TypeError(
             f"{type(base).__name__} needs trl's fused LM head: call "
             "trl.trainer.utils.add_fused_lm_head(model, temperature=..., outputs=('log_probs', 'entropy')) "
@@ -435,7 +436,7 @@ def _shared_logps(model, base, input_ids, attention_mask, keep, vision_rows, gro
     # Scored completion tokens per row: up to its last real token (trailing padding is never looked at).
     real = completion_mask.bool()
     lengths = torch.where(real.any(1), keep - real.flip(1).int().argmax(1), 0).tolist()
-    implementation = _attention_implementation(base)
+    implementation = attention_implementation(base.config)
     device = input_ids.device
     logps = entropies = None
     for chunk in plan_chunks(groups, batch_size):
@@ -612,12 +613,8 @@ def generate_with_shared_prefill(
             **_vision_inputs(prefill_rows, input_ids.device),
         )
     expand = torch.tensor([firsts.index(group) for group in groups], device=input_ids.device)
-    # transformers 5.25 names the KV cache `cache` (output field and `generate` argument); earlier 5.x
-    # `past_key_values`.
-    cache_name = "cache" if getattr(prefill, "cache", None) is not None else "past_key_values"
-    cache = getattr(prefill, cache_name)
-    cache.batch_select_indices(expand)
+    cache = expanded_cache_argument(prefill, expand)  # each prompt's KV cache in every row of its group
     set_decode_deltas(base, deltas[expand])  # the decode steps continue from each prompt's largest position + 1
     return model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **{cache_name: cache}, **generate_kwargs
+        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **cache, **generate_kwargs
     )

@@ -83,7 +83,7 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
         script_args: The run's `VideoRFTScriptArguments`, or None (a trainer built in Python: no dataset name or
             system prompt is recorded).
         training_args: The run's `VideoSFTConfig` / `VideoGRPOConfig` (or a plain trl config).
-        model_args: trl's `ModelConfig`, or None (the model id is then the model config's `_name_or_path`).
+        model_args: trl's `ModelConfig`, or None (the model id is then the model config's `name_or_path`).
 
     Returns:
         The record as a JSON-serialisable dict.
@@ -169,7 +169,7 @@ def _root_base_model(model_name_or_path: str | None) -> str | None:
 
 def _model_id(model: Any) -> str | None:
     config = getattr(model, "config", None)
-    return getattr(config, "_name_or_path", None) or None
+    return getattr(config, "name_or_path", None) or None
 
 
 def _quantization(model: Any) -> str | None:

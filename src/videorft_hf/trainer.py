@@ -76,13 +76,24 @@ if TYPE_CHECKING:
         TrainerCallback,
     )
     from trl import GRPOConfig
-    from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
+
+    from .internals import EnvironmentFactory, RewardFunc, RolloutFunc
 
 from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
 from .checkpoints import ResumeExactly
 from .configs import RewardShapingArguments, VideoSamplingArguments
-from .internals import apply_position_rule, biased_log_probs
+from .internals import (
+    apply_position_rule,
+    biased_log_probs,
+    generate_replaced,
+    is_vlm,
+    keep_signature_column,
+    log_metric,
+    row_shuffle,
+    set_hub_tags,
+    suppressed_tokens,
+)
 from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,
@@ -151,37 +162,25 @@ def _reward_frames(media: RowMedia):
 SPLIT_INVARIANT_LOSSES = ("grpo", "dr_grpo", "dapo")
 
 
-@contextmanager
-def _shuffle_keeping_groups() -> Iterator[None]:
+def _shuffle_keeping_groups(seq_dict: dict, trl_shuffle) -> dict:
     """trl's row shuffle of a generation batch (`shuffle_sequence_dict`), with each group's rows kept adjacent
     (`keep_groups_together`), so the micro-batches trl then cuts hold whole groups. One `torch.randperm` of the
     rows, as trl draws it. A batch without this class's vision rows is shuffled by trl's own function."""
-    from trl.trainer import grpo_trainer
+    vision = seq_dict.get("vision_inputs")
+    if vision is None:
+        return trl_shuffle(seq_dict)
+    groups = group_rows(seq_dict["prompt_ids"], seq_dict["prompt_mask"], vision)
+    order = keep_groups_together(torch.randperm(len(groups)).tolist(), groups)
+    index = torch.tensor(order)
 
-    original = grpo_trainer.shuffle_sequence_dict
+    def permute(value):
+        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[index.to(value.device)]
+        return [value[i] for i in order]
 
-    def shuffle(seq_dict: dict) -> dict:
-        vision = seq_dict.get("vision_inputs")
-        if vision is None:
-            return original(seq_dict)
-        groups = group_rows(seq_dict["prompt_ids"], seq_dict["prompt_mask"], vision)
-        order = keep_groups_together(torch.randperm(len(groups)).tolist(), groups)
-        index = torch.tensor(order)
-
-        def permute(value):
-            if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
-                return value
-            if isinstance(value, torch.Tensor):
-                return value[index.to(value.device)]
-            return [value[i] for i in order]
-
-        return {key: permute(value) for key, value in seq_dict.items()}
-
-    grpo_trainer.shuffle_sequence_dict = shuffle
-    try:
-        yield
-    finally:
-        grpo_trainer.shuffle_sequence_dict = original
+    return {key: permute(value) for key, value in seq_dict.items()}
 
 
 class _ModelWithInputs:
@@ -228,8 +227,6 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     completion, the uint8 `(T, H, W, 3)` frames the policy saw for a video row (the same array object for every
     completion of a prompt), the PIL image for an image row, or `None` for a text row.
     """
-
-    _tag_names = videorft_tags("grpo")
 
     def __init__(
         self,
@@ -291,7 +288,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         config = self.model.config
         self._image_token_id = getattr(config, "image_token_id", None)
         self._video_token_id = getattr(config, "video_token_id", None)
-        if self._is_vlm:
+        if is_vlm(self):
             self.sampling_config = model_sampling_config(self.sampling_config, config, self.processing_class)
 
         if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
@@ -322,7 +319,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _check_video_support(self, *datasets) -> None:
         """Video rows with a model whose video inputs this package does not build fail here, before training."""
-        if not self._is_vlm or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
+        if not is_vlm(self) or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
             return
         from datasets import Dataset
 
@@ -354,23 +351,13 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if self.use_vllm:
             yield
             return
-        kwargs = self.generation_kwargs
-        saved = {"suppress_tokens": kwargs["suppress_tokens"]} if "suppress_tokens" in kwargs else {}
-        saved_config = self.generation_config.suppress_tokens
-        tokens = sorted(set(self.generation_config.suppress_tokens or []) | set(self._vision_placeholder_ids))
-        kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = tokens
-        try:
+        with suppressed_tokens(self, self._vision_placeholder_ids):
             yield
-        finally:
-            kwargs.pop("suppress_tokens", None)
-            kwargs.update(saved)
-            self.generation_config.suppress_tokens = saved_config
 
     def _set_signature_columns_if_needed(self):
         # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
         super()._set_signature_columns_if_needed()
-        if "video" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "video"]
+        keep_signature_column(self, "video")
 
     # ------------------------------------------------------------------------------------------ media
     def _load_media(self, inputs: list[dict]) -> list[RowMedia]:
@@ -465,7 +452,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         # (not with vLLM and a Qwen-VL model: see the module docstring); any other batch with media (video, or image
         # rows mixed with text or skipped rows) takes this class's path, which carries per-row vision tensors in the
         # batch and is built for Qwen-VL models.
-        if not self._is_vlm or not any(media_sources(row) for row in inputs):
+        if not is_vlm(self) or not any(media_sources(row) for row in inputs):
             return super()._generate_and_score_completions(inputs)
         has_video = any(row.get("video") is not None for row in inputs)
         model_type = getattr(self.model.config, "model_type", None)
@@ -511,10 +498,9 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         return output
 
     def _log_media_counts(self, before: Counter) -> None:
-        mode = "train" if self.model.training else "eval"
         for name in ("video_decodes", "video_reuses", "skipped_samples"):
             local = torch.tensor(float(self.media_counts[name] - before[name]), device=self.accelerator.device)
-            self._metrics[mode][f"media/{name}"].append(self.accelerator.gather(local).sum().item())
+            log_metric(self, f"media/{name}", self.accelerator.gather(local).sum().item())
 
     def _tokenize_prompts(self, prompts: list):
         # Adds: the processor sees the frames (with their metadata) and images; vision tokens are checked.
@@ -566,17 +552,10 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         def generate(input_ids, attention_mask, **kwargs):
             for key in (*VISION_KEYS, "mm_token_type_ids"):
                 kwargs.pop(key, None)
-            del model.generate  # generate_with_shared_prefill calls the model's own generate
-            try:
-                return generate_with_shared_prefill(model, input_ids, attention_mask, vision_rows, **kwargs)
-            finally:
-                model.generate = generate
+            return generate_with_shared_prefill(model, input_ids, attention_mask, vision_rows, **kwargs)
 
-        model.generate = generate
-        try:
+        with generate_replaced(model, generate):
             yield
-        finally:
-            del model.generate
 
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return mm_token_type_ids(input_ids, self._image_token_id, self._video_token_id)
@@ -639,12 +618,10 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         return torch.cat(logps, dim=0), entropies, aux
 
     def _log_sharing(self, stats) -> None:
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["prompt_sharing/shared"].append(float(stats.shared))
-        self._metrics[mode]["prompt_sharing/lm_token_ratio"].append(stats.unshared_lm_tokens / max(stats.lm_tokens, 1))
+        log_metric(self, "prompt_sharing/shared", float(stats.shared))
+        log_metric(self, "prompt_sharing/lm_token_ratio", stats.unshared_lm_tokens / max(stats.lm_tokens, 1))
         if stats.vision_patches:
-            ratio = stats.unshared_vision_patches / stats.vision_patches
-            self._metrics[mode]["prompt_sharing/vision_patch_ratio"].append(ratio)
+            log_metric(self, "prompt_sharing/vision_patch_ratio", stats.unshared_vision_patches / stats.vision_patches)
 
     def _prepare_inputs(self, generation_batch):
         # Adds: when the micro-batches of a generation batch all go into one optimizer step and the loss does not depend
@@ -653,7 +630,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         # same rows' gradients summed), and so is the random draw.
         if not self._keeps_groups_together():
             return super()._prepare_inputs(generation_batch)
-        with _shuffle_keeping_groups():
+        with row_shuffle(_shuffle_keeping_groups):
             return super()._prepare_inputs(generation_batch)
 
     def _keeps_groups_together(self) -> bool:
@@ -718,7 +695,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         for name, bonus in bonuses.items():
             # Only correct completions earn a bonus, so an unscored (NaN) accuracy stays NaN.
             rewards[:, accuracy_column] += bonus
-            self._metrics[mode][f"shaping/{name}"].append(bonus[scorable].mean().item())
+            log_metric(self, f"shaping/{name}", bonus[scorable].mean().item())
         return rewards
 
     def _rollout_shuffled(self, inputs: list[dict], media: list[RowMedia]) -> torch.Tensor:
@@ -775,9 +752,10 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             correct, self.accelerator.gather(local), group, shaping["temporal_ratio"], shaping["temporal_bonus"]
         )
         if not torch.isnan(shuffled_accuracy).all():
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["temporal/shuffled_accuracy"].append(shuffled_accuracy.nanmean().item())
+            log_metric(self, "temporal/shuffled_accuracy", shuffled_accuracy.nanmean().item())
         return bonus
 
+
+set_hub_tags(VideoGRPOTrainer, videorft_tags("grpo"))  # what trl's model cards and push_to_hub add
 
 __all__ = ["GenerationMedia", "VideoGRPOTrainer"]
