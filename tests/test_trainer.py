@@ -151,7 +151,7 @@ def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, mod
     for path in media["videos"]:
         from videorft_hf.video import load_video_frames
 
-        _, metadata = load_video_frames(path, trainer.sampling_config)
+        _, metadata = load_video_frames(path, trainer.settings.sampling)
         expected[len(metadata.frames_indices)] = 2 / metadata.sampled_fps
     # Generation encodes the media once up front: the prefill of each unique prompt (prompt sharing, the default), or
     # transformers' generate passing `mm_encoder_outputs` to its first step (sharing off)
@@ -224,7 +224,28 @@ def test_other_families_train_one_step(tmp_path, media, model_dirs, family):
     trainer.train()
     assert changed(trainer.model, before, "visual")
     if family == "qwen3_vl":
-        assert trainer.sampling_config.patch_factor == 32
+        assert trainer.settings.sampling.patch_factor == 32
+
+
+def test_a_qwen3_vl_run_record_states_the_sampling_that_ran(tmp_path, media, model_dirs):
+    """Regression: the run record stated the config's sampling (frame sides in multiples of 28) while the trainer
+    decoded Qwen3-VL video in multiples of its vision tower's 32; the record states what ran."""
+    from videorft_hf.run_record import build_run_record
+    from videorft_hf.video import VideoSamplingConfig, load_video_frames
+
+    args = grpo_args(tmp_path, max_steps=1)
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen3_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(video_rows(media))
+    )
+    trainer.train()
+    processor = trainer.processing_class.video_processor
+    side = processor.patch_size * processor.merge_size  # the vision tower's, read off its processor
+    record = build_run_record("grpo", trainer, None, args, None)
+    assert side == 32 and record["sampling"]["patch_factor"] == side
+    recorded = VideoSamplingConfig(**{k: v for k, v in record["sampling"].items() if k != "preset"})
+    frames, _ = load_video_frames(media["videos"][0], recorded)
+    assert frames.shape[1] % side == 0 and frames.shape[2] % side == 0
+    assert record["sampling"]["preset"] == "video-r1-train" and record["sampling"]["max_pixels"] == 16 * 784
 
 
 def test_qlora_trains_adapters_only(tmp_path, media, model_dirs):
@@ -518,7 +539,7 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     output = trainer._generate_and_score_completions(rows)
 
     assert len(fake.requests) == len(rows) and trainer.vllm_generation.llm is fake
-    frames, metadata = load_video_frames(media["videos"][0], trainer.sampling_config)
+    frames, metadata = load_video_frames(media["videos"][0], trainer.settings.sampling)
     video_request = fake.requests[0]
     (sent_frames, sent_metadata), = video_request["multi_modal_data"]["video"]
     assert sent_frames.shape == frames.shape and sent_metadata["frames_indices"] == metadata.frames_indices
@@ -628,7 +649,7 @@ def test_vllm_server_mode_sends_frames_and_metadata(tmp_path, media, model_dirs,
 
     assert generation.vllm_client is client and "_place_features" not in generation.__dict__
     assert len(server.renders) == 3  # one per unique prompt with media (video, image, video); none for text
-    frames, metadata = load_video_frames(media["videos"][0], trainer.sampling_config)
+    frames, metadata = load_video_frames(media["videos"][0], trainer.settings.sampling)
     # renders run concurrently: find the first video's by its pixels (lossless: the exact frames the trainer saw)
     render, = [r for r in server.renders if r["videos"] and frames_digest(r["videos"][0]) == frames_digest(frames)]
     assert render["metadata"]["frames_indices"] == list(metadata.frames_indices)

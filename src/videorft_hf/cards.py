@@ -36,7 +36,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, RECORDED_TRAINING_ARGS, RUN_RECORD_NAME, STAGES
+from .run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, RUN_RECORD_NAME, STAGES, stated_training_args
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ MODEL_CARD_TEMPLATES = "videorft_hf.model_cards"
 
 # Recipe keys never shown in a card, whatever their value (`hub_token`, `api_key`, ...; not `length_bonus_max_tokens`).
 _SENSITIVE_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_?key|credentials?)($|_)", re.IGNORECASE)
-# Keys summarised in the card's training table, in this order.
-_HYPERPARAMETERS = RECORDED_TRAINING_ARGS
 # Aggregate keys that summarise other scores: shown in the card's table but not model-index entries (no dataset).
 _SUMMARY_KEYS = ("average", "avg", "mean", "overall")
 
@@ -537,7 +535,7 @@ def _training_rows(stage, kind, base_model, datasets, values, run, adapter_confi
             f"{skips.get('skipped', 0)} of {skips.get('samples', 0)} (`on_bad_sample: skip`"
             + (f"; {reasons})" if reasons else ")"),
         ))
-    hyper = [f"{key} {_cell(values[key])}" for key in _HYPERPARAMETERS if values.get(key) is not None]
+    hyper = [f"{key} {_cell(values[key])}" for key in stated_training_args() if values.get(key) is not None]
     if hyper:
         rows.append(("Hyperparameters", ", ".join(hyper)))
     step, epoch = run.get("global_step"), run.get("epoch")

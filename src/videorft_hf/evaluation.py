@@ -74,7 +74,6 @@ from .processing import (
     encode_prompt,
     load_row_media,
     mm_token_type_ids,
-    model_sampling_config,
     render_prompt,
 )
 from .run_record import RUN_RECORD_NAME, read_run_record
@@ -1044,7 +1043,9 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
         model_config = AutoConfig.from_pretrained(args.model_name_or_path)
     else:
         processor, model_config = generator.processor, generator.model_config
-    sampling = model_sampling_config(args.sampling_config(), model_config, processor)
+    from .settings import RunSettings
+
+    sampling = RunSettings.resolve(args, model_config, processor).sampling  # the config's, with the model's patch size
     training = compare_with_training_sampling(args)
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)

@@ -57,7 +57,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
 from .checkpoints import ResumeExactly
-from .configs import RewardShapingArguments, VideoSamplingArguments
+from .configs import VideoSamplingArguments
 from .internals import (
     apply_position_rule,
     biased_log_probs,
@@ -106,12 +106,12 @@ from .processing import (
     load_row_media,
     media_sources,
     mm_token_type_ids,
-    model_sampling_config,
     render_prompt,
 )
 from .prompt_sharing import generate_with_shared_prefill, group_rows, keep_groups_together, shared_prompt_logps
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
-from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SkipTally
+from .settings import RunSettings
+from .skips import SkipTally
 from .video import FrameCache
 
 logger = logging.getLogger(__name__)
@@ -268,36 +268,35 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             rollout_func=rollout_func,
             environment_factory=environment_factory,
         )
-        # A plain `GRPOConfig` keeps working (drop-in); the video fields then take their defaults.
-        self.video_args = self.args if isinstance(self.args, VideoSamplingArguments) else VideoSamplingArguments()
-        self.shaping = {  # the fields of RewardShapingArguments, from `args` or their defaults
-            field.name: getattr(self.args, field.name, field.default) for field in fields(RewardShapingArguments)
-        }
-        self.sampling_config = self.video_args.sampling_config()
-        self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
-        self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
+        config = self.model.config
+        # Everything this class reads from the config, resolved once with the model (its vision tower's patch
+        # factor); a plain `GRPOConfig` keeps working (drop-in), the video fields then take their defaults.
+        self.settings = (
+            RunSettings.resolve(self.args, config, self.processing_class) if is_vlm(self) else RunSettings.resolve(self.args)
+        )
+        video = self.settings.video
+        self._frame_cache = FrameCache(video.frame_cache_bytes) if video.frame_cache_bytes else None
+        self._frame_store = self.settings.open_frame_store()  # this config's store only (None: decode every video)
         self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
         # Skipped rows over all processes, bounded per generation batch and per run (videorft_hf.skips).
-        self.skip_tally = SkipTally(getattr(self.args, "max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION))
+        self.skip_tally = SkipTally(self.settings.skip_limit.max_skipped_fraction)
         self.add_callback(self.skip_tally)
         for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
             if callable(getattr(getattr(func, "encoder", None), "load", None)):
                 func.encoder.load()
 
-        config = self.model.config
         self._image_token_id = getattr(config, "image_token_id", None)
         self._video_token_id = getattr(config, "video_token_id", None)
-        if is_vlm(self):
-            self.sampling_config = model_sampling_config(self.sampling_config, config, self.processing_class)
 
-        if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
-            if self.shaping["accuracy_reward_name"] not in self.reward_func_names:
+        shaping = self.settings.shaping
+        if shaping.length_bonus or shaping.temporal_grpo:
+            if shaping.accuracy_reward_name not in self.reward_func_names:
                 raise ValueError(
-                    f"Reward shaping needs the accuracy reward {self.shaping['accuracy_reward_name']!r} among the "
+                    f"Reward shaping needs the accuracy reward {shaping.accuracy_reward_name!r} among the "
                     f"reward functions {self.reward_func_names}; add it or set accuracy_reward_name."
                 )
-            if self.shaping["temporal_grpo"] and self.use_vllm and self.vllm_mode == "server" and self.accelerator.num_processes > 1:
+            if shaping.temporal_grpo and self.use_vllm and self.vllm_mode == "server" and self.accelerator.num_processes > 1:
                 # The shuffled rollouts differ in number between processes, and server mode gathers every
                 # process's prompts in one collective call that assumes equal shares.
                 raise ValueError(
@@ -305,7 +304,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                     "vllm_mode='colocate' (each process generates its own shuffled rollouts) or one process."
                 )
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
-        keep_updates(self.model, self.args)
+        keep_updates(self.model, self.args, trainable_dtype=self.settings.precision.trainable_dtype)
         # Qwen's M-RoPE rule for every pass of the policy and the reference model (transformers 5.3-5.25 misplace
         # the text after a video); the reference model may be a separate object (loaded by trl, beta > 0).
         for model in (self.model, self.ref_model):
@@ -369,8 +368,8 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         for index, row in enumerate(inputs):
             media = load_row_media(
                 row,
-                self.sampling_config,
-                backend=self.video_args.video_backend,
+                self.settings.sampling,
+                backend=self.settings.video.video_backend,
                 cache=self._frame_cache,
                 store=self._frame_store,
                 decoded=decoded,
@@ -390,7 +389,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _handle_bad_sample(self, index: int, row: dict, error: Exception) -> None:
         name = f"row {index} (problem_id={row.get('problem_id')!r})" if "problem_id" in row else f"row {index}"
-        if self.video_args.on_bad_sample == "raise":
+        if self.settings.video.on_bad_sample == "raise":
             raise type(error)(
                 getattr(error, "path", "?"),
                 f"{getattr(error, 'cause', error)} [{name} of the generation batch; {self._skip_hint}]",
@@ -491,7 +490,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                 prompt = prepare_multimodal_messages(prompt, images=row_media.images)
             rows.append({**{k: v for k, v in row.items() if k not in ("image", "images", "video")}, "prompt": prompt})
         with self._vision_placeholders_suppressed():
-            if self.shaping["temporal_grpo"] and self.model.training:
+            if self.settings.shaping.temporal_grpo and self.model.training:
                 media.shuffled = self._rollout_shuffled(inputs, media.rows)
             output = super()._generate_and_score_completions(rows)
         output["vision_inputs"] = list(media.vision)
@@ -538,7 +537,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                 self.vllm_generation, media.rows, self._vision_placeholder_ids, media.template_ids
             ) as images:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if getattr(self.args, "share_prompt_compute", True):
+        if self.settings.share_prompt_compute:
             with self._shared_prefill(media.vision):
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
@@ -592,7 +591,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                     rows,
                     batch_size=batch_size,
                     compute_entropy=kwargs.get("compute_entropy", False),
-                    share=getattr(self.args, "share_prompt_compute", True),
+                    share=self.settings.share_prompt_compute,
                 )
             self._log_sharing(result.stats)
             return result.logps, result.entropies, None
@@ -636,7 +635,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     def _keeps_groups_together(self) -> bool:
         args = self.args
         return (  # (evaluation batches are neither shuffled nor split)
-            getattr(args, "share_prompt_compute", True)
+            self.settings.share_prompt_compute
             and args.steps_per_generation == args.gradient_accumulation_steps > 1
             and self.loss_type in SPLIT_INVARIANT_LOSSES
         )
@@ -660,7 +659,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         )
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         skipped = self.accelerator.gather(skipped_local)
-        if self.model.training and self.video_args.on_bad_sample == "skip":
+        if self.model.training and self.settings.video.on_bad_sample == "skip":
             # Every process holds the same gathered flags, so all of them stop here together.
             self.skip_tally.add(len(skipped), {"bad_media": int(skipped.sum())}, step=self.state.global_step + 1)
         rewards[skipped] = torch.nan
@@ -670,27 +669,27 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     def _shape_rewards(self, rewards: torch.Tensor, completion_ids_list) -> torch.Tensor:
         """Adds the group-level bonuses (`videorft_hf.rewards.shaping`) to the accuracy reward's column of the rewards
         gathered from every process, and logs each as `shaping/<field>` (its mean over the scorable completions)."""
-        shaping = self.shaping
-        if not (shaping["length_bonus"] or shaping["temporal_grpo"]):
+        shaping = self.settings.shaping
+        if not (shaping.length_bonus or shaping.temporal_grpo):
             return rewards
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        accuracy_column = self.reward_func_names.index(shaping["accuracy_reward_name"])
+        accuracy_column = self.reward_func_names.index(shaping.accuracy_reward_name)
         accuracy = rewards[:, accuracy_column]
         scorable = ~torch.isnan(rewards).all(dim=1)
         bonuses = {}
-        if shaping["length_bonus"]:
+        if shaping.length_bonus:
             lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=rewards.device)
             bonuses["length_bonus"] = group_length_bonus(
-                correct_completions(accuracy, shaping["length_bonus_accuracy_threshold"]),
+                correct_completions(accuracy, shaping.length_bonus_accuracy_threshold),
                 self.accelerator.gather(lengths),
                 group,
-                shaping["length_bonus_min_tokens"],
-                shaping["length_bonus_max_tokens"],
-                shaping["length_bonus_value"],
+                shaping.length_bonus_min_tokens,
+                shaping.length_bonus_max_tokens,
+                shaping.length_bonus_value,
             )
-        if shaping["temporal_grpo"]:
-            correct = correct_completions(accuracy, shaping["temporal_accuracy_threshold"])
+        if shaping.temporal_grpo:
+            correct = correct_completions(accuracy, shaping.temporal_accuracy_threshold)
             bonuses["temporal_bonus"] = self._temporal_bonus(correct, group, rewards.device)
         for name, bonus in bonuses.items():
             # Only correct completions earn a bonus, so an unscored (NaN) accuracy stays NaN.
@@ -728,7 +727,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         with self._media_scope(GenerationMedia(shuffled_media, vision=vision_rows, template_ids=template_ids)):
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
+        accuracy = self.reward_funcs[self.reward_func_names.index(self.settings.shaping.accuracy_reward_name)]
         columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
         scores = accuracy(
             prompts=[inputs[i]["prompt"] for i in owners],
@@ -739,7 +738,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             log_metric=lambda *args, **kwargs: None,
             **columns,
         )
-        threshold = self.shaping["temporal_accuracy_threshold"]
+        threshold = self.settings.shaping.temporal_accuracy_threshold
         return shuffled_correct_counts(scores, owners, len(inputs), threshold, device)
 
     def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
@@ -747,9 +746,9 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         local = self._media.shuffled if self._media is not None else None
         if local is None:
             local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=device)
-        shaping = self.shaping
+        shaping = self.settings.shaping
         bonus, shuffled_accuracy = group_temporal_bonus(
-            correct, self.accelerator.gather(local), group, shaping["temporal_ratio"], shaping["temporal_bonus"]
+            correct, self.accelerator.gather(local), group, shaping.temporal_ratio, shaping.temporal_bonus
         )
         if not torch.isnan(shuffled_accuracy).all():
             log_metric(self, "temporal/shuffled_accuracy", shuffled_accuracy.nanmean().item())
