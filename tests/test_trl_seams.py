@@ -82,7 +82,7 @@ INTERNALS = {
     "trl:GRPOTrainer.create_model_card": ("call", None),  # replaced on the script's trainers (cards.record_run)
     "trl:GRPOTrainer.environment_factories": ("instance", None),  # prompt_tools: environments or plain tools
     "trl:GRPOTrainer._env_tools": ("instance", None),  # prompt_tools: each environment's tools
-    "trl:GRPOTrainer._batch_environments": ("instance", None),  # prompt_tools: each row's environment
+    "trl:GRPOTrainer._multi_environment": ("instance", None),  # prompt_tools: a dict of environment factories
     # call_reward_functions: trl's reward call for the T-GRPO shuffled rollouts, on this process's rows only (trl's
     # module-level `gather` made the identity) and out of the logs.
     "trl.trainer.grpo_trainer:gather": ("call", None),

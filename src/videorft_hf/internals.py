@@ -333,22 +333,20 @@ def replace_model_card(trainer, create_model_card) -> None:
     trainer.create_model_card = create_model_card
 
 
-def prompt_tools(trainer, rows: int) -> list[list | None]:
-    """The tools each prompt of the generation batch is rendered with, as trl 1.16's `_tokenize_prompts` picks them:
-    with an `environment_factory`, the tools of each row's environment (its standalone tools plus the environment's
-    methods); otherwise the trainer's tools. `None` where there are none (trl: no tool boilerplate for `tools=[]`).
+def prompt_tools(trainer, rows: Sequence[Mapping[str, Any]]) -> list[list | None]:
+    """The tools each row's prompt is rendered with, as trl 1.16's `_tokenize_prompts` picks them: with an
+    `environment_factory`, the tools of the row's environment (its standalone tools plus the environment's methods;
+    with a dict of factories, the environment its `environment` column names, as trl picks `_batch_environments`);
+    otherwise the trainer's tools. `None` where there are none (as trl: no tool boilerplate for `tools=[]`).
 
     Args:
-        trainer: a trl `GRPOTrainer` inside `_generate_and_score_completions` (trl has picked the batch's
-            environments).
-        rows: rows in the batch.
+        trainer: a trl `GRPOTrainer`.
+        rows: the generation batch's dataset rows.
     """
-    if getattr(trainer, "environment_factories", None) is not None:
-        names = trainer._batch_environments
-        if len(names) != rows:
-            raise RuntimeError(f"{len(names)} environments picked for a batch of {rows} prompts.")
-        return [trainer._env_tools[name] or None for name in names]
-    return [trainer.tools or None] * rows
+    if getattr(trainer, "environment_factories", None) is None:
+        return [trainer.tools or None] * len(rows)
+    names = [row.get("environment") if trainer._multi_environment else None for row in rows]
+    return [trainer._env_tools[name] or None for name in names]
 
 
 @contextmanager

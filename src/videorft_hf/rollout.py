@@ -51,7 +51,8 @@ Example:
     engine = RolloutEngine(model, dtype=torch.bfloat16, compile=torch.cuda.is_available())
     config = GenerationConfig(max_new_tokens=256, do_sample=True, temperature=1.0, top_p=0.95,
                               eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=vision_placeholder_ids)
-    out = engine.rollout(prompt_ids, prompt_mask, vision_rows, generation_config=config, return_logprobs=True)
+    out = engine.rollout(prompt_ids, prompt_mask, vision_rows, generation_config=config, groups=group_ids,
+                         return_logprobs=True)
     out.sequences, out.logprobs            # (rows, prompt + steps), (rows, steps)
     engine.refresh()                      # after each optimizer step (or engine.refresh_after(optimizer) once)
     ```
@@ -71,7 +72,6 @@ import torch
 from . import internals
 from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import VISION_KEYS, collate_vision, mm_token_type_ids
-from .prompt_sharing import group_rows
 
 __all__ = [
     "GenerationWeights",
@@ -533,7 +533,7 @@ class RolloutEngine:
     Example:
         ```python
         engine = RolloutEngine(model, compile=False)
-        out = engine.rollout(input_ids, attention_mask, vision_rows, generation_config=config)
+        out = engine.rollout(input_ids, attention_mask, vision_rows, generation_config=config, groups=group_ids)
         completions = out.sequences[:, input_ids.size(1):]
         ```
     """
@@ -741,7 +741,7 @@ class RolloutEngine:
         vision_rows: Sequence[Mapping[str, Any] | None] | None = None,
         *,
         generation_config,
-        groups: Sequence[int] | None = None,
+        groups: Sequence[int],
         return_logprobs: bool = False,
         output_scores: bool = False,
     ) -> Rollout:
@@ -753,8 +753,8 @@ class RolloutEngine:
             vision_rows: per row, its processor outputs (`pixel_values`, `image_grid_thw`, `pixel_values_videos`,
                 `video_grid_thw`, `second_per_grid_ts`; any subset) or None (default: no media).
             generation_config: a `transformers.GenerationConfig` (resolved as `generate` resolves it).
-            groups: group index per row (rows of one prompt with the same media); found with
-                `prompt_sharing.group_rows` when None.
+            groups: group id per row (the rows of one prompt with its media, fixed where the batch was built:
+                `prompt_sharing.generation_groups` in the trainer); each group is prefilled once.
             return_logprobs: also return the processed log-probs of the sampled tokens.
             output_scores: also return the processed scores of every step.
 
@@ -872,8 +872,6 @@ class RolloutEngine:
         )
 
     def _groups(self, input_ids, attention_mask, vision_rows, groups) -> list[int]:
-        if groups is None:
-            return group_rows(input_ids, attention_mask, vision_rows)
         groups = [int(g) for g in groups]
         if len(groups) != input_ids.size(0):
             raise UnsupportedGenerationError(f"{len(groups)} group indices for {input_ids.size(0)} prompts.")
@@ -894,7 +892,9 @@ class RolloutEngine:
 
         Takes what `generate` takes on those paths: left-padded `input_ids` and `attention_mask`, the collated vision
         tensors (split per row with `split_vision`) or per-row `vision_rows`, `mm_token_type_ids` (recomputed, so
-        ignored), a `generation_config` and generation settings as keywords (applied to a copy of it).
+        ignored), a `generation_config` and generation settings as keywords (applied to a copy of it). `groups`, the
+        rows' group ids, lets each group's prompt be prefilled once; without them every row is prefilled on its own,
+        as `generate` does.
 
         Returns:
             The `prompt + completion` sequences, or a `GenerateDecoderOnlyOutput` (sequences, and scores with
@@ -919,6 +919,7 @@ class RolloutEngine:
         if vision_rows is None and vision:
             vision_rows = split_vision(input_ids, vision, image_token_id=self._token_ids[0],
                                        video_token_id=self._token_ids[1], merge_size=self._merge_size)
+        groups = range(input_ids.size(0)) if groups is None else groups
         out = self.rollout(input_ids, attention_mask, vision_rows, generation_config=config, groups=groups,
                            output_scores=bool(config.output_scores and config.return_dict_in_generate))
         if config.return_dict_in_generate:
