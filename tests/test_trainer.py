@@ -734,6 +734,8 @@ def test_vllm_server_mode_two_processes(tmp_path, media, model_dirs):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["completions"] == rank1["completions"] == 4
+    # each row's group, fixed where the batch was built: global ids, as trl's sampler laid the rows out over ranks
+    assert (rank0["group_ids"], rank1["group_ids"]) == ([0, 0, 1, 1], [2, 2, 3, 3])
     assert rank0["renders"] == 3  # two videos from rank 0, one image from rank 1
     placed = sorted(repr(g["placed"]) for g in rank0["server"])
     assert placed == sorted([repr({}), repr({"image": [True]}), repr({"video": [True]}), repr({"video": [True]})])
