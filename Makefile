@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -m "not slow and not gpu and not vllm"
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: venv venv-vllm test test-all test-distributed test-vllm lint bench bench-gpu demo help-specs clean
+.PHONY: venv venv-vllm test test-all test-distributed test-vllm test-transformers-range lint bench bench-gpu demo help-specs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,29 @@ venv-vllm: $(VLLM_VENV)/.installed
 test-vllm: venv-vllm
 	PYTHONPATH=tests/vllm_cpu_site HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
+# The supported transformers range (pyproject.toml: >=5.6,<6) at both ends: the library-internals, position,
+# prompt-sharing, trainer, rollout-engine and SFT tests on the oldest release that works (5.6.0) and on the newest
+# (5.25.0), each in an environment of its own (`.venv-transformers-<version>`: the package with its dev extras and that
+# release, as a user installs it). About 8 minutes with the installs, 3 without.
+TRANSFORMERS_RANGE ?= 5.6.0 5.25.0
+RANGE_TESTS ?= tests/test_trl_seams.py tests/test_positions.py tests/test_prompt_sharing.py tests/test_trainer.py \
+	tests/test_rollout.py tests/test_sft.py
+
+.venv-transformers-%/.installed: pyproject.toml
+	rm -rf .venv-transformers-$*
+	$(PYTHON) -m venv .venv-transformers-$*
+	.venv-transformers-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-transformers-$*/bin/python -m pip install --quiet "torch<=2.14.1" "torchvision<=0.29.1"
+	.venv-transformers-$*/bin/python -m pip install --quiet -e ".[dev]" "transformers==$*"
+	touch $@
+
+test-transformers-range: $(foreach version,$(TRANSFORMERS_RANGE),.venv-transformers-$(version)/.installed)
+	@for version in $(TRANSFORMERS_RANGE); do \
+		echo "transformers $$version: $(RANGE_TESTS)"; \
+		HF_HUB_OFFLINE=1 .venv-transformers-$$version/bin/python -m pytest -q -m "not slow and not gpu and not vllm" \
+			$(RANGE_TESTS) || exit 1; \
+	done
+
 lint: venv
 	$(BIN)/ruff check src tests benchmarks dataset_scripts
 
@@ -59,7 +82,7 @@ bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .venv-transformers-* build dist src/*.egg-info .pytest_cache
 
 # GPU only (467 s on one H200, 2026-11-29); `make bench-gpu ARGS=--tiny` runs the same pipeline on CPU at tiny sizes.
 bench-gpu: venv

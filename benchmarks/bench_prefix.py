@@ -48,7 +48,8 @@ GROUP_SIZE = 8
 
 
 def build_batch(model, processor, videos: list[str], completion: int, seed: int = 0):
-    """trl's layout for len(videos) prompts x G completions: input_ids, attention_mask, per-row vision, prompt ids."""
+    """trl's layout for len(videos) prompts x G completions, rows shuffled as trl shuffles them: input_ids,
+    attention_mask, per-row vision, prompt ids and each row's group."""
     config = model_sampling_config(VideoSamplingConfig.from_preset("videorft-train"), model.config, processor)
     rng = torch.Generator().manual_seed(seed)
     prompt_ids, vision_rows = [], []
@@ -61,6 +62,7 @@ def build_batch(model, processor, videos: list[str], completion: int, seed: int 
         vision_rows += [vision] * GROUP_SIZE
     order = torch.randperm(len(prompt_ids), generator=rng).tolist()
     prompt_ids, vision_rows = [prompt_ids[i] for i in order], [vision_rows[i] for i in order]
+    groups = [i // GROUP_SIZE for i in order]
     width = max(map(len, prompt_ids))
     lengths = torch.randint(completion // 2, completion + 1, (len(prompt_ids),), generator=rng).tolist()
     pad = processor.tokenizer.pad_token_id
@@ -69,7 +71,7 @@ def build_batch(model, processor, videos: list[str], completion: int, seed: int 
         tokens = torch.randint(0, 250, (length,), generator=rng).tolist()
         input_ids.append([pad] * (width - len(ids)) + ids + tokens + [pad] * (completion - length))
         mask.append([0] * (width - len(ids)) + [1] * (len(ids) + length) + [0] * (completion - length))
-    return torch.tensor(input_ids), torch.tensor(mask), vision_rows, prompt_ids
+    return torch.tensor(input_ids), torch.tensor(mask), vision_rows, prompt_ids, groups
 
 
 def build_model(kind: str, device: str):
@@ -120,7 +122,8 @@ def saved_for_backward_mib(run) -> float:
     return sum(seen.values()) / 2**20
 
 
-def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, new_tokens, repeats) -> dict[str, Any]:
+def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, groups, new_tokens,
+                    repeats) -> dict[str, Any]:
     """Best-of-`repeats` seconds of greedy `generate` for the batch's prompts, prefilled once per unique prompt and
     per row; the sequences must agree."""
     seconds: dict[str, list[float]] = {"shared": [], "per_row": []}
@@ -132,7 +135,8 @@ def time_generation(model, processor, prompt_ids, prompt_mask, vision_rows, new_
                 _synchronize()
                 start = time.perf_counter()
                 sequences[name] = generate_with_shared_prefill(
-                    model, prompt_ids, prompt_mask, vision_rows, share=name == "shared", max_new_tokens=new_tokens,
+                    model, prompt_ids, prompt_mask, vision_rows, groups=groups, share=name == "shared",
+                    max_new_tokens=new_tokens,
                     min_new_tokens=new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
                 )
                 _synchronize()
@@ -222,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             str(write_test_video(os.path.join(tmp, f"clip{i}.mp4"), num_frames=16, fps=2.0, width=320, height=240))
             for i in range(args.prompts)
         ]
-        input_ids, mask, vision_rows, prompt_ids = build_batch(model, processor, videos, args.completion)
+        input_ids, mask, vision_rows, prompt_ids, groups = build_batch(model, processor, videos, args.completion)
         input_ids, mask = input_ids.to(args.device), mask.to(args.device)
         trainer = time_trainer_steps(videos, args.completion, args.trainer_steps) if args.trainer_steps else None
     keep = args.completion
@@ -237,9 +241,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     model.model.visual.register_forward_hook(count)
     paths = {
-        "shared": lambda: shared_prompt_logps(model, input_ids, mask, keep, vision_rows, compute_entropy=True),
+        "shared": lambda: shared_prompt_logps(model, input_ids, mask, keep, vision_rows, groups=groups,
+                                              compute_entropy=True),
         "per_row": lambda: shared_prompt_logps(
-            model, input_ids, mask, keep, vision_rows, compute_entropy=True, share=False
+            model, input_ids, mask, keep, vision_rows, groups=groups, compute_entropy=True, share=False
         ),
     }
     seconds: dict[str, list[float]] = {name: [] for name in paths}
@@ -274,11 +279,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {"max": delta.max().item(), "mean": delta.mean().item()}
     prompts, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
     new_tokens = args.generation_tokens or keep
-    generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, new_tokens, args.repeats)
+    generation = time_generation(model, processor, prompts, prompt_mask, vision_rows, groups, new_tokens,
+                                 args.repeats)
     for name in ("shared", "per_row"):  # the tower's patches per generate call
         patches = 0
         generate_with_shared_prefill(
-            model, prompts, prompt_mask, vision_rows, share=name == "shared",
+            model, prompts, prompt_mask, vision_rows, groups=groups, share=name == "shared",
             max_new_tokens=1, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
         )
         generation["vision_patches"][name] = patches
@@ -318,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # float32 (the model cast in place, at the end), so that the shared path's error reads against trl's own.
         model.float()
         with torch.no_grad():
-            exact = shared_prompt_logps(model, input_ids, mask, keep, vision_rows, share=False).logps
+            exact = shared_prompt_logps(model, input_ids, mask, keep, vision_rows, groups=groups, share=False).logps
         figures["logp_error_vs_fp32"] = {name: differences(results[name], exact) for name in ("shared", "per_row")}
     if args.json:
         import json

@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from videorft_hf.prompt_sharing import generation_groups  # noqa: E402
 from videorft_hf.rollout import RolloutEngine  # noqa: E402
 from videorft_hf.testing import build_tiny_vlm  # noqa: E402
 
@@ -106,18 +107,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=NEVER,
     )
     rows = input_ids.size(0)
+    groups = generation_groups(rows, args.group)  # each prompt's rows one after another
     paths = {
         "generate": lambda: model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                            generation_config=config),
     }
     engine = RolloutEngine(model)
-    paths["engine"] = lambda: engine.rollout(input_ids, attention_mask, generation_config=config).sequences
+    paths["engine"] = lambda: engine.rollout(input_ids, attention_mask, generation_config=config,
+                                             groups=groups).sequences
     figures: dict[str, Any] = {"rows": rows, "new_tokens": args.new_tokens, "prompt_width": input_ids.size(1),
                                "layers": args.layers, "threads": args.threads}
     if not args.no_compile:
         compiled = RolloutEngine(model, compile=True)
         figures["compile_seconds"] = compiled.warmup(rows, input_ids.size(1) + args.new_tokens)
-        paths["compiled"] = lambda: compiled.rollout(input_ids, attention_mask, generation_config=config).sequences
+        paths["compiled"] = lambda: compiled.rollout(input_ids, attention_mask, generation_config=config,
+                                                     groups=groups).sequences
 
     with torch.no_grad():
         *_, reference = _timed(paths["generate"], args.device)  # warm-up, and the tokens the others must match

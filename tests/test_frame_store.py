@@ -112,10 +112,10 @@ def test_interrupted_write_leaves_a_consistent_store(tmp_path, clips):
     store.put(clips[0], CONFIG, *fresh(clips[0]))
     store.flush()
     store.put(clips[1], CONFIG, *fresh(clips[1]))  # written to the shard, never committed: the process "dies"
-    shard = store._writer_name
-    store._writer.write(b"torn half of a blob")
-    store._writer.flush()
     del store
+    shard, = (path.name for path in (tmp_path / "store" / "shards").iterdir())
+    with open(tmp_path / "store" / "shards" / shard, "ab") as stream:  # and its last write was torn
+        stream.write(b"torn half of a blob")
 
     reopened = FrameStore(tmp_path / "store")
     assert len(reopened) == 1 and reopened.get(clips[1], CONFIG) is None

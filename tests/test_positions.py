@@ -21,7 +21,7 @@ from trl.trainer.utils import add_fused_lm_head
 from videorft_hf.internals import apply_position_rule, has_position_rule
 from videorft_hf.positions import PositionRule, rope_index
 from videorft_hf.processing import encode_prompt, mm_token_type_ids, render_prompt
-from videorft_hf.prompt_sharing import generate_with_shared_prefill, shared_prompt_logps
+from videorft_hf.prompt_sharing import generate_with_shared_prefill, generation_groups, shared_prompt_logps
 from videorft_hf.testing import build_tiny_vlm, build_tiny_vlm_config, make_index_frames
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -397,7 +397,8 @@ def test_shared_and_per_row_log_prob_passes_follow_the_rule(family):
     width = input_ids.size(1) - keep
     for share in (True, False):
         with torch.no_grad():
-            result = shared_prompt_logps(fused, input_ids, mask, keep, visions, share=share)
+            result = shared_prompt_logps(fused, input_ids, mask, keep, visions, share=share,
+                                         groups=generation_groups(input_ids.size(0), 2))
         assert result.stats.shared is share, result.stats.reason
         for row, logps in enumerate(expected):
             start = int(mask[row, :width].sum())  # real prompt tokens: the completion's first is scored at start - 1
@@ -418,7 +419,8 @@ def test_shared_prefill_generation_continues_by_the_rule():
     visions = [v for _, v in rows]
     steps = 3
     with CapturedPositions(model) as seen:
-        out = generate_with_shared_prefill(model, input_ids, mask, visions, max_new_tokens=steps,
+        out = generate_with_shared_prefill(model, input_ids, mask, visions, groups=generation_groups(len(rows), 2),
+                                           max_new_tokens=steps,
                                            min_new_tokens=steps, do_sample=False, output_logits=True,
                                            return_dict_in_generate=True)
     first = [f for _, f in reference_batch(input_ids, mask, model.config, **grid_kwargs(vision_batch(visions)))]
@@ -528,7 +530,7 @@ def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
 
     from videorft_hf.configs import VideoGRPOConfig
     from videorft_hf.testing import save_tiny_vlm, write_test_video
-    from videorft_hf.trainer import GenerationMedia, VideoGRPOTrainer
+    from videorft_hf.trainer import VideoGRPOTrainer
 
     path = str(save_tiny_vlm("qwen2_5_vl", tmp_path / "model"))
     video = str(write_test_video(tmp_path / "long.mp4", num_frames=240, fps=8, width=56, height=56))
@@ -544,8 +546,7 @@ def test_grpo_trainer_policy_and_reference_passes_follow_the_rule(tmp_path):
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
     assert has_position_rule(trainer.model) and has_position_rule(trainer.ref_model)
     processor = trainer.processing_class
-    batch = GenerationMedia(trainer._load_media(rows))
-    with trainer._media_scope(batch), torch.no_grad():
+    with trainer.generation_batch(rows) as batch, torch.no_grad():
         (ids,), _, _ = trainer._tokenize_prompts([rows[0]["prompt"]])
         vision = batch.vision[0]
         assert vision["second_per_grid_ts"].tolist() == [3.75]

@@ -175,7 +175,7 @@ def test_grpo_full_fine_tuning_of_a_bf16_model_object_keeps_every_update(media, 
 
 def test_without_the_rule_most_updates_are_lost(media, tmp_path, monkeypatch):
     # The same run with the rule switched off: the test above would fail.
-    monkeypatch.setattr("videorft_hf.trainer.keep_updates", lambda model, args: [])
+    monkeypatch.setattr("videorft_hf.trainer.keep_updates", lambda model, args, **kwargs: [])
     model = AutoModelForImageTextToText.from_pretrained(media / "bf16", dtype=torch.bfloat16)
     trainer = VideoGRPOTrainer(model, [parity_reward], args=grpo_args(tmp_path, FULL_LR), train_dataset=grpo_rows(media))
     shares = train_grpo(trainer)

@@ -18,7 +18,7 @@ from videorft_hf.processing import (
 )
 from videorft_hf.prompt_sharing import (
     generate_with_shared_prefill,
-    group_rows,
+    generation_groups,
     keep_groups_together,
     plan_chunks,
     shared_prompt_logps,
@@ -52,7 +52,8 @@ def row(kind, text, path=None):
 
 def rollout(model, processor, rows, generations=G, seed=0, shuffle=True):
     """trl's batch layout for `rows` x `generations` random completions: left-padded prompts, right-padded
-    completions; per-row vision tensors (rows of one prompt share one dict, as the trainer hands them out)."""
+    completions; per-row vision tensors (rows of one prompt share one dict, as the trainer hands them out) and each
+    row's group (fixed before the shuffle, as the trainer fixes it)."""
     config = model_sampling_config(SAMPLING, model.config, processor)
     rng = torch.Generator().manual_seed(seed)
     prompts, visions, completions = [], [], []
@@ -72,7 +73,8 @@ def rollout(model, processor, rows, generations=G, seed=0, shuffle=True):
         p, c = prompts[i], completions[i]
         ids.append([pad] * (width - len(p)) + p + c + [pad] * (keep - len(c)))
         masks.append([0] * (width - len(p)) + [1] * (len(p) + len(c)) + [0] * (keep - len(c)))
-    return torch.tensor(ids), torch.tensor(masks), keep, [visions[i] for i in order]
+    groups = [i // generations for i in order]
+    return torch.tensor(ids), torch.tensor(masks), keep, [visions[i] for i in order], groups
 
 
 class _WithVision:
@@ -110,11 +112,12 @@ def gradients(model, logps, entropies, mask, keep):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def assert_equal_results(model, input_ids, mask, keep, visions, batch_size=None, grads=True):
+def assert_equal_results(model, input_ids, mask, keep, visions, groups, batch_size=None, grads=True):
     """Shared and per-row log-probs, entropies (1e-5) and gradients (1e-4 relative) agree; returns the stats."""
     ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions, batch_size)
     ref_grads = gradients(model, ref_logps, ref_entropies, mask, keep) if grads else None
-    result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=batch_size, compute_entropy=True)
+    result = shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups, batch_size=batch_size,
+                                 compute_entropy=True)
     torch.testing.assert_close(result.logps, ref_logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(result.entropies, ref_entropies, atol=1e-5, rtol=0)
     assert (result.logps[mask[:, -keep:] == 0] == 0).all()
@@ -158,20 +161,15 @@ class TowerCounter:
 
 
 # ---------------------------------------------------------------------------------------------- planning
-def test_group_rows_compares_tokens_and_media():
-    ids = torch.tensor([[0, 5, 6], [5, 6, 7], [0, 5, 6], [0, 5, 6]])
-    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]])
-    a = {"pixel_values": torch.ones(2, 3)}
-    same_values = {"pixel_values": torch.ones(2, 3)}
-    other = {"pixel_values": torch.zeros(2, 3)}
-    assert group_rows(ids, mask, [a, None, same_values, other]) == [0, 1, 0, 2]
-    # the same tokens behind different padding are one prompt
-    assert group_rows(torch.tensor([[9, 5, 6], [5, 6, 7]])[:, :2], torch.tensor([[0, 1], [1, 1]]), [None, None]) == [
-        0,
-        1,
-    ]
-    with pytest.raises(ValueError, match="3 vision rows for 4 prompts"):
-        group_rows(ids, mask, [None] * 3)
+def test_generation_groups_follow_trls_sampler_across_processes():
+    """trl's sampler repeats each prompt G times one after another and each process takes a consecutive slice: the
+    ids are global, so a group split between two processes has one id on both, and the gathered ids are blocks."""
+    assert generation_groups(6, 3) == [0, 0, 0, 1, 1, 1]
+    assert generation_groups(4, 8, process_index=0) == generation_groups(4, 8, process_index=1) == [0] * 4
+    gathered = [g for rank in range(3) for g in generation_groups(4, 6, process_index=rank)]
+    assert gathered == [i // 6 for i in range(12)]  # what trl's view(-1, G) over the gathered rows assumes
+    with pytest.raises(ValueError):
+        generation_groups(4, 0)
 
 
 def test_plan_chunks_keeps_groups_together_and_splits_what_does_not_fit():
@@ -189,12 +187,12 @@ def test_equals_trl_per_row_for_mixed_shuffled_batches(media, family):
     """Video (two clips behind identical prompt ids), image and text prompts of different lengths, G rows each,
     shuffled: log-probs, entropies and gradients equal trl's; the vision tower sees each medium once."""
     model, processor = tiny(family)
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media))
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media))
     prompt_lengths = mask[:, :-keep].sum(1).unique()
     assert len(prompt_lengths) == 3 and (mask[:, 0] == 0).any()  # left padding: two clips share one length
 
     tower = TowerCounter(model)
-    stats = assert_equal_results(model, input_ids, mask, keep, visions)
+    stats = assert_equal_results(model, input_ids, mask, keep, visions, groups)
     per_row_patches = sum(patches(v) for v in visions)
     assert tower.patches == per_row_patches + per_row_patches // G  # the per-row pass, then each medium once
     assert stats.shared and stats.groups == 4 and stats.rows == 4 * G
@@ -207,15 +205,14 @@ def test_equals_trl_per_row_for_mixed_shuffled_batches(media, family):
 def test_a_micro_batch_that_splits_groups(media):
     """`batch_size` rows per pass: groups split across passes each compute their prompt once per pass."""
     model, processor = tiny("qwen2_5_vl")
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], generations=4, seed=1)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[:3], generations=4, seed=1)
     tower = TowerCounter(model)
     with torch.no_grad():
-        result = shared_prompt_logps(model, input_ids, mask, keep, visions, batch_size=5)
+        result = shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups, batch_size=5)
     assert tower.patches == result.stats.vision_patches
     ref, _ = trl_logps(model, input_ids, mask, keep, visions, batch_size=5)
     torch.testing.assert_close(result.logps, ref, atol=1e-5, rtol=0)
     # 12 rows, 3 groups of 4, 5 rows a pass: [g0 x4, g1 x1], [g1 x3, g2 x2], [g2 x2]
-    groups = group_rows(input_ids[:, :-keep], mask[:, :-keep], visions)
     chunks = plan_chunks(groups, 5)
     assert [[len(rows) for _, rows in c.segments] for c in chunks] == [[4, 1], [3, 2], [2]]
     expected = sum(patches(visions[rows[0]]) for c in chunks for _, rows in c.segments)
@@ -238,30 +235,29 @@ def test_gradient_checkpointing_and_lora(media):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=2)
-    assert_equal_results(model, input_ids, mask, keep, visions)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[1:], seed=2)
+    assert_equal_results(model, input_ids, mask, keep, visions, groups)
     assert any("lora" in n and p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters())
 
 
 def test_eager_attention(media):
     model, processor = tiny("qwen2_vl", attn_implementation="eager")
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1] + mixed_rows(media)[2:3])
-    assert_equal_results(model, input_ids, mask, keep, visions, grads=False)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[:1] + mixed_rows(media)[2:3])
+    assert_equal_results(model, input_ids, mask, keep, visions, groups, grads=False)
 
 
 # ---------------------------------------------------------------------------------------------- fallbacks
 def test_per_row_path_where_sharing_cannot_apply(media):
     model, processor = tiny("qwen2_5_vl")
-    text_ids, text_mask, text_keep, text_visions = rollout(model, processor, [row(None, "Hi"), row(None, "Count.")])
-    singles = rollout(model, processor, mixed_rows(media)[:3], generations=1)
-    shared = rollout(model, processor, mixed_rows(media)[:2], generations=2)
-    groups = group_rows(shared[0][:, : -shared[2]], shared[1][:, : -shared[2]], shared[3])
+    *text, text_groups = rollout(model, processor, [row(None, "Hi"), row(None, "Count.")])
+    *singles, single_groups = rollout(model, processor, mixed_rows(media)[:3], generations=1)
+    *shared, groups = rollout(model, processor, mixed_rows(media)[:2], generations=2)
     cases = [
-        ((text_ids, text_mask, text_keep, text_visions), {}, "no row has media"),
-        (singles, {}, "no prompt has two rows"),
-        (shared, {"share": False}, "share=False"),
-        (shared, {"groups": list(range(4))}, "no prompt has two rows"),  # explicit groups of one
-        (shared, {"groups": [10 + g for g in groups]}, ""),  # explicit groups, any labels
+        (text, {"groups": text_groups}, "no row has media"),
+        (singles, {"groups": single_groups}, "no prompt has two rows"),
+        (shared, {"groups": groups, "share": False}, "share=False"),
+        (shared, {"groups": list(range(4))}, "no prompt has two rows"),  # groups of one
+        (shared, {"groups": [10 + g for g in groups]}, ""),  # any labels
     ]
     for (input_ids, mask, keep, visions), kwargs, reason in cases:
         with torch.no_grad():
@@ -277,17 +273,17 @@ def test_per_row_path_where_sharing_cannot_apply(media):
 
 def test_typed_errors(media):
     model, processor = build_tiny_vlm("qwen2_vl")
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:1], generations=2)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[:1], generations=2)
     with pytest.raises(TypeError, match="needs trl's fused LM head"):
-        shared_prompt_logps(model, input_ids, mask, keep, visions)
+        shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups)
     add_fused_lm_head(model)  # log-probs only
     with pytest.raises(ValueError, match="computes no entropy"):
-        shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True)
+        shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups, compute_entropy=True)
     with pytest.raises(ValueError, match="1 vision rows for a batch of 2 sequences"):
-        shared_prompt_logps(model, input_ids, mask, keep, visions[:1])
+        shared_prompt_logps(model, input_ids, mask, keep, visions[:1], groups=groups)
     with pytest.raises(ValueError, match="1 group indices for a batch of 2"):
         shared_prompt_logps(model, input_ids, mask, keep, visions, groups=[0])
-    two = rollout(model, processor, mixed_rows(media)[:2], generations=1)
+    *two, _ = rollout(model, processor, mixed_rows(media)[:2], generations=1)
     with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7 but their prompts or media differ"):
         shared_prompt_logps(model, *two, groups=[7, 7])
     with pytest.raises(ValueError, match="Rows 0 and 1 are both in group 7"):
@@ -299,12 +295,12 @@ def test_bf16_autocast_adds_no_error_beyond_bf16s_own(media, attn_implementation
     """fp32 weights under bf16 autocast, as the trainer runs: sharing is no further from the fp32 result than the
     per-row path in the same precision is."""
     model, processor = tiny("qwen2_5_vl", attn_implementation=attn_implementation)
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[:3], seed=4)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[:3], seed=4)
     with torch.no_grad():
         exact, _ = trl_logps(model, input_ids, mask, keep, visions)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             per_row, _ = trl_logps(model, input_ids, mask, keep, visions)
-            result = shared_prompt_logps(model, input_ids, mask, keep, visions)
+            result = shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups)
     assert result.stats.shared
     bf16_error = (per_row - exact).abs().max()
     assert 0 < bf16_error < 0.2
@@ -318,7 +314,7 @@ def test_generation_prefills_each_prompt_once(media, family):
     from transformers import GenerationConfig
 
     model, processor = build_tiny_vlm(family)
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media), seed=5)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media), seed=5)
     prompt_ids, prompt_mask = input_ids[:, :-keep], mask[:, :-keep]
     config = GenerationConfig(
         max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=None,
@@ -327,10 +323,11 @@ def test_generation_prefills_each_prompt_once(media, family):
     tower = TowerCounter(model)
     with torch.no_grad():
         reference = generate_with_shared_prefill(
-            model, prompt_ids, prompt_mask, visions, share=False, generation_config=config
+            model, prompt_ids, prompt_mask, visions, groups=groups, share=False, generation_config=config
         )
         per_row_patches, tower.patches = tower.patches, 0
-        shared = generate_with_shared_prefill(model, prompt_ids, prompt_mask, visions, generation_config=config)
+        shared = generate_with_shared_prefill(model, prompt_ids, prompt_mask, visions, groups=groups,
+                                              generation_config=config)
     assert torch.equal(shared.sequences, reference.sequences)
     assert len(set(map(tuple, reference.sequences[:, -8:].tolist()))) > 1  # prompts lead to different completions
     for ours, theirs in zip(shared.scores, reference.scores, strict=True):
@@ -361,11 +358,11 @@ def test_qlora_under_bf16_autocast(media, tmp_path):
                 torch.nn.init.normal_(parameter, std=0.05)
     add_fused_lm_head(model.get_base_model(), temperature=TEMPERATURE, outputs=("log_probs", "entropy"))
     model.train()
-    input_ids, mask, keep, visions = rollout(model, processor, mixed_rows(media)[1:], seed=6)
+    input_ids, mask, keep, visions, groups = rollout(model, processor, mixed_rows(media)[1:], seed=6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref_logps, ref_entropies = trl_logps(model, input_ids, mask, keep, visions)
         ref_grads = gradients(model, ref_logps, ref_entropies, mask, keep)
-        result = shared_prompt_logps(model, input_ids, mask, keep, visions, compute_entropy=True)
+        result = shared_prompt_logps(model, input_ids, mask, keep, visions, groups=groups, compute_entropy=True)
         grads = gradients(model, result.logps, result.entropies, mask, keep)
     assert result.stats.shared and getattr(model, "is_loaded_in_4bit", False)
     assert (result.logps - ref_logps).abs().max() < 0.02  # bf16 rounding: 3e-3 measured; log-probs are about -6
@@ -467,7 +464,7 @@ def test_groups_are_kept_together_only_where_the_update_is_unchanged(media, tmp_
     def keeps(**kwargs):
         args = VideoGRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4,
                                report_to=[], use_cpu=True, bf16=False, **kwargs)
-        return VideoGRPOTrainer(str(model_dir), [_parity_reward], args=args, train_dataset=dataset)._keeps_groups_together()
+        return VideoGRPOTrainer(str(model_dir), [_parity_reward], args=args, train_dataset=dataset).keeps_groups_together
 
     assert keeps(gradient_accumulation_steps=2, loss_type="grpo")
     assert keeps(gradient_accumulation_steps=2, loss_type="dapo")

@@ -811,10 +811,11 @@ class TestShaping:
     def test_length_bonus_needs_several_correct_in_the_group_and_a_length_in_range(self):
         correct = torch.tensor([True, True, True, False, True, False, True, True])
         lengths = torch.tensor([320, 512, 600, 400, 400, 400, 319, 513])
-        bonus = group_length_bonus(correct, lengths, 4, min_tokens=320, max_tokens=512, value=0.2)
+        groups = torch.arange(8) // 4
+        bonus = group_length_bonus(correct, lengths, groups, min_tokens=320, max_tokens=512, value=0.2)
         # group 1: three correct, the 600-token one out of range; group 2: three correct, 319 and 513 out of range
         assert bonus.tolist() == pytest.approx([0.2, 0.2, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0])
-        lone = group_length_bonus(torch.tensor([True, False]), torch.tensor([400, 400]), 2, 320, 512, 0.2)
+        lone = group_length_bonus(torch.tensor([True, False]), torch.tensor([400, 400]), torch.tensor([0, 0]), 320, 512, 0.2)
         assert lone.tolist() == [0.0, 0.0]  # one correct completion alone earns nothing
 
     def test_temporal_bonus_compares_ordered_and_shuffled_rates(self):
@@ -823,10 +824,29 @@ class TestShaping:
         counts = torch.tensor(
             [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
         )
-        bonus, shuffled_accuracy = group_temporal_bonus(correct, counts, 2, ratio=0.8, value=0.3)
+        bonus, shuffled_accuracy = group_temporal_bonus(correct, counts, torch.arange(8) // 2, ratio=0.8, value=0.3)
         # p = 1 >= 0.8 * 1; p = 0.5 < 0.8 * 1; p = 1 >= 0.8 * 0.5; no shuffled rollout: nothing, and p~ unknown
         assert bonus.tolist() == pytest.approx([0.3, 0.3, 0.0, 0.0, 0.3, 0.3, 0.0, 0.0])
         assert shuffled_accuracy[:3].tolist() == [1.0, 1.0, 0.5] and math.isnan(shuffled_accuracy[3])
+
+    def test_groups_are_ids_not_blocks(self):
+        """The rows of a group need not be adjacent (trl shuffles them), and two groups stay apart even when their
+        completions come in one block: the bonuses follow the group ids."""
+        correct = torch.tensor([True, True, False, True, True, False, True, True])
+        lengths = torch.tensor([400] * 8)
+        groups = torch.tensor([7, 3, 7, 3, 7, 3, 7, 3])  # two interleaved groups of four
+        bonus = group_length_bonus(correct, lengths, groups, min_tokens=320, max_tokens=512, value=0.2)
+        # group 7 (rows 0, 2, 4, 6): three correct; group 3 (rows 1, 3, 5, 7): three correct
+        assert bonus.tolist() == pytest.approx([0.2, 0.2, 0.0, 0.2, 0.2, 0.0, 0.2, 0.2])
+        lone_pairs = group_length_bonus(torch.tensor([True, False, True, False]), torch.tensor([400] * 4),
+                                        torch.tensor([0, 0, 1, 1]), 320, 512, 0.2)
+        assert lone_pairs.tolist() == [0.0] * 4  # as two groups of two, each has one correct completion
+        # shuffled rollouts credited to group 3's row 1 only: group 7 has none and earns nothing
+        counts = torch.zeros(8, 2)
+        counts[1] = torch.tensor([0.0, 2.0])
+        temporal, shuffled_accuracy = group_temporal_bonus(correct, counts, groups, ratio=0.8, value=0.3)
+        assert temporal.tolist() == pytest.approx([0.0, 0.3, 0.0, 0.3, 0.0, 0.0, 0.0, 0.3])
+        assert shuffled_accuracy[0].item() == 0.0 and math.isnan(shuffled_accuracy[1])  # groups 3, 7 in id order
 
     def test_shuffled_counts_use_the_threshold_they_are_given(self):
         scores, owners = [0.3, 0.05, None, 1.0], [0, 0, 2, 2]

@@ -19,6 +19,7 @@ from videorft_hf.processing import (
     model_sampling_config,
     render_prompt,
 )
+from videorft_hf.prompt_sharing import generation_groups
 from videorft_hf.rollout import (
     GenerationWeights,
     RolloutEngine,
@@ -97,6 +98,11 @@ def batch(model, processor, rows, generations=G):
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     return ids, mask, visions
+
+
+def blocks(ids, generations=G):
+    """The group ids of `batch`'s layout: each prompt's `generations` rows one after another."""
+    return generation_groups(ids.size(0), generations)
 
 
 def reference_generate(model, ids, mask, visions, config):
@@ -220,7 +226,7 @@ def test_greedy_equals_generate(media, family):
     reference = reference_generate(model, ids, mask, visions, config)
     engine = RolloutEngine(model)
     tower = VisionCounter(engine.weights.module.model.visual)
-    out = engine.rollout(ids, mask, visions, generation_config=config, output_scores=True)
+    out = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config, output_scores=True)
     width = ids.size(1)
     assert reference.sequences.shape == (3 * G, width + 32)
     assert_varied(reference.sequences[:, width:])
@@ -241,7 +247,7 @@ def test_positions_follow_qwens_rule_where_transformers_deviates(media):
     ids, mask, visions = batch(model, processor, mixed_rows(media)[:1])
     config = greedy(processor, steps=16)
     as_installed = reference_generate(model, ids, mask, visions, config).sequences
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config)
+    out = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     apply_position_rule(model)
     assert torch.equal(out.sequences, reference_generate(model, ids, mask, visions, config).sequences)
     vision = collate_vision(visions)
@@ -265,7 +271,7 @@ def test_end_of_sequence_per_row(media, stop_check_every):
     config = greedy(processor, steps=24, eos_token_id=eos)
     reference = reference_generate(model, ids, mask, visions, config)
     engine = RolloutEngine(model, stop_check_every=stop_check_every)
-    out = engine.rollout(ids, mask, visions, generation_config=config, return_logprobs=True, output_scores=True)
+    out = engine.rollout(ids, mask, visions, groups=blocks(ids, 1), generation_config=config, return_logprobs=True, output_scores=True)
     assert torch.equal(out.sequences, reference.sequences) and len(out.scores) == len(reference.scores)
     completion = out.sequences[:, ids.size(1):]
     ended = torch.isin(completion, torch.tensor(eos))
@@ -307,7 +313,7 @@ def test_sampling_distributions_equal_generates(media, option):
     settings = {"do_sample": True, "pad_token_id": pad, "eos_token_id": NEVER, "top_k": 0, **SAMPLING_OPTIONS[option]}
     steps = 6
     torch.manual_seed(0)
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=GenerationConfig(
+    out = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=GenerationConfig(
         max_new_tokens=steps, **settings), output_scores=True, return_logprobs=True)
     width = ids.size(1)
     one_step = GenerationConfig(max_new_tokens=1, output_scores=True, return_dict_in_generate=True, **settings)
@@ -335,7 +341,7 @@ def test_same_seed_same_tokens_as_generate(media):
     torch.manual_seed(3)
     reference = reference_generate(model, ids, mask, visions, config)
     torch.manual_seed(3)
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config)
+    out = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert torch.equal(out.sequences, reference)
     assert len(set(map(tuple, reference[:, ids.size(1):].tolist()))) == 3 * G  # a group's rows sample apart
 
@@ -351,7 +357,7 @@ def test_logprobs_equal_a_forward_over_the_completion(media):
                               suppress_tokens=placeholders, pad_token_id=processor.tokenizer.pad_token_id,
                               eos_token_id=NEVER)
     torch.manual_seed(1)
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config, return_logprobs=True)
+    out = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=config, return_logprobs=True)
     model.generation_config.temperature = 0.6
     mask_full = torch.cat([mask, torch.ones_like(out.sequences[:, ids.size(1):])], dim=1)
     extra = collate_vision(visions)
@@ -394,7 +400,7 @@ def test_lora_greedy_equals_generate(media, merge_lora):
     assert not torch.equal(plain.sequences, reference.sequences)  # the adapters matter
     engine = RolloutEngine(model, merge_lora=merge_lora)
     assert engine.weights.mode == ("merged" if merge_lora else "policy")
-    out = engine.rollout(ids, mask, visions, generation_config=config)
+    out = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert torch.equal(out.sequences, reference.sequences)
 
 
@@ -437,7 +443,7 @@ def test_qlora_greedy_equals_generate(media, tiny_checkpoint, merge_lora):
     reference = reference_generate(model, ids, mask, visions, config)
     assert_varied(reference.sequences[:, ids.size(1):])
     engine = RolloutEngine(model, merge_lora=merge_lora)
-    out = engine.rollout(ids, mask, visions, generation_config=config)
+    out = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert torch.equal(out.sequences, reference.sequences)
     if merge_lora:
         assert engine.weights.mode == "merged" and len(engine.weights.merged) > 10
@@ -468,7 +474,7 @@ def test_bf16_is_as_close_to_fp32_as_transformers_bf16(media):
     engine = RolloutEngine(bf16, dtype=torch.bfloat16)
     assert engine.weights.mode == "copies" and all(c.dtype == torch.bfloat16 for _, c in engine.weights.copies)
     config = greedy(processor, steps=16, suppress_tokens=[fp32.config.image_token_id, fp32.config.video_token_id])
-    out = engine.rollout(ids, mask, visions, generation_config=config, return_logprobs=True)
+    out = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config, return_logprobs=True)
     assert out.sequences.dtype == torch.long and out.logprobs.dtype == torch.float32
     width = ids.size(1)
     exact = forward_logprobs(fp32, out.sequences, mask, visions, width)
@@ -501,10 +507,10 @@ def test_weights_that_change_dtype_after_the_engine_is_built(media):
     keep_updates(model, SimpleNamespace(learning_rate=1e-6))
     ids, mask, visions = batch(model, processor, mixed_rows(media)[2:])
     with pytest.raises(UnsupportedGenerationError, match="weights changed dtype since the rollout engine was built"):
-        engine.rollout(ids, mask, visions, generation_config=greedy(processor, steps=2))
+        engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=greedy(processor, steps=2))
     engine.rebuild()
     assert engine.weights.mode == "copies"
-    assert engine.rollout(ids, mask, visions, generation_config=greedy(processor, steps=2)).sequences.shape[1] > 2
+    assert engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=greedy(processor, steps=2)).sequences.shape[1] > 2
 
 
 def test_copies_refresh_in_place_and_equal_the_fp32_weights_rounded():
@@ -575,13 +581,13 @@ def test_static_cache_is_reused_per_shape(media):
     ids, mask, visions = batch(model, processor, mixed_rows(media)[1:])  # 4 rows
     config = greedy(processor, steps=8)
     length = -(-(ids.size(1) + 8) // 64) * 64
-    first = engine.rollout(ids, mask, visions, generation_config=config)
+    first = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert engine.cache_shapes == {4: length} and engine.allocations == 1
-    out = engine.rollout(ids[:3], mask[:3], visions[:3], generation_config=config)  # 3 rows: the same bucket
+    out = engine.rollout(ids[:3], mask[:3], visions[:3], groups=blocks(ids[:3]), generation_config=config)  # 3 rows: the same bucket
     assert engine.cache_shapes == {4: length} and engine.allocations == 1
     assert out.stats.bucket == 4 and out.stats.cache_length == length
     assert torch.equal(out.sequences, first.sequences[:3])  # nothing left over from the previous call
-    engine.rollout(ids, mask, visions, generation_config=greedy(processor, steps=length))  # longer: a new cache
+    engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=greedy(processor, steps=length))  # longer: a new cache
     assert engine.cache_shapes == {4: -(-(ids.size(1) + length) // 64) * 64} and engine.allocations == 2
 
 
@@ -590,7 +596,7 @@ def test_inputs_the_engine_refuses(media):
     engine = RolloutEngine(model)
     ids, mask, visions = batch(model, processor, mixed_rows(media)[1:])
     with pytest.raises(UnsupportedGenerationError, match=r"must end in a real token .* rows \[2, 3\] end in padding"):
-        engine.rollout(ids.flip(1), mask.flip(1), visions, generation_config=greedy(processor))
+        engine.rollout(ids.flip(1), mask.flip(1), visions, groups=blocks(ids.flip(1)), generation_config=greedy(processor))
     flash, _ = build_tiny_vlm("qwen2_5_vl", attn_implementation="eager")
     flash.config.get_text_config()._attn_implementation = "flex_attention"
     with pytest.raises(UnsupportedGenerationError, match="runs sdpa or eager attention; this model uses"):
@@ -610,7 +616,7 @@ def test_eager_attention(media, attn_implementation):
     ids, mask, visions = batch(model, processor, mixed_rows(media))
     config = greedy(processor, steps=12)
     reference = reference_generate(model, ids, mask, visions, config)
-    out = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config)
+    out = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert torch.equal(out.sequences, reference.sequences)
 
 
@@ -622,12 +628,12 @@ def test_compiled_step_equals_eager(media):
     model, processor = tiny()
     ids, mask, visions = batch(model, processor, mixed_rows(media))
     config = greedy(processor, steps=32)
-    eager = RolloutEngine(model).rollout(ids, mask, visions, generation_config=config)
+    eager = RolloutEngine(model).rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     engine = RolloutEngine(model, compile=True)
-    compiled = engine.rollout(ids, mask, visions, generation_config=config)
+    compiled = engine.rollout(ids, mask, visions, groups=blocks(ids), generation_config=config)
     assert torch.equal(compiled.sequences, eager.sequences)
     assert list(engine.compile_seconds) == [(8, 256)] and engine.compile_seconds[(8, 256)] > 0
-    again = engine.rollout(ids[:5], mask[:5], visions[:5], generation_config=config)
+    again = engine.rollout(ids[:5], mask[:5], visions[:5], groups=blocks(ids[:5]), generation_config=config)
     assert torch.equal(again.sequences, eager.sequences[:5]) and len(engine.compile_seconds) == 1
 
 
@@ -640,6 +646,6 @@ def test_compiled_qlora_equals_generate(media, tiny_checkpoint, merge_lora):
     ids, mask, visions = batch(model, processor, mixed_rows(media))
     config = greedy(processor, steps=16)
     reference = reference_generate(model, ids, mask, visions, config)
-    out = RolloutEngine(model, merge_lora=merge_lora, compile=True).rollout(ids, mask, visions,
+    out = RolloutEngine(model, merge_lora=merge_lora, compile=True).rollout(ids, mask, visions, groups=blocks(ids),
                                                                            generation_config=config)
     assert torch.equal(out.sequences, reference.sequences)

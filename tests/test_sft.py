@@ -258,14 +258,38 @@ def test_recipes_parse_with_the_paper_values():
     assert zero2.deepspeed_config["zero_stage"] == 2
 
 
+def test_a_qwen3_vl_sft_run_record_states_the_sampling_that_ran(tmp_path, data):
+    """Regression: the SFT run record stated the config's sampling (multiples of 28) while the collator decoded
+    Qwen3-VL video in multiples of its vision tower's 32."""
+    from videorft_hf.run_record import build_run_record
+    from videorft_hf.sft_trainer import VideoSFTTrainer
+
+    model, processor = build_tiny_vlm("qwen3_vl")
+    args = sft_args(tmp_path, max_steps=1)
+    rows = load_videorft_dataset(data["jsonl"], media_root=data["root"], include_target=True)
+    collator = DataCollatorForVideoLanguageModeling.from_config(processor, args)
+    trainer = VideoSFTTrainer(model, args=args, data_collator=collator, train_dataset=rows, processing_class=processor)
+    trainer.train()
+    side = processor.video_processor.patch_size * processor.video_processor.merge_size
+    record = build_run_record("sft", trainer, None, args, None)
+    assert side == 32 and record["sampling"]["patch_factor"] == side == collator.sampling_config.patch_factor
+    assert record["sampling"]["max_frames"] == 4 and record["training_args"]["trainable_dtype"] == "float32"
+
+
 def test_checkpointing_uses_transformers_current_name_and_the_old_one_still_works():
     """trl defaults `gradient_checkpointing` to True, which transformers >= 5.25 reads as its deprecated alias in
     every run; the package's configs default the current name, `activation_checkpointing`, to trl's value (on) and warn
     about nothing, while a recipe that writes the old name keeps working (transformers then names the new one)."""
+    import contextlib
+    import dataclasses
     import warnings
+
+    from transformers import TrainingArguments
 
     from videorft_hf.configs import VideoGRPOConfig
 
+    # transformers < 5.25 has only the old name, and nothing to warn about.
+    renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
     for config_class in (VideoSFTConfig, VideoGRPOConfig):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # any warning fails
@@ -273,7 +297,7 @@ def test_checkpointing_uses_transformers_current_name_and_the_old_one_still_work
         assert args.activation_checkpointing is True and args.gradient_checkpointing is True  # trl's default: on
         off = config_class(output_dir="x", use_cpu=True, report_to=[], activation_checkpointing=False)
         assert off.activation_checkpointing is False and off.gradient_checkpointing is False
-        with pytest.warns(FutureWarning, match="Use `activation_checkpointing` instead"):
+        with pytest.warns(FutureWarning, match="Use `activation_checkpointing` instead") if renamed else contextlib.nullcontext():
             old = config_class(output_dir="x", use_cpu=True, report_to=[], gradient_checkpointing=False)
         assert old.activation_checkpointing is False and old.gradient_checkpointing is False
     for recipe in sorted((REPO / "recipes").rglob("*.yaml")):

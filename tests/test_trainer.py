@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOConfig
 
 from videorft_hf.configs import VideoGRPOConfig
-from videorft_hf.processing import VisionTokenMismatchError
+from videorft_hf.processing import VisionTokenMismatchError, mm_token_type_ids
 from videorft_hf.testing import save_tiny_vlm, write_test_video
 from videorft_hf.trainer import GenerationMedia, VideoGRPOTrainer
 from videorft_hf.video import VideoNotFoundError
@@ -151,7 +151,7 @@ def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, mod
     for path in media["videos"]:
         from videorft_hf.video import load_video_frames
 
-        _, metadata = load_video_frames(path, trainer.sampling_config)
+        _, metadata = load_video_frames(path, trainer.settings.sampling)
         expected[len(metadata.frames_indices)] = 2 / metadata.sampled_fps
     # Generation encodes the media once up front: the prefill of each unique prompt (prompt sharing, the default), or
     # transformers' generate passing `mm_encoder_outputs` to its first step (sharing off)
@@ -172,7 +172,7 @@ def test_mixed_batches_micro_batches_and_second_per_grid_ts(tmp_path, media, mod
         for t in ts.tolist():
             assert t in [pytest.approx(v) for v in expected.values()]
         # every video placeholder token has its features in the same call
-        video_tokens = (call["input_ids"] == trainer._video_token_id).sum().item()
+        video_tokens = (call["input_ids"] == trainer.video_token_id).sum().item()
         assert video_tokens == int(grid.prod(dim=-1).sum().item()) // 4
         seen += 1
     # reference and policy log-prob passes carried the video
@@ -189,8 +189,7 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
     model, processor = trainer.model, trainer.processing_class
     model.eval()
     rows = mixed_rows(media)
-    batch = GenerationMedia(trainer._load_media(rows))
-    with trainer._media_scope(batch), torch.no_grad():  # as inside a generation batch
+    with trainer.generation_batch(rows) as batch, torch.no_grad():  # as inside a generation batch
         prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
         vision_rows = batch.vision
         completion = processor.tokenizer("<think>a</think><answer>B</answer>", add_special_tokens=False)["input_ids"]
@@ -203,7 +202,7 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
         for i, (ids, vision) in enumerate(zip(prompt_ids, vision_rows, strict=True)):
             seq = torch.tensor([ids + completion])
             kwargs = dict(vision or {})
-            kwargs["mm_token_type_ids"] = trainer._mm_token_type_ids(seq)
+            kwargs["mm_token_type_ids"] = mm_token_type_ids(seq, trainer.image_token_id, trainer.video_token_id)
             logits = model(input_ids=seq, **kwargs).logits[0, len(ids) - 1 : -1].float()
             target = torch.tensor(completion)[:, None]
             unbiased = torch.log_softmax(logits, dim=-1).gather(1, target)[:, 0]
@@ -212,7 +211,8 @@ def test_log_probs_equal_a_direct_forward(tmp_path, media, model_dirs):
             torch.testing.assert_close(full[i], direct, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(micro[i], direct, atol=1e-4, rtol=1e-4)
             assert (full[i] - unbiased).abs().max() > 1e-3  # the tiny model gives the placeholders real probability
-    assert trainer._media is None  # the scope ended with the block
+    with pytest.raises(RuntimeError, match="_get_per_token_logps_and_entropies ran outside a generation batch"):
+        trainer._get_per_token_logps_and_entropies(model, input_ids, attention, len(completion))  # the batch ended
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
@@ -224,7 +224,28 @@ def test_other_families_train_one_step(tmp_path, media, model_dirs, family):
     trainer.train()
     assert changed(trainer.model, before, "visual")
     if family == "qwen3_vl":
-        assert trainer.sampling_config.patch_factor == 32
+        assert trainer.settings.sampling.patch_factor == 32
+
+
+def test_a_qwen3_vl_run_record_states_the_sampling_that_ran(tmp_path, media, model_dirs):
+    """Regression: the run record stated the config's sampling (frame sides in multiples of 28) while the trainer
+    decoded Qwen3-VL video in multiples of its vision tower's 32; the record states what ran."""
+    from videorft_hf.run_record import build_run_record
+    from videorft_hf.video import VideoSamplingConfig, load_video_frames
+
+    args = grpo_args(tmp_path, max_steps=1)
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen3_vl"], reward_funcs=[length_reward], args=args, train_dataset=Dataset.from_list(video_rows(media))
+    )
+    trainer.train()
+    processor = trainer.processing_class.video_processor
+    side = processor.patch_size * processor.merge_size  # the vision tower's, read off its processor
+    record = build_run_record("grpo", trainer, None, args, None)
+    assert side == 32 and record["sampling"]["patch_factor"] == side
+    recorded = VideoSamplingConfig(**{k: v for k, v in record["sampling"].items() if k != "preset"})
+    frames, _ = load_video_frames(media["videos"][0], recorded)
+    assert frames.shape[1] % side == 0 and frames.shape[2] % side == 0
+    assert record["sampling"]["preset"] == "video-r1-train" and record["sampling"]["max_pixels"] == 16 * 784
 
 
 def test_qlora_trains_adapters_only(tmp_path, media, model_dirs):
@@ -301,7 +322,7 @@ def test_vision_token_mismatch_is_a_typed_error(tmp_path, media, model_dirs):
     trainer = VideoGRPOTrainer(
         model_dirs["qwen2_5_vl"], reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1), train_dataset=Dataset.from_list(rows)
     )
-    with trainer._media_scope(GenerationMedia(trainer._load_media(rows))):
+    with trainer.generation_batch(rows):
         with pytest.raises(VisionTokenMismatchError, match=r"Row 0 of the generation batch has 0 video placeholder\(s\)"):
             trainer._tokenize_prompts([r["prompt"] for r in rows])  # the typed error naming the row, not the processor's
 
@@ -321,8 +342,8 @@ def test_generation_never_emits_vision_placeholders(tmp_path, model_dirs, media)
         train_dataset=Dataset.from_list(video_rows(media)),
     )
     stock = list(trainer.generation_config.suppress_tokens)
-    placeholders = [trainer._video_token_id, trainer._image_token_id]
-    assert trainer._video_token_id not in stock  # batches without video generate exactly as with trl
+    placeholders = [trainer.video_token_id, trainer.image_token_id]
+    assert trainer.video_token_id not in stock  # batches without video generate exactly as with trl
 
     def prefer_placeholders(module, args, logits):
         logits = logits.clone()
@@ -359,15 +380,38 @@ def test_length_bonus_shaping(tmp_path, media, model_dirs):
     assert trainer.reward_weights.tolist() == [1.0, 1.0] and len(trainer.reward_processing_classes) == 2
     rewards = torch.tensor([[0.1, 1.0], [0.1, 1.0], [0.1, 0.0], [0.1, 1.0]])
     completion_ids = [[1, 2, 3], [1] * 6, [1, 2], [1, 2]]
-    shaped = trainer._shape_rewards(rewards.clone(), completion_ids)
+    batch = GenerationMedia(groups=[0, 0, 1, 1])  # G = 2
+    trainer.model.train()
+    shaped = trainer.shape_rewards(rewards.clone(), completion_ids, batch)
     # group 1: two correct, lengths 3 (in range) and 6 (out); group 2: only one correct -> no bonus
     assert (shaped - rewards)[:, 1].tolist() == [pytest.approx(0.2), 0.0, 0.0, 0.0]
     assert torch.equal(shaped[:, 0], rewards[:, 0])  # the bonus goes to the accuracy reward only
-    mode = "train" if trainer.model.training else "eval"
-    assert trainer._metrics[mode]["shaping/length_bonus"] == [pytest.approx(0.05)]  # logged under its own name
+    trainer.log({})
+    assert trainer.state.log_history[-1]["shaping/length_bonus"] == pytest.approx(0.05)  # logged under its own name
     nan_rows = rewards.clone()
     nan_rows[0, :2] = torch.nan
-    assert torch.isnan(trainer._shape_rewards(nan_rows, completion_ids)[0]).all()
+    assert torch.isnan(trainer.shape_rewards(nan_rows, completion_ids, batch)[0]).all()
+
+
+def test_two_groups_with_one_prompt_are_shaped_apart(tmp_path, media, model_dirs):
+    """Groups are the ids fixed where the batch is built, not prompts: two groups with the same prompt and video are
+    shaped apart (a group with one correct completion earns no length bonus, whatever the other group's), and the
+    rows of a group earn theirs wherever the batch puts them."""
+    def accuracy_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[accuracy_reward],
+        args=grpo_args(tmp_path, length_bonus=True, length_bonus_min_tokens=1, length_bonus_max_tokens=4),
+        train_dataset=Dataset.from_list([video_rows(media)[0]] * 4),
+    )
+    rewards = torch.tensor([[1.0], [0.0], [1.0], [1.0]])  # one prompt and clip in every row
+    completion_ids = [[1, 2]] * 4
+    shaped = trainer.shape_rewards(rewards.clone(), completion_ids, GenerationMedia(groups=[0, 0, 1, 1]))
+    assert (shaped - rewards)[:, 0].tolist() == pytest.approx([0.0, 0.0, 0.2, 0.2])  # group 0 has one correct
+    shaped = trainer.shape_rewards(rewards.clone(), completion_ids, GenerationMedia(groups=[0, 1, 0, 1]))
+    assert (shaped - rewards)[:, 0].tolist() == pytest.approx([0.2, 0.0, 0.2, 0.0])  # rows 0 and 2 together
 
 
 def test_shaping_needs_the_accuracy_reward(tmp_path, media, model_dirs):
@@ -403,9 +447,9 @@ def test_temporal_grpo(tmp_path, media, model_dirs):
     # the rule itself: p = 0.5 against p~ = 1.0 earns nothing; p = 1.0 against p~ = 0.5 earns 0.3 per correct one
     correct = torch.tensor([True, False, True, True])
     shuffled = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
-    with trainer._media_scope(GenerationMedia(shuffled=shuffled)):
-        bonus = trainer._temporal_bonus(correct, 2, "cpu")
-    assert bonus.tolist() == [0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3)]
+    rewards = correct.float()[:, None]
+    shaped = trainer.shape_rewards(rewards.clone(), [[1, 2]] * 4, GenerationMedia(groups=[0, 0, 1, 1], shuffled=shuffled))
+    assert (shaped - rewards)[:, 0].tolist() == [0.0, 0.0, pytest.approx(0.3), pytest.approx(0.3)]
 
 
 def test_temporal_grpo_and_the_length_bonus_each_read_their_own_threshold(tmp_path, media, model_dirs):
@@ -423,8 +467,7 @@ def test_temporal_grpo_and_the_length_bonus_each_read_their_own_threshold(tmp_pa
     assert grpo_args(tmp_path).temporal_accuracy_threshold == 0.1  # the default: T-GRPO's threshold as before
     rewards = torch.tensor([[0.3], [0.3], [0.9], [0.9]])
     shuffled = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # p~ = 0 in both groups
-    with trainer._media_scope(GenerationMedia(shuffled=shuffled)):
-        shaped = trainer._shape_rewards(rewards.clone(), [[1, 2]] * 4)
+    shaped = trainer.shape_rewards(rewards.clone(), [[1, 2]] * 4, GenerationMedia(groups=[0, 0, 1, 1], shuffled=shuffled))
     # 0.3 is correct for the length bonus (> 0.1), not for T-GRPO (> 0.5); 0.9 is correct for both
     assert (shaped - rewards)[:, 0].tolist() == pytest.approx([0.2, 0.2, 0.5, 0.5])
 
@@ -518,7 +561,7 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     output = trainer._generate_and_score_completions(rows)
 
     assert len(fake.requests) == len(rows) and trainer.vllm_generation.llm is fake
-    frames, metadata = load_video_frames(media["videos"][0], trainer.sampling_config)
+    frames, metadata = load_video_frames(media["videos"][0], trainer.settings.sampling)
     video_request = fake.requests[0]
     (sent_frames, sent_metadata), = video_request["multi_modal_data"]["video"]
     assert sent_frames.shape == frames.shape and sent_metadata["frames_indices"] == metadata.frames_indices
@@ -526,11 +569,11 @@ def test_vllm_colocate_requests_carry_frames_and_metadata(tmp_path, media, model
     assert video_request["mm_processor_kwargs"] == {"do_sample_frames": False}
     # the engine gets the prompt with one placeholder per video, as the chat template wrote it, and expands it into
     # exactly the ids the log-prob passes see
-    assert video_request["prompt_token_ids"].count(trainer._video_token_id) == 1
+    assert video_request["prompt_token_ids"].count(trainer.video_token_id) == 1
     for i in range(len(rows)):
         assert fake.expanded[i] == output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist()
     grid = output["vision_inputs"][0]["video_grid_thw"]
-    assert fake.expanded[0].count(trainer._video_token_id) == int(grid.prod()) // 4
+    assert fake.expanded[0].count(trainer.video_token_id) == int(grid.prod()) // 4
     assert fake.resets == 1  # vision features cached before this batch (older weights) are dropped
     assert isinstance(fake.requests[2]["multi_modal_data"]["image"], Image.Image)
     assert "multi_modal_data" not in fake.requests[4]  # the text row
@@ -628,7 +671,7 @@ def test_vllm_server_mode_sends_frames_and_metadata(tmp_path, media, model_dirs,
 
     assert generation.vllm_client is client and "_place_features" not in generation.__dict__
     assert len(server.renders) == 3  # one per unique prompt with media (video, image, video); none for text
-    frames, metadata = load_video_frames(media["videos"][0], trainer.sampling_config)
+    frames, metadata = load_video_frames(media["videos"][0], trainer.settings.sampling)
     # renders run concurrently: find the first video's by its pixels (lossless: the exact frames the trainer saw)
     render, = [r for r in server.renders if r["videos"] and frames_digest(r["videos"][0]) == frames_digest(frames)]
     assert render["metadata"]["frames_indices"] == list(metadata.frames_indices)
@@ -661,7 +704,8 @@ def test_vllm_server_mode_raises_when_the_server_expands_video_differently(tmp_p
     with FakeVLLMServer(trainer.processing_class, eos_token_id=trainer.eos_token_ids[0], video_kwargs=limits) as server:
         _server_generation(trainer, _client(server.url, monkeypatch))
         with pytest.raises(VLLMPromptMismatchError, match="row 0 of the generation batch"):
-            trainer._generate_and_score_completions(video_rows(media))
+            # trl's layout: each prompt's num_generations=2 rows one after another
+            trainer._generate_and_score_completions([r for r in video_rows(media, 2) for _ in range(2)])
     assert server.generations == []  # nothing generated from misplaced features
 
 
@@ -690,6 +734,8 @@ def test_vllm_server_mode_two_processes(tmp_path, media, model_dirs):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["completions"] == rank1["completions"] == 4
+    # each row's group, fixed where the batch was built: global ids, as trl's sampler laid the rows out over ranks
+    assert (rank0["group_ids"], rank1["group_ids"]) == ([0, 0, 1, 1], [2, 2, 3, 3])
     assert rank0["renders"] == 3  # two videos from rank 0, one image from rank 1
     placed = sorted(repr(g["placed"]) for g in rank0["server"])
     assert placed == sorted([repr({}), repr({"image": [True]}), repr({"video": [True]}), repr({"video": [True]})])
@@ -709,12 +755,13 @@ def test_vllm_suppresses_vision_placeholders_with_logit_bias(tmp_path, media, mo
     engine = object()
     generation = SimpleNamespace(mode="colocate", llm=engine, generation_kwargs={})
     trainer.use_vllm, trainer.vllm_generation = True, generation
-    rows = trainer._load_media(video_rows(media))
-    with vllm_media.patched(generation, rows, trainer._vision_placeholder_ids) as images:
+    with trainer.generation_batch(video_rows(media)) as batch:
+        rows = batch.rows
+    with vllm_media.patched(generation, rows, trainer.vision_placeholder_ids) as images:
         bias = dict(trainer.vllm_generation.generation_kwargs["logit_bias"])
         assert isinstance(generation.llm, vllm_media.MultimodalLLM) and generation.llm.llm is engine
         assert [payload.name for payload, in images] == [f"row {i} of the generation batch" for i in range(4)]
-    assert bias == {trainer._image_token_id: -100.0, trainer._video_token_id: -100.0}
+    assert bias == {trainer.image_token_id: -100.0, trainer.video_token_id: -100.0}
     assert trainer.vllm_generation.generation_kwargs == {} and generation.llm is engine
     # the transformers-only suppression leaves vLLM's settings alone
     with trainer._vision_placeholders_suppressed():
@@ -769,3 +816,103 @@ def test_the_trainer_writes_the_videorft_card_not_trls_generic_one(tmp_path, med
 
 def accuracy_like(completions, **kwargs):
     return [1.0] * len(completions)
+
+
+class _Clock:
+    def reset(self, **kwargs):
+        return None
+
+    def read_clock(self) -> str:
+        """Reads the clock."""
+        return "12:00"
+
+
+class _Ruler:
+    def reset(self, **kwargs):
+        return None
+
+    def measure_length(self) -> str:
+        """Measures the length."""
+        return "3 cm"
+
+
+def test_each_prompt_is_rendered_with_its_environments_tools(tmp_path, media, monkeypatch):
+    """Regression (drift from trl 1.16): with `environment_factory` a dict, trl renders each prompt with the tools of
+    its row's environment; the media path rendered every prompt with the union of all environments' tools."""
+    from transformers import AutoProcessor
+    from trl.chat_template_utils import qwen3_vl_chat_template  # a template trl parses tool calls of
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    path = save_tiny_vlm("qwen3_vl", tmp_path / "model")
+    processor = AutoProcessor.from_pretrained(path)
+    processor.chat_template = qwen3_vl_chat_template
+    clip = media["videos"][0]
+    rows = [{"prompt": user("video", "What time is it?"), "video": clip, "image": None, "environment": "clock"}] * 2
+    rows += [{"prompt": user("video", "How long is it?"), "video": clip, "image": None, "environment": "ruler"}] * 2
+    trainer = VideoGRPOTrainer(
+        str(path), reward_funcs=[length_reward], args=grpo_args(tmp_path, max_steps=1),
+        train_dataset=Dataset.from_list(rows[::2]), processing_class=processor,
+        environment_factory={"clock": _Clock, "ruler": _Ruler},
+    )
+    prompts = []
+
+    def record(module, args, kwargs):  # the model's calls with whole prompts: the prefill of each group's prompt
+        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] > 1 and not prompts:
+            prompts.extend(processor.tokenizer.batch_decode(kwargs["input_ids"]))
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    trainer.model.train()
+    trainer._generate_and_score_completions(rows)  # trl's layout: each prompt's two rows one after another
+    clock, ruler = prompts
+    assert "What time" in clock and "read_clock" in clock and "measure_length" not in clock
+    assert "How long" in ruler and "measure_length" in ruler and "read_clock" not in ruler
+
+
+def test_temporal_grpo_scores_shuffled_rollouts_with_an_async_accuracy_reward(tmp_path, media, model_dirs):
+    """Regression (drift from trl 1.16): T-GRPO's shuffled rollouts are scored through trl's own reward call, so an
+    asynchronous accuracy reward works there as it does for the ordinary rollouts (a hand-made call got a coroutine)."""
+    calls = []
+
+    async def accuracy_reward(completions, **kwargs):
+        calls.append(len(completions))
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[accuracy_reward],
+        args=grpo_args(tmp_path, temporal_grpo=True, num_generations=4, max_steps=1),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    trainer.train()
+    assert sorted(calls) == [2, 4]  # the shuffled rollouts (4 // 2) and the group of 4
+    logs = trainer.state.log_history[0]
+    assert logs["temporal/shuffled_accuracy"] == 1.0 and logs["shaping/temporal_bonus"] == pytest.approx(0.3)
+    assert logs["rewards/accuracy_reward/mean"] == pytest.approx(1.3)
+
+
+def test_trls_profiling_times_the_packages_own_seams(tmp_path, media, model_dirs, monkeypatch):
+    """trl's profiling (`profiling_decorator` / `profiling_context`) names where a media step's time goes: decoding,
+    the shared prefill, the prompt-shared log-prob passes and T-GRPO's shuffled rollouts."""
+    from trl.extras import profiling
+
+    timed = []
+    exit_ = profiling.ProfilingContext.__exit__
+
+    def record(self, *args):
+        timed.append(self.name)
+        return exit_(self, *args)
+
+    monkeypatch.setattr(profiling.ProfilingContext, "__exit__", record)
+
+    def accuracy_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    trainer = VideoGRPOTrainer(
+        model_dirs["qwen2_5_vl"],
+        reward_funcs=[accuracy_reward],
+        args=grpo_args(tmp_path, temporal_grpo=True, max_steps=1, beta=0.04),
+        train_dataset=Dataset.from_list(video_rows(media)),
+    )
+    trainer.train()
+    for seam in ("_load_media", "generate_with_shared_prefill", "shared_prompt_logps", "_rollout_shuffled"):
+        assert f"VideoGRPOTrainer.{seam}" in timed, (seam, sorted(set(timed)))

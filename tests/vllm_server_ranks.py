@@ -49,6 +49,7 @@ def main(model_dir, video0, video1, image, out_dir):
         "rank": rank,
         "completions": int(output["completion_ids"].shape[0]),
         "prompt_ids": [output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist() for i in range(len(local))],
+        "group_ids": output["group_ids"].tolist(),
     }
     if server is not None:
         result["server"] = [{"token_ids": g["token_ids"], "placed": g["placed"], "n": g["n"]} for g in server.generations]

@@ -39,7 +39,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, RECORDED_TRAINING_ARGS, RUN_RECORD_NAME, STAGES
+from .run_record import CHECKPOINT_KINDS, DEFAULT_PIPELINE_TAG, RUN_RECORD_NAME, STAGES, stated_training_args
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ MODEL_CARD_TEMPLATES = "videorft_hf.model_cards"
 
 # Recipe keys never shown in a card, whatever their value (`hub_token`, `api_key`, ...; not `length_bonus_max_tokens`).
 _SENSITIVE_KEY = re.compile(r"(^|_)(token|secret|password|passwd|api_?key|credentials?)($|_)", re.IGNORECASE)
-# Keys summarised in the card's training table, in this order.
-_HYPERPARAMETERS = RECORDED_TRAINING_ARGS
 # Aggregate keys that summarise other scores: shown in the card's table but not model-index entries (no dataset).
 _SUMMARY_KEYS = ("average", "avg", "mean", "overall")
 
@@ -79,7 +77,7 @@ def videorft_tags(stage: str) -> list[str]:
 def apply_videorft_tags(trainer: Any, stage: str) -> None:
     """Gives a stock trl trainer (e.g. `trl.SFTTrainer` in the SFT script) the VideoRFT tags of `stage`.
 
-    trl writes cards through `create_model_card`, which adds `trainer._tag_names`, and tags the model with
+    trl writes cards through `create_model_card`, which adds the trainer's tags, and tags the model with
     `model.add_model_tags` in `__init__`; this sets both, so checkpoint cards and `trainer.push_to_hub()` carry the same
     tags as `push_model`.
 
@@ -93,8 +91,10 @@ def apply_videorft_tags(trainer: Any, stage: str) -> None:
         apply_videorft_tags(trainer, "sft")
         ```
     """
+    from .internals import set_hub_tags
+
     tags = videorft_tags(stage)
-    trainer._tag_names = tags  # an instance attribute shadows the class's list, which other trainers share
+    set_hub_tags(trainer, tags)  # on the instance: the class's list is shared by other trainers
     model = getattr(trainer, "model", None)
     if hasattr(model, "add_model_tags"):
         model.add_model_tags(tags)
@@ -122,6 +122,7 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
     from transformers import TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+    from .internals import replace_model_card
     from .run_record import build_run_record, write_run_record
 
     def record() -> dict:
@@ -145,7 +146,7 @@ def record_run(trainer: Any, stage: str, script_args: Any, training_args: Any, m
             if state.is_world_process_zero and folder.is_dir():
                 write_run_record(folder, record())
 
-    trainer.create_model_card = create_model_card  # trl's own card names no base model and no training values
+    replace_model_card(trainer, create_model_card)  # trl's own card names no base model and no training values
     callback = RunRecordCallback()
     trainer.add_callback(callback)
     return callback
@@ -537,7 +538,7 @@ def _training_rows(stage, kind, base_model, datasets, values, run, adapter_confi
             f"{skips.get('skipped', 0)} of {skips.get('samples', 0)} (`on_bad_sample: skip`"
             + (f"; {reasons})" if reasons else ")"),
         ))
-    hyper = [f"{key} {_cell(values[key])}" for key in _HYPERPARAMETERS if values.get(key) is not None]
+    hyper = [f"{key} {_cell(values[key])}" for key in stated_training_args() if values.get(key) is not None]
     if hyper:
         rows.append(("Hyperparameters", ", ".join(hyper)))
     step, epoch = run.get("global_step"), run.get("epoch")

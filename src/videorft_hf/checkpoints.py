@@ -33,15 +33,13 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
-import re
-from collections.abc import Mapping
-from typing import Any
 
 import torch
+
+from .internals import ignored_on_save, weights_in_model_names
 
 logger = logging.getLogger(__name__)
 
@@ -66,65 +64,6 @@ def _names(keys, limit: int = _KEYS_SHOWN) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _conversions(model) -> list:
-    """The weight conversions `save_pretrained` reverts when it writes this model (transformers'
-    `revert_weight_conversion` picks them the same way): those `from_pretrained` used, else the model's default
-    mapping without prefix changes. A deep copy: applying a transform marks it as used."""
-    conversions = getattr(model, "_weight_conversions", None)
-    if conversions is None:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import PrefixChange
-
-        conversions = [
-            c for c in get_model_conversion_mapping(model, add_legacy=False) if not isinstance(c, PrefixChange)
-        ]
-    return copy.deepcopy(list(conversions))
-
-
-def weights_in_model_names(model, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict saved by `model.save_pretrained` (checkpoint names) with the model's own parameter names.
-
-    The model's conversion mapping is applied as `from_pretrained` applies it: every renaming, then at most one
-    converter (which may also transform tensors, e.g. transpose fused expert weights), so that this is the inverse
-    of the conversion `save_pretrained` reverted.
-
-    Args:
-        model: the `PreTrainedModel` the state dict was saved from (or one of the same architecture).
-        state_dict: checkpoint names to tensors.
-
-    Returns:
-        Model names to tensors.
-
-    Example:
-        >>> from safetensors.torch import load_file
-        >>> from videorft_hf.testing import build_tiny_vlm
-        >>> model = build_tiny_vlm("qwen2_5_vl")[0]
-        >>> sorted(weights_in_model_names(model, {"visual.merger.ln_q.weight": torch.ones(1)}))
-        ['model.visual.merger.ln_q.weight']
-    """
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
-
-    conversions = _conversions(model)
-    if not conversions:
-        return dict(state_dict)
-    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
-    converters = [c for c in conversions if isinstance(c, WeightConverter)]
-    converter_of = {pattern: c for c in converters for pattern in c.source_patterns}
-    transforms: dict[str, Any] = {}
-    for key, tensor in sorted(state_dict.items(), key=lambda item: dot_natural_key(item[0])):
-        renamed, pattern = rename_source_key(key, renamings, converters)
-        if pattern is not None:  # each target gets its own converter instance, as in from_pretrained
-            transform = transforms.setdefault(renamed, copy.deepcopy(converter_of[pattern]))
-        else:
-            transform, pattern = transforms.setdefault(renamed, WeightRenaming(key, renamed)), key
-        transform.add_tensor(renamed, key, pattern, tensor)
-    converted = {}
-    for first, transform in transforms.items():
-        for name, value in transform.convert(first, model=model, config=model.config).items():
-            converted[name] = value[0] if isinstance(value, list) else value
-    return converted
-
-
 def _read_weights(folder: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -139,11 +78,6 @@ def _read_weights(folder: str) -> dict[str, torch.Tensor]:
             state_dict.update(load_file(os.path.join(folder, shard), device="cpu"))
         return state_dict
     return torch.load(os.path.join(folder, TORCH_WEIGHTS_FILE), map_location="cpu", weights_only=True)
-
-
-def _ignored_on_save(model, key: str) -> bool:
-    patterns = getattr(model, "_keys_to_ignore_on_save", None) or []
-    return any(re.search(pattern, key) for pattern in patterns)
 
 
 def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> list[str]:
@@ -174,7 +108,7 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> list[str]:
     loaded_storage = {live[name].data_ptr() for name in saved if name in live}
     missing = [
         name for name, tensor in live.items()
-        if name not in saved and tensor.data_ptr() not in loaded_storage and not _ignored_on_save(model, name)
+        if name not in saved and tensor.data_ptr() not in loaded_storage and not ignored_on_save(model, name)
     ]
     unexpected = [name for name in saved if name not in live]
     shapes = [
@@ -277,7 +211,7 @@ class ResumeExactly:
         model = self.model if model is None else model
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from transformers.modeling_utils import PreTrainedModel
+        from transformers import PreTrainedModel
 
         if _has_full_weights(resume_from_checkpoint) and isinstance(model, PreTrainedModel):
             logger.info("Loading the model weights from %s.", resume_from_checkpoint)
@@ -294,7 +228,7 @@ class ResumeExactly:
         # Replaces: the same unconverted, non-strict read of full weights for `load_best_model_at_end`.
         best = self.state.best_model_checkpoint
         if not (self.is_fsdp_enabled or self.is_deepspeed_enabled) and _has_full_weights(best):
-            from transformers.modeling_utils import PreTrainedModel
+            from transformers import PreTrainedModel
 
             if isinstance(self.model, PreTrainedModel):
                 logger.info("Loading the best model from %s (score: %s).", best, self.state.best_metric)

@@ -191,7 +191,9 @@ class DataCollatorForVideoLanguageModeling:
 
     @classmethod
     def from_config(cls, processor, args, **overrides) -> DataCollatorForVideoLanguageModeling:
-        """Builds the collator from a `VideoSFTConfig` (sampling fields, `max_length`, `on_bad_sample`, ...).
+        """Builds the collator from a `VideoSFTConfig`: its settings (`videorft_hf.settings.RunSettings`, the
+        sampling with the processor's patch factor, decoder, frame cache and store, `on_bad_sample`), `max_length` and
+        `pad_to_multiple_of`.
 
         Args:
             processor: the model's processor.
@@ -205,13 +207,16 @@ class DataCollatorForVideoLanguageModeling:
             >>> args = VideoSFTConfig(output_dir="out", max_length=4096, report_to=[])  # doctest: +SKIP
             >>> collator = DataCollatorForVideoLanguageModeling.from_config(processor, args)  # doctest: +SKIP
         """
+        from .settings import RunSettings
+
+        settings = RunSettings.resolve(args, processor=processor)
         kwargs = dict(
-            sampling_config=args.sampling_config(),
+            sampling_config=settings.sampling,
             max_length=args.max_length,
-            on_bad_sample=args.on_bad_sample,
-            video_backend=args.video_backend,
-            frame_cache_bytes=args.frame_cache_bytes,
-            frame_store=args.frame_store,
+            on_bad_sample=settings.video.on_bad_sample,
+            video_backend=settings.video.video_backend,
+            frame_cache_bytes=settings.video.frame_cache_bytes,
+            frame_store=settings.video.frame_store,
             pad_to_multiple_of=getattr(args, "pad_to_multiple_of", None),
         )
         kwargs.update(overrides)

@@ -109,20 +109,39 @@ class VideoSamplingArguments:
         Raises:
             FrameStoreError: `frame_store` names a folder that holds no store.
         """
-        try:
-            return open_frame_store(self.frame_store)
-        except FrameStoreError as error:
-            raise FrameStoreError(
-                f"frame_store={self.frame_store} (from --frame_store, the recipe or ${STORE_ENV}): {error} Unset it "
-                "to decode every video."
-            ) from error
+        return open_configured_frame_store(self.frame_store)
 
     def sampling_config(self) -> VideoSamplingConfig:
-        """The `VideoSamplingConfig` these fields describe."""
-        overrides = {field_name: getattr(self, option) for option, field_name in SAMPLING_OVERRIDES.items()}
-        return VideoSamplingConfig.from_preset(
-            self.video_sampling_preset, **{k: v for k, v in overrides.items() if v is not None}
-        )
+        """The `VideoSamplingConfig` these fields describe (its patch factor is the presets'; the model's is set by
+        `videorft_hf.settings.RunSettings.resolve`)."""
+        return configured_sampling(self)
+
+
+def configured_sampling(fields) -> VideoSamplingConfig:
+    """The `VideoSamplingConfig` that video sampling fields describe: the preset, then the overrides that are set.
+
+    Args:
+        fields: any object with the fields of `VideoSamplingArguments` (a config, or its frozen settings).
+    """
+    overrides = {field_name: getattr(fields, option) for option, field_name in SAMPLING_OVERRIDES.items()}
+    return VideoSamplingConfig.from_preset(
+        fields.video_sampling_preset, **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def open_configured_frame_store(path: str | None) -> FrameStore | None:
+    """The frame store a config's `frame_store` names, opened for reading (None when unset).
+
+    Raises:
+        FrameStoreError: the folder holds no store (the message says where the value came from).
+    """
+    try:
+        return open_frame_store(path)
+    except FrameStoreError as error:
+        raise FrameStoreError(
+            f"frame_store={path} (from --frame_store, the recipe or ${STORE_ENV}): {error} Unset it to decode every "
+            "video."
+        ) from error
 
 
 @dataclass

@@ -457,9 +457,16 @@ def _eval_results_file(eval_results):
 
 
 def _infer_stage(recipe: Mapping[str, Any]) -> str | None:
+    """"grpo" for a recipe that sets a field only the GRPO config has (or the reward functions, the script argument
+    only GRPO reads), else "sft"."""
     if not recipe:
         return None
-    grpo_keys = ("reward_funcs", "num_generations", "beta", "length_bonus", "temporal_grpo")
+    import dataclasses
+
+    from .configs import VideoGRPOConfig, VideoSFTConfig
+
+    sft_keys = {f.name for f in dataclasses.fields(VideoSFTConfig)}
+    grpo_keys = {f.name for f in dataclasses.fields(VideoGRPOConfig)} - sft_keys | {"reward_funcs"}
     return "grpo" if any(key in recipe for key in grpo_keys) else "sft"
 
 

@@ -126,7 +126,7 @@ def _uses_deepspeed(args) -> bool:
     return getattr(args, "deepspeed_plugin", None) is not None or bool(getattr(args, "deepspeed", None))
 
 
-def keep_updates(model: torch.nn.Module, args) -> list[str]:
+def keep_updates(model: torch.nn.Module, args, trainable_dtype: str | None = None) -> list[str]:
     """Makes every trainable weight of `model` keep its optimiser updates; call it before the optimiser is built.
 
     With `args.trainable_dtype == "float32"` (the default, also for a plain trl config without the field), trainable
@@ -138,6 +138,7 @@ def keep_updates(model: torch.nn.Module, args) -> list[str]:
     Args:
         model: the model about to be trained (a peft model included).
         args: the training arguments (`transformers.TrainingArguments` or a subclass).
+        trainable_dtype: the run's resolved `trainable_dtype` (`RunSettings.precision`); None reads it from `args`.
 
     Returns:
         The names of the tensors that were upcast.
@@ -155,7 +156,8 @@ def keep_updates(model: torch.nn.Module, args) -> list[str]:
         >>> layer.weight.dtype
         torch.float32
     """
-    trainable_dtype = getattr(args, "trainable_dtype", "float32")
+    if trainable_dtype is None:
+        trainable_dtype = getattr(args, "trainable_dtype", "float32")
     if trainable_dtype not in TRAINABLE_DTYPES:
         raise PrecisionError(f"trainable_dtype must be one of {TRAINABLE_DTYPES}, got {trainable_dtype!r}.")
     mixed = getattr(args, "bf16", False) or getattr(args, "fp16", False)
@@ -337,9 +339,10 @@ def _generation_class(config):
     """The auto class that loads a checkpoint for generation: image-text-to-text when transformers maps its model
     type to one, else a causal LM."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+    from .internals import image_text_to_text_model_types
+
+    if config.model_type in image_text_to_text_model_types():
         return AutoModelForImageTextToText
     return AutoModelForCausalLM
 

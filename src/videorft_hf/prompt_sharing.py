@@ -35,7 +35,9 @@ Example:
     add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))
     # input_ids = left-padded prompts + right-padded completions (trl's layout); vision_rows[i]: row i's processor
     # outputs (`pixel_values_videos`, `video_grid_thw`, ...) or None
-    result = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, vision_rows, compute_entropy=True)
+    # groups[i]: row i's group (the rows of one prompt with its media)
+    result = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, vision_rows, groups=groups,
+                                 compute_entropy=True)
     result.logps, result.entropies, result.stats.lm_tokens
     ```
 """
@@ -49,7 +51,14 @@ from typing import Any
 
 import torch
 
-from .internals import apply_position_rule, deltas_from_padded_length, set_decode_deltas
+from .internals import (
+    apply_position_rule,
+    attention_implementation,
+    deltas_from_padded_length,
+    expanded_cache_argument,
+    has_fused_lm_head,
+    set_decode_deltas,
+)
 from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import collate_vision, mm_token_type_ids
 
@@ -59,7 +68,7 @@ __all__ = [
     "SharedLogProbs",
     "SharingStats",
     "generate_with_shared_prefill",
-    "group_rows",
+    "generation_groups",
     "keep_groups_together",
     "plan_chunks",
     "shared_prompt_logps",
@@ -130,50 +139,39 @@ def _same_vision(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
     return all(torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])) for key in a)
 
 
-def group_rows(
-    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, vision_rows: Sequence[Mapping[str, Any] | None]
-) -> list[int]:
-    """Group index of each row: rows with the same prompt tokens (padding ignored) and the same media share one.
+def generation_groups(rows: int, group_size: int, process_index: int = 0) -> list[int]:
+    """The group of each row of a process's generation batch, as trl's sampler lays the batch out.
 
-    Groups are numbered in order of first appearance, so rows need not be adjacent (trl shuffles them). Media are
-    compared by identity first (a trainer hands every row of a prompt the same tensors), then by value.
+    trl's `RepeatSampler` repeats each prompt `group_size` times (`num_generations`, or `num_generations_eval` when
+    evaluating) one after another, and accelerate hands each process a consecutive slice of `rows` of that global
+    order, so that trl's rewards, gathered in process order, hold each group in one block. The ids are global (the
+    same group has the same id on every process), so that shaping after the gather and a group split between
+    processes agree. They are fixed here, where the batch is built, and travel with it (the trainer's batch field
+    `group_ids`); nothing infers them again.
 
     Args:
-        prompt_ids: `(rows, prompt_width)` prompt token ids, padded on either side.
-        prompt_mask: `(rows, prompt_width)`, 1 at real prompt tokens.
-        vision_rows: per row, its vision tensors (`VISION_KEYS`) or None.
+        rows: rows of the generation batch on this process.
+        group_size: completions per prompt.
+        process_index: this process's index.
 
     Returns:
-        One group index per row.
+        One global group id per local row.
 
     Example:
-        >>> ids = torch.tensor([[0, 5, 6], [0, 5, 6], [5, 6, 7]])
-        >>> group_rows(ids, torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1]]), [None, None, None])
-        [0, 0, 1]
+        >>> generation_groups(4, 8, process_index=1)  # rows 4-7 of the first prompt's 8 copies
+        [0, 0, 0, 0]
+        >>> generation_groups(4, 2, process_index=1)
+        [4, 4, 5, 5]
     """
-    if len(vision_rows) != prompt_ids.size(0):
-        raise ValueError(f"{len(vision_rows)} vision rows for {prompt_ids.size(0)} prompts: pass one entry per row.")
-    firsts: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # prompt tokens -> [(group, first row)]
-    groups: list[int] = []
-    count = 0
-    for row in range(prompt_ids.size(0)):
-        tokens = tuple(prompt_ids[row][prompt_mask[row].bool()].tolist())
-        candidates = firsts.setdefault(tokens, [])
-        for group, first in candidates:
-            if _same_vision(vision_rows[first], vision_rows[row]):
-                groups.append(group)
-                break
-        else:
-            candidates.append((count, row))
-            groups.append(count)
-            count += 1
-    return groups
+    if group_size < 1 or rows < 0 or process_index < 0:
+        raise ValueError(f"Invalid layout: {rows} rows, groups of {group_size}, process {process_index}.")
+    first = process_index * rows
+    return [(first + row) // group_size for row in range(rows)]
 
 
 def _checked_groups(groups, prompt_ids, prompt_mask, vision_rows) -> list[int]:
-    """`groups` as a list after checking that each group's rows hold one prompt; `group_rows` when None."""
-    if groups is None:
-        return group_rows(prompt_ids, prompt_mask, vision_rows)
+    """`groups` as a list after checking that each group's rows hold one prompt (its tokens, and its media: the same
+    tensors, as a trainer hands every row of a group, or equal ones)."""
     groups = [int(g) for g in groups]
     if len(groups) != prompt_ids.size(0):
         raise ValueError(
@@ -186,7 +184,7 @@ def _checked_groups(groups, prompt_ids, prompt_mask, vision_rows) -> list[int]:
         if not (same_tokens and _same_vision(vision_rows[head], vision_rows[row])):
             raise ValueError(
                 f"Rows {head} and {row} are both in group {group} but their prompts or media differ: a group holds "
-                "the rows of one prompt. Pass groups=None to group rows by their content."
+                "the rows of one prompt."
             )
     return groups
 
@@ -201,7 +199,7 @@ def keep_groups_together(permutation: Sequence[int], groups: Sequence[int]) -> l
 
     Args:
         permutation: a permutation of `range(len(groups))`.
-        groups: group index per row (`group_rows`).
+        groups: group id per row.
 
     Returns:
         The reordered permutation.
@@ -222,7 +220,7 @@ def plan_chunks(groups: Sequence[int], max_rows: int) -> list[PackedChunk]:
     A group stays in one pass when it fits; one that does not is split, and each part computes the prompt once.
 
     Args:
-        groups: group index per row (`group_rows`).
+        groups: group id per row.
         max_rows: most rows per forward pass (trl's `batch_size`).
 
     Returns:
@@ -263,11 +261,6 @@ def _unwrap(model) -> torch.nn.Module:
     return model
 
 
-def _attention_implementation(model) -> str | None:
-    config = model.config.get_text_config()
-    return getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
-
-
 def _has_sliding_layers(model) -> bool:
     return "sliding_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ())
 
@@ -277,7 +270,7 @@ def _why_not_shared(base, vision_rows, groups, prompt_ids, prompt_mask, token_id
         return "no row has media"
     if len(set(groups)) == len(groups):
         return "no prompt has two rows"
-    implementation = _attention_implementation(base)
+    implementation = attention_implementation(base.config)
     if custom_mask and implementation not in SHARED_ATTENTION_IMPLEMENTATIONS:
         return f"attention implementation {implementation!r} takes no custom mask"
     if custom_mask and _has_sliding_layers(base):
@@ -295,8 +288,7 @@ def _pixel_rows(rows: Sequence[Mapping[str, Any] | None]) -> int:
 
 
 def _check_fused_head(base) -> None:
-    # `add_fused_lm_head` replaces the instance's `forward` (the class keeps the plain one).
-    if "forward" not in vars(base):
+    if not has_fused_lm_head(base):
         raise TypeError(
             f"{type(base).__name__} needs trl's fused LM head: call "
             "trl.trainer.utils.add_fused_lm_head(model, temperature=..., outputs=('log_probs', 'entropy')) "
@@ -435,7 +427,7 @@ def _shared_logps(model, base, input_ids, attention_mask, keep, vision_rows, gro
     # Scored completion tokens per row: up to its last real token (trailing padding is never looked at).
     real = completion_mask.bool()
     lengths = torch.where(real.any(1), keep - real.flip(1).int().argmax(1), 0).tolist()
-    implementation = _attention_implementation(base)
+    implementation = attention_implementation(base.config)
     device = input_ids.device
     logps = entropies = None
     for chunk in plan_chunks(groups, batch_size):
@@ -481,7 +473,7 @@ def shared_prompt_logps(
     logits_to_keep: int,
     vision_rows: Sequence[Mapping[str, Any] | None],
     *,
-    groups: Sequence[int] | None = None,
+    groups: Sequence[int],
     batch_size: int | None = None,
     compute_entropy: bool = False,
     share: bool = True,
@@ -500,7 +492,8 @@ def shared_prompt_logps(
         logits_to_keep: completion width.
         vision_rows: per row, its processor outputs (`pixel_values`, `image_grid_thw`, `pixel_values_videos`,
             `video_grid_thw`, `second_per_grid_ts`; any subset) or None for a text row.
-        groups: group index per row (rows of one prompt with the same media); inferred with `group_rows` when None.
+        groups: group id per row (the rows of one prompt with its media; `generation_groups` in the trainer). Rows of
+            a group need not be adjacent; rows of different groups are never shared, even with equal prompts.
         batch_size: most rows per forward pass (default: all); rows are ordered by group before chunking.
         compute_entropy: also return the entropies (the fused head must compute them).
         share: False runs the per-row computation (the reference; `SharingStats.reason` says "share=False").
@@ -510,7 +503,7 @@ def shared_prompt_logps(
 
     Raises:
         TypeError: the model has no fused LM head.
-        ValueError: `vision_rows` or `groups` do not have one entry per row.
+        ValueError: `vision_rows` or `groups` do not have one entry per row, or a group's rows differ.
     """
     rows, width = input_ids.shape
     batch_size = batch_size or rows
@@ -553,7 +546,7 @@ def generate_with_shared_prefill(
     attention_mask: torch.Tensor,
     vision_rows: Sequence[Mapping[str, Any] | None],
     *,
-    groups: Sequence[int] | None = None,
+    groups: Sequence[int],
     share: bool = True,
     **generate_kwargs,
 ):
@@ -572,7 +565,7 @@ def generate_with_shared_prefill(
         input_ids: `(rows, prompt_width)` left-padded prompt ids.
         attention_mask: same shape, 1 at real tokens.
         vision_rows: per row, its processor outputs or None.
-        groups: group index per row; inferred with `group_rows` when None.
+        groups: group id per row (the rows of one prompt with its media).
         share: False for the plain call.
         **generate_kwargs: passed to `generate` (`generation_config`, `max_new_tokens`, ...).
 
@@ -612,12 +605,8 @@ def generate_with_shared_prefill(
             **_vision_inputs(prefill_rows, input_ids.device),
         )
     expand = torch.tensor([firsts.index(group) for group in groups], device=input_ids.device)
-    # transformers 5.25 names the KV cache `cache` (output field and `generate` argument); earlier 5.x
-    # `past_key_values`.
-    cache_name = "cache" if getattr(prefill, "cache", None) is not None else "past_key_values"
-    cache = getattr(prefill, cache_name)
-    cache.batch_select_indices(expand)
+    cache = expanded_cache_argument(prefill, expand)  # each prompt's KV cache in every row of its group
     set_decode_deltas(base, deltas[expand])  # the decode steps continue from each prompt's largest position + 1
     return model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **{cache_name: cache}, **generate_kwargs
+        input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=types, **cache, **generate_kwargs
     )

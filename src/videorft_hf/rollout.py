@@ -37,6 +37,9 @@ The log-probs returned with `return_logprobs=True` are vLLM's `processed_logprob
 importance-sampling correction: `log_softmax` of the logits after every processor above (temperature, penalties,
 top-k/top-p/min-p masking included), at the sampled token; 0 after a row's end of sequence.
 
+The transformers, torch, peft and bitsandbytes internals the engine relies on (the KV cache's layout, the decoder,
+LoRA layers, 4-bit weights, static addresses for compiled graphs) are in `videorft_hf.internals`.
+
 The engine is not wired into training or evaluation yet: `VideoGRPOTrainer` and `videorft eval` still call
 `generate`.
 
@@ -48,7 +51,8 @@ Example:
     engine = RolloutEngine(model, dtype=torch.bfloat16, compile=torch.cuda.is_available())
     config = GenerationConfig(max_new_tokens=256, do_sample=True, temperature=1.0, top_p=0.95,
                               eos_token_id=eos_ids, pad_token_id=pad_id, suppress_tokens=vision_placeholder_ids)
-    out = engine.rollout(prompt_ids, prompt_mask, vision_rows, generation_config=config, return_logprobs=True)
+    out = engine.rollout(prompt_ids, prompt_mask, vision_rows, generation_config=config, groups=group_ids,
+                         return_logprobs=True)
     out.sequences, out.logprobs            # (rows, prompt + steps), (rows, steps)
     engine.refresh()                      # after each optimizer step (or engine.refresh_after(optimizer) once)
     ```
@@ -65,9 +69,9 @@ from typing import Any
 
 import torch
 
+from . import internals
 from .positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from .processing import VISION_KEYS, collate_vision, mm_token_type_ids
-from .prompt_sharing import group_rows
 
 __all__ = [
     "GenerationWeights",
@@ -82,115 +86,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ================================================================================================================
-# Library internals. Every private or layout-dependent name of transformers, torch, peft and bitsandbytes that the
-# engine uses is in this section and listed in tests/test_trl_seams.py (ENGINE_INTERNALS). It belongs to the
-# package's fence module (`internals.py`) and moves there when the engine is wired into training and evaluation.
-# Written against transformers 5.25, torch 2.14, peft 0.22 and bitsandbytes 0.50.
-# ================================================================================================================
-def _generation_defaults() -> dict[str, Any]:
-    """transformers' global generation defaults, which `generate` applies to every field still unset (None)."""
-    from transformers import GenerationConfig
-
-    return GenerationConfig._get_default_generation_params()
-
-
-def _attention_implementation(config) -> str | None:
-    """The text model's attention implementation (`sdpa`, `eager`, ...)."""
-    return getattr(config.get_text_config(), "_attn_implementation", None)
-
-
-def _language_model(base) -> torch.nn.Module:
-    """The text decoder of a Qwen-VL `*ForConditionalGeneration` (transformers 5 layout: `model.language_model`)."""
-    return base.model.language_model
-
-
-def _forward_cache(outputs):
-    """The cache a forward returns (`cache` since transformers 5.x's rename, `past_key_values` before)."""
-    cache = getattr(outputs, "cache", None)
-    return cache if cache is not None else outputs.past_key_values
-
-
-def _cache_states(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`(keys, values)` of each layer of a filled `DynamicCache`, each `(rows, kv_heads, length, head_dim)`."""
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def _decoder_call(language_model, tokens, positions, mask, cache):
-    """One decoder forward on the static cache. A 4-D mask goes to attention as it is (transformers builds none)."""
-    return language_model(
-        input_ids=tokens, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True
-    ).last_hidden_state
-
-
-def _mark_static(tensor: torch.Tensor) -> torch.Tensor:
-    """Tells torch.compile the tensor keeps its address (CUDA graphs read it in place instead of copying it)."""
-    torch._dynamo.mark_static_address(tensor)
-    return tensor
-
-
-def _keep_quantized_layout(module: torch.nn.Module) -> None:
-    """Stops bitsandbytes from repacking 4-bit weights in place for its CPU kernel.
-
-    bitsandbytes' `Linear4bit` rewrites its weight into a CPU-specific layout at its first eval-mode forward on CPUs
-    with AVX512-BF16 (`support_avx512bf16_for_cpu`). The engine's copy of the model shares the policy's weight
-    objects and runs in eval mode, so that would rewrite the policy's weights under it (and bitsandbytes 0.50 fails
-    to repack small layers). The flag is set on the copy's own layer objects; the policy's are untouched.
-    """
-    for layer in module.modules():
-        if hasattr(layer, "support_avx512bf16_for_cpu"):
-            layer.support_avx512bf16_for_cpu = False
-
-
-def _lora_layers(base) -> list[tuple[str, torch.nn.Module]]:
-    """peft LoRA layers of a model, by qualified name."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # peft is a core dependency; a model without it has no adapters
-        return []
-    return [(name, module) for name, module in base.named_modules() if isinstance(module, LoraLayer)]
-
-
-def _lora_merge_problem(layer) -> str:
-    """Why `W0 + s * B @ A` would not reproduce a peft LoRA layer ("" when it does)."""
-    base_layer = layer.get_base_layer()
-    if not hasattr(base_layer, "in_features") or getattr(base_layer, "weight", None) is None:
-        return f"{type(base_layer).__name__} base layer (merge_lora supports linear layers)"
-    if type(base_layer.weight).__name__ == "Int8Params":
-        return "8-bit base weights (merge_lora supports dense and 4-bit ones)"
-    if getattr(layer, "merged", False) or getattr(layer, "merged_adapters", []):
-        return "an adapter already merged into the base weights"
-    for adapter in layer.active_adapters:
-        if adapter not in layer.lora_A:
-            continue
-        if layer.use_dora.get(adapter, False):
-            return f"DoRA adapter {adapter!r}"
-        if getattr(layer, "lora_bias", {}).get(adapter, False):
-            return f"adapter {adapter!r} with a LoRA bias"
-    return ""
-
-
-def _lora_delta(layer) -> torch.Tensor | None:
-    """Sum of `scaling * B @ A` over the layer's active adapters, in float32 (None when adapters are disabled)."""
-    if layer.disable_adapters:
-        return None
-    delta = None
-    for adapter in layer.active_adapters:
-        if adapter in layer.lora_A:
-            part = layer.get_delta_weight(adapter).float()
-            delta = part if delta is None else delta + part
-    return delta
-
-
-def _dense_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A linear layer's weight as a dense float32 tensor (bitsandbytes 4-bit weights dequantized)."""
-    if type(weight).__name__ == "Params4bit":
-        from peft.utils.integrations import dequantize_bnb_weight
-
-        return dequantize_bnb_weight(weight).float()
-    return weight.detach().float()
 
 
 # ================================================================================================================
@@ -259,7 +154,7 @@ def resolve_generation_config(config, model=None):
     model_config = getattr(model, "generation_config", None)
     if model_config is not None:
         config.update(**model_config.to_dict(), defaults_only=True, allow_custom_entries=True)
-    config.update(**_generation_defaults(), defaults_only=True)
+    config.update(**internals.generation_defaults(), defaults_only=True)
     unsupported = []
     for name, neutral in _NO_EFFECT.items():
         if name in _SAMPLING_ONLY and not config.do_sample:
@@ -303,7 +198,6 @@ def logits_processors(config, prompt_mask: torch.Tensor):
     from transformers import (
         LogitsProcessorList,
         MinPLogitsWarper,
-        RepetitionPenaltyLogitsProcessor,
         SuppressTokensLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
@@ -313,8 +207,7 @@ def logits_processors(config, prompt_mask: torch.Tensor):
     processors = LogitsProcessorList()
     device = prompt_mask.device
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
-        padding = (prompt_mask != 0).int().argmax(dim=1)
-        processors.append(RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty), padding))
+        processors.append(internals.repetition_penalty_processor(config.repetition_penalty, prompt_mask))
     if config.suppress_tokens is not None:
         processors.append(SuppressTokensLogitsProcessor(config.suppress_tokens, device=device))
     if config.do_sample:
@@ -434,7 +327,8 @@ def _transformers_model(model) -> torch.nn.Module:
 
 
 def _config_dtype(base) -> torch.dtype:
-    dtype = getattr(base.config, "dtype", None)
+    # A composite config built in memory states its dtype on the text config only in transformers < 5.2x.
+    dtype = getattr(base.config, "dtype", None) or getattr(base.config.get_text_config(), "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
@@ -468,10 +362,10 @@ class GenerationWeights:
         self.dtype = dtype
         self.merge_lora = merge_lora
         self.source = base
-        lora = _lora_layers(base) if merge_lora else []
+        lora = internals.lora_layers(base) if merge_lora else []
         if merge_lora and not lora:
             raise UnsupportedGenerationError("merge_lora=True, but the model has no peft LoRA layers.")
-        problems = [f"{name}: {problem}" for name, layer in lora if (problem := _lora_merge_problem(layer))]
+        problems = [f"{name}: {problem}" for name, layer in lora if (problem := internals.lora_merge_problem(layer))]
         if problems:
             raise UnsupportedGenerationError(
                 "merge_lora=True cannot reproduce these LoRA layers: " + "; ".join(problems[:5])
@@ -497,7 +391,7 @@ class GenerationWeights:
             memo.setdefault(id(buffer), buffer)
         self.module = copy.deepcopy(base, memo)  # modules copied; every tensor taken from the memo
         self.module.eval()
-        _keep_quantized_layout(self.module)
+        internals.keep_quantized_layout(self.module)
         self.merged: list[tuple[torch.nn.Module, torch.nn.Parameter]] = []
         for name, layer in lora:
             base_layer = layer.get_base_layer()
@@ -505,8 +399,7 @@ class GenerationWeights:
                 base_layer.in_features, base_layer.out_features, bias=base_layer.bias is not None,
                 device=base_layer.weight.device, dtype=dtype,
             ).requires_grad_(False)
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(self.module.get_submodule(parent_name), leaf, linear)
+            internals.replace_submodule(self.module, name, linear)
             self.merged.append((layer, linear.weight))
             if base_layer.bias is not None:
                 self.copies.append((base_layer.bias, linear.bias))
@@ -534,8 +427,8 @@ class GenerationWeights:
         for source, target in self.copies:
             target.copy_(source)
         for layer, target in self.merged:
-            weight = _dense_weight(layer.get_base_layer().weight)
-            delta = _lora_delta(layer)
+            weight = internals.dense_weight(layer.get_base_layer().weight)
+            delta = internals.lora_delta(layer)
             target.copy_(weight if delta is None else weight + delta.to(weight.device))
 
     def nbytes(self) -> int:
@@ -605,7 +498,7 @@ class _DecodeState:
 def _decode_logits(language_model, head, tokens, positions, mask, cache) -> torch.Tensor:
     """The decode step: one token per row through the decoder (writing its keys and values into the static cache at
     the cache's current position), then the LM head; float32 logits `(rows, vocab)`."""
-    hidden = _decoder_call(language_model, tokens, positions, mask, cache)
+    hidden = internals.decoder_call(language_model, tokens, positions, mask, cache)
     return head(hidden[:, -1]).float()
 
 
@@ -640,7 +533,7 @@ class RolloutEngine:
     Example:
         ```python
         engine = RolloutEngine(model, compile=False)
-        out = engine.rollout(input_ids, attention_mask, vision_rows, generation_config=config)
+        out = engine.rollout(input_ids, attention_mask, vision_rows, generation_config=config, groups=group_ids)
         completions = out.sequences[:, input_ids.size(1):]
         ```
     """
@@ -663,7 +556,7 @@ class RolloutEngine:
                 f"The rollout engine generates with Qwen-VL models ({', '.join(POSITION_RULE_MODEL_TYPES)}); this "
                 f"model is {getattr(base.config, 'model_type', None)!r}."
             )
-        implementation = _attention_implementation(base.config)
+        implementation = internals.attention_implementation(base.config)
         if implementation not in _ATTENTION:
             raise UnsupportedGenerationError(
                 f"The rollout engine runs sdpa or eager attention; this model uses {implementation!r}. Load it with "
@@ -686,7 +579,7 @@ class RolloutEngine:
         self.allocations = 0
         self.last_stats = RolloutStats()
         self._eager_attention = implementation == "eager"
-        self._decoder = _language_model(self.weights.module)
+        self._decoder = internals.language_model(self.weights.module)
         self._head = self.weights.module.get_output_embeddings()
         self._states: dict[int, _DecodeState] = {}
         self._step = _decode_logits
@@ -704,7 +597,7 @@ class RolloutEngine:
         """Builds the generation weights again from the policy (after its weights changed dtype or were replaced);
         the static caches are kept, and a compiled step is compiled again for each of their shapes."""
         self.weights = GenerationWeights(self.model, self.dtype, merge_lora=self.weights.merge_lora)
-        self._decoder = _language_model(self.weights.module)
+        self._decoder = internals.language_model(self.weights.module)
         self._head = self.weights.module.get_output_embeddings()
         if self.compile:
             for state in self._states.values():
@@ -739,9 +632,9 @@ class RolloutEngine:
             rows=bucket,
             length=length,
             cache=StaticCache(config=self.weights.module.config, max_cache_len=length),
-            tokens=_mark_static(torch.zeros(bucket, 1, dtype=torch.long, device=device)),
-            positions=_mark_static(torch.zeros(3, bucket, 1, dtype=torch.long, device=device)),
-            mask=_mark_static(torch.zeros(bucket, 1, 1, length, dtype=mask_dtype, device=device)),
+            tokens=internals.mark_static(torch.zeros(bucket, 1, dtype=torch.long, device=device)),
+            positions=internals.mark_static(torch.zeros(3, bucket, 1, dtype=torch.long, device=device)),
+            mask=internals.mark_static(torch.zeros(bucket, 1, 1, length, dtype=mask_dtype, device=device)),
         )
         self._states[bucket] = state
         self.allocations += 1
@@ -837,7 +730,7 @@ class RolloutEngine:
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, **vision
         )
         logits = module.get_output_embeddings()(outputs.last_hidden_state[:, -1]).float()
-        return logits, _cache_states(_forward_cache(outputs)), positions
+        return logits, internals.cache_states(internals.forward_cache(outputs)), positions
 
     # -------------------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -848,7 +741,7 @@ class RolloutEngine:
         vision_rows: Sequence[Mapping[str, Any] | None] | None = None,
         *,
         generation_config,
-        groups: Sequence[int] | None = None,
+        groups: Sequence[int],
         return_logprobs: bool = False,
         output_scores: bool = False,
     ) -> Rollout:
@@ -860,8 +753,8 @@ class RolloutEngine:
             vision_rows: per row, its processor outputs (`pixel_values`, `image_grid_thw`, `pixel_values_videos`,
                 `video_grid_thw`, `second_per_grid_ts`; any subset) or None (default: no media).
             generation_config: a `transformers.GenerationConfig` (resolved as `generate` resolves it).
-            groups: group index per row (rows of one prompt with the same media); found with
-                `prompt_sharing.group_rows` when None.
+            groups: group id per row (the rows of one prompt with its media, fixed where the batch was built:
+                `prompt_sharing.generation_groups` in the trainer); each group is prefilled once.
             return_logprobs: also return the processed log-probs of the sampled tokens.
             output_scores: also return the processed scores of every step.
 
@@ -979,8 +872,6 @@ class RolloutEngine:
         )
 
     def _groups(self, input_ids, attention_mask, vision_rows, groups) -> list[int]:
-        if groups is None:
-            return group_rows(input_ids, attention_mask, vision_rows)
         groups = [int(g) for g in groups]
         if len(groups) != input_ids.size(0):
             raise UnsupportedGenerationError(f"{len(groups)} group indices for {input_ids.size(0)} prompts.")
@@ -1001,7 +892,9 @@ class RolloutEngine:
 
         Takes what `generate` takes on those paths: left-padded `input_ids` and `attention_mask`, the collated vision
         tensors (split per row with `split_vision`) or per-row `vision_rows`, `mm_token_type_ids` (recomputed, so
-        ignored), a `generation_config` and generation settings as keywords (applied to a copy of it).
+        ignored), a `generation_config` and generation settings as keywords (applied to a copy of it). `groups`, the
+        rows' group ids, lets each group's prompt be prefilled once; without them every row is prefilled on its own,
+        as `generate` does.
 
         Returns:
             The `prompt + completion` sequences, or a `GenerateDecoderOnlyOutput` (sequences, and scores with
@@ -1026,6 +919,7 @@ class RolloutEngine:
         if vision_rows is None and vision:
             vision_rows = split_vision(input_ids, vision, image_token_id=self._token_ids[0],
                                        video_token_id=self._token_ids[1], merge_size=self._merge_size)
+        groups = range(input_ids.size(0)) if groups is None else groups
         out = self.rollout(input_ids, attention_mask, vision_rows, generation_config=config, groups=groups,
                            output_scores=bool(config.output_scores and config.return_dict_in_generate))
         if config.return_dict_in_generate:

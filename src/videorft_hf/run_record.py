@@ -19,7 +19,6 @@ A field whose value the run did not have is absent, never a placeholder.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import os
@@ -34,8 +33,9 @@ STAGES = ("sft", "grpo")
 CHECKPOINT_KINDS = ("auto", "full", "adapter", "merged")
 DEFAULT_PIPELINE_TAG = "video-text-to-text"
 
-# Training arguments recorded (when the run's config has them), in the order a card shows them.
-RECORDED_TRAINING_ARGS = (
+# The fields of trl's and transformers' configs a record states (when the run's config has them), in the order a card
+# shows them; the package's own training fields follow (`stated_training_args`).
+TRAINER_ARGS = (
     "learning_rate",
     "lr_scheduler_type",
     "num_train_epochs",
@@ -54,36 +54,48 @@ RECORDED_TRAINING_ARGS = (
     "max_completion_length",
     "max_length",
     "bf16",
-    "trainable_dtype",
     "disable_dropout",
     "activation_checkpointing",
     "seed",
 )
-# GRPO reward-shaping settings recorded when the config has them.
-SHAPING_ARGS = (
-    "length_bonus",
-    "length_bonus_min_tokens",
-    "length_bonus_max_tokens",
-    "length_bonus_value",
-    "length_bonus_accuracy_threshold",
-    "temporal_grpo",
-    "temporal_bonus",
-    "temporal_ratio",
-    "temporal_accuracy_threshold",
-)
 _PEFT_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules")
+
+
+def stated_training_args() -> tuple[str, ...]:
+    """The training arguments a record states, in the order a card shows them: `TRAINER_ARGS`, then the fields of the
+    package's precision settings (`videorft_hf.settings.PrecisionSettings`)."""
+    from .settings import settings_fields
+
+    return (*TRAINER_ARGS, *settings_fields("precision"))
+
+
+def run_settings(trainer: Any, training_args: Any) -> Any:
+    """The settings a trainer ran with (`videorft_hf.settings.RunSettings`): its own (`VideoGRPOTrainer`,
+    `VideoSFTTrainer`), else resolved from its config, model and processor (a stock trl trainer)."""
+    settings = getattr(trainer, "settings", None)
+    if settings is not None:
+        return settings
+    from .settings import RunSettings
+
+    model_config = getattr(getattr(trainer, "model", None), "config", None)
+    processor = getattr(trainer, "processing_class", None)
+    return RunSettings.resolve(training_args, model_config, processor if hasattr(processor, "tokenizer") else None)
 
 
 def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: Any, model_args: Any) -> dict:
     """The record of a finished run, from the objects that ran it.
 
+    The sampling, shaping, precision and `on_bad_sample` come from the settings the trainer ran with
+    (`run_settings`), so the record states what ran: for Qwen3-VL, frame sides in multiples of its patch factor 32,
+    not the presets' 28.
+
     Args:
         stage: `"sft"` or `"grpo"`.
-        trainer: The trainer after `train()` (its `state`, `reward_funcs` and `train_dataset` are read).
+        trainer: The trainer after `train()` (its `state`, `settings`, `reward_funcs` and `train_dataset` are read).
         script_args: The run's `VideoRFTScriptArguments`, or None (a trainer built in Python: no dataset name or
             system prompt is recorded).
         training_args: The run's `VideoSFTConfig` / `VideoGRPOConfig` (or a plain trl config).
-        model_args: trl's `ModelConfig`, or None (the model id is then the model config's `_name_or_path`).
+        model_args: trl's `ModelConfig`, or None (the model id is then the model config's `name_or_path`).
 
     Returns:
         The record as a JSON-serialisable dict.
@@ -123,14 +135,16 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
             record["reward_weights"] = [float(w) for w in training_args.reward_weights]
         if script_args is not None and "semantic_consistency_reward" in record["reward_funcs"]:
             record["semantic_model_name_or_path"] = script_args.semantic_model_name_or_path
-        record["shaping"] = {name: getattr(training_args, name) for name in SHAPING_ARGS if hasattr(training_args, name)}
+    settings = run_settings(trainer, training_args)
+    if stage == "grpo":
+        record["shaping"] = {name: _plain(value) for name, value in settings.group("shaping").items()}
     record["training_args"] = {
-        name: _plain(getattr(training_args, name)) for name in RECORDED_TRAINING_ARGS if hasattr(training_args, name)
+        name: _plain(getattr(training_args, name)) for name in TRAINER_ARGS if hasattr(training_args, name)
     }
+    record["training_args"].update({name: _plain(value) for name, value in settings.group("precision").items()})
     if hasattr(training_args, "sampling_config"):  # a plain trl config has no video sampling of its own
-        sampling = training_args.sampling_config()
-        record["sampling"] = {"preset": training_args.video_sampling_preset, **dataclasses.asdict(sampling)}
-    record["on_bad_sample"] = getattr(training_args, "on_bad_sample", None)
+        record["sampling"] = settings.sampling_record()
+    record["on_bad_sample"] = settings.video.on_bad_sample if hasattr(training_args, "on_bad_sample") else None
     tally = getattr(trainer, "skip_tally", None)
     if record["on_bad_sample"] == "skip" and tally is not None:
         record["skipped_samples"] = tally.summary()
@@ -169,7 +183,7 @@ def _root_base_model(model_name_or_path: str | None) -> str | None:
 
 def _model_id(model: Any) -> str | None:
     config = getattr(model, "config", None)
-    return getattr(config, "_name_or_path", None) or None
+    return getattr(config, "name_or_path", None) or None
 
 
 def _quantization(model: Any) -> str | None:

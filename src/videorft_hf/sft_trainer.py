@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 
@@ -31,7 +32,8 @@ from trl import SFTTrainer
 
 from .checkpoints import ResumeExactly
 from .collators import DataCollatorForVideoLanguageModeling
-from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SKIP_REASONS, SKIPS_KEY, SkipTally
+from .settings import RunSettings
+from .skips import SKIP_REASONS, SKIPS_KEY, SkipTally
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +45,21 @@ class VideoSFTTrainer(ResumeExactly, SFTTrainer):
     `SFTTrainer`'s.
 
     Attributes:
+        settings: the run's settings (`videorft_hf.settings.RunSettings`), with the sampling the collator decodes
+            with (its processor's patch factor).
         skip_tally: the run's skipped samples over all processes (`videorft_hf.skips.SkipTally`).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.skip_tally = SkipTally(getattr(self.args, "max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION))
-        self.add_callback(self.skip_tally)
         collator = self.data_collator
+        processor = self.processing_class if hasattr(self.processing_class, "tokenizer") else None
+        self.settings = RunSettings.resolve(self.args, processor=processor)
+        if isinstance(collator, DataCollatorForVideoLanguageModeling):
+            # The collator decodes; a collator built with its own sampling is what ran.
+            self.settings = dataclasses.replace(self.settings, sampling=collator.sampling_config)
+        self.skip_tally = SkipTally(self.settings.skip_limit.max_skipped_fraction)
+        self.add_callback(self.skip_tally)
         if isinstance(collator, DataCollatorForVideoLanguageModeling) and collator.on_bad_sample == "skip":
             collator.report_skips = True
         self._step_counts: Counter = Counter()  # this process's samples, skips and labels in the current step

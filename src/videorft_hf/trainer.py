@@ -55,13 +55,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from trl import GRPOTrainer, prepare_multimodal_messages
+from trl.extras.profiling import profiling_context, profiling_decorator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,13 +77,26 @@ if TYPE_CHECKING:
         TrainerCallback,
     )
     from trl import GRPOConfig
-    from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
+
+    from .internals import EnvironmentFactory, RewardFunc, RolloutFunc
 
 from . import vllm_media
 from .cards import videorft_tags, write_trainer_card
 from .checkpoints import ResumeExactly
-from .configs import RewardShapingArguments, VideoSamplingArguments
-from .internals import apply_position_rule, biased_log_probs
+from .configs import VideoSamplingArguments
+from .internals import (
+    apply_position_rule,
+    biased_log_probs,
+    call_reward_functions,
+    generate_replaced,
+    is_vlm,
+    keep_signature_column,
+    log_metric,
+    prompt_tools,
+    row_shuffle,
+    set_hub_tags,
+    suppressed_tokens,
+)
 from .modeling import keep_updates
 from .processing import (
     SUPPORTED_VIDEO_MODEL_TYPES,
@@ -95,12 +109,17 @@ from .processing import (
     load_row_media,
     media_sources,
     mm_token_type_ids,
-    model_sampling_config,
     render_prompt,
 )
-from .prompt_sharing import generate_with_shared_prefill, group_rows, keep_groups_together, shared_prompt_logps
+from .prompt_sharing import (
+    generate_with_shared_prefill,
+    generation_groups,
+    keep_groups_together,
+    shared_prompt_logps,
+)
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
-from .skips import DEFAULT_MAX_SKIPPED_FRACTION, SkipTally
+from .settings import RunSettings
+from .skips import SkipTally
 from .video import FrameCache
 
 logger = logging.getLogger(__name__)
@@ -108,17 +127,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GenerationMedia:
-    """The media of one generation batch, as the seams trl calls hand it to each other.
+    """One generation batch (or loss micro-batch), as the seams trl calls hand it to each other.
 
-    `_generate_and_score_completions` creates it from the batch's decoded rows and enters it (`_media_scope`) for the
-    batch; inside, trl calls the seams in its own order and each reads what it needs here: `_tokenize_prompts` sets
-    `vision` (each row's processor outputs) and `template_ids`, `_generate_single_turn` generates from `rows` and
-    `vision` (vLLM from `rows` and `template_ids`),
-    `_get_per_token_logps_and_entropies` scores with `vision`, and `_calculate_rewards` reads `reward_rows` and
-    `skipped` (T-GRPO's shuffled counts are in `shuffled`). The scope ends in a `finally`, so no seam ever sees another
-    batch's media. A batch that takes trl's own image path (`encode=False`) uses only `reward_rows` and `skipped`.
-    T-GRPO's shuffled rollouts enter their own object inside the batch's, and each loss micro-batch enters one that
-    holds only its `vision`.
+    `_generate_and_score_completions` creates it for every batch, with each row's `groups` (fixed there, as trl's
+    sampler laid the batch out) and, on the media path, the decoded rows, and enters it (`_batch_scope`); inside, trl
+    calls the seams in its own order and each gets it from `_active_batch(<seam>)`, which names the seam in its error
+    when no batch is active: `_tokenize_prompts` sets `vision` (each row's processor outputs) and `template_ids`,
+    encoding each group once; `_generate_single_turn` generates from `rows`, `vision` and `groups` (vLLM from `rows`
+    and `template_ids`); `_get_per_token_logps_and_entropies` scores with `vision` and `groups`; `_calculate_rewards`
+    reads `reward_rows`, `skipped`, `groups` and T-GRPO's `shuffled` counts. The scope ends in a `finally`, so no
+    seam ever sees another batch's media. A batch on trl's own path (`encode=False`: text, or images only) uses only
+    `groups`, `reward_rows` and `skipped`. T-GRPO's shuffled rollouts enter their own object inside the batch's, and
+    each loss micro-batch enters one that holds its `vision` and `groups` (the batch fields `vision_inputs` and
+    `group_ids`, which survive trl's shuffle and split).
     """
 
     rows: list[RowMedia] = field(default_factory=list)  # decoded media per row (skipped rows: `error` set)
@@ -129,6 +150,8 @@ class GenerationMedia:
     # what vLLM's colocated engine takes, expanding each placeholder itself (`vllm_media.MultimodalLLM`)
     template_ids: list[list[int]] | None = None
     shuffled: torch.Tensor | None = None  # T-GRPO (correct, rolled out) per local row
+    # per row, its group's global id (`prompt_sharing.generation_groups`): the completions of one prompt
+    groups: list[int] | None = None
 
     @property
     def skipped(self) -> list[bool]:
@@ -151,37 +174,40 @@ def _reward_frames(media: RowMedia):
 SPLIT_INVARIANT_LOSSES = ("grpo", "dr_grpo", "dapo")
 
 
-@contextmanager
-def _shuffle_keeping_groups() -> Iterator[None]:
-    """trl's row shuffle of a generation batch (`shuffle_sequence_dict`), with each group's rows kept adjacent
-    (`keep_groups_together`), so the micro-batches trl then cuts hold whole groups. One `torch.randperm` of the
-    rows, as trl draws it. A batch without this class's vision rows is shuffled by trl's own function."""
-    from trl.trainer import grpo_trainer
+def _shuffle_keeping_groups(seq_dict: dict, trl_shuffle) -> dict:
+    """trl's row shuffle of a generation batch (`shuffle_sequence_dict`), with each group's rows (the batch's
+    `group_ids`) kept adjacent (`keep_groups_together`), so the micro-batches trl then cuts hold whole groups. One
+    `torch.randperm` of the rows, as trl draws it. A batch without this class's vision rows is shuffled by trl's own
+    function."""
+    if seq_dict.get("vision_inputs") is None:
+        return trl_shuffle(seq_dict)
+    groups = seq_dict["group_ids"].tolist()
+    order = keep_groups_together(torch.randperm(len(groups)).tolist(), groups)
+    index = torch.tensor(order)
 
-    original = grpo_trainer.shuffle_sequence_dict
+    def permute(value):
+        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[index.to(value.device)]
+        return [value[i] for i in order]
 
-    def shuffle(seq_dict: dict) -> dict:
-        vision = seq_dict.get("vision_inputs")
-        if vision is None:
-            return original(seq_dict)
-        groups = group_rows(seq_dict["prompt_ids"], seq_dict["prompt_mask"], vision)
-        order = keep_groups_together(torch.randperm(len(groups)).tolist(), groups)
-        index = torch.tensor(order)
+    return {key: permute(value) for key, value in seq_dict.items()}
 
-        def permute(value):
-            if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
-                return value
-            if isinstance(value, torch.Tensor):
-                return value[index.to(value.device)]
-            return [value[i] for i in order]
 
-        return {key: permute(value) for key, value in seq_dict.items()}
+def _as_list(groups) -> list[int] | None:
+    return groups.tolist() if isinstance(groups, torch.Tensor) else groups
 
-    grpo_trainer.shuffle_sequence_dict = shuffle
-    try:
-        yield
-    finally:
-        grpo_trainer.shuffle_sequence_dict = original
+
+def _same_prompt(a, b) -> bool:
+    """Whether two conversational prompts are equal (objects they share, such as a group's images, by identity)."""
+    if a is b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_prompt(a[key], b[key]) for key in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_prompt(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 class _ModelWithInputs:
@@ -229,8 +255,6 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     completion of a prompt), the PIL image for an image row, or `None` for a text row.
     """
 
-    _tag_names = videorft_tags("grpo")
-
     def __init__(
         self,
         model: str | PreTrainedModel | PeftModel,
@@ -271,36 +295,35 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             rollout_func=rollout_func,
             environment_factory=environment_factory,
         )
-        # A plain `GRPOConfig` keeps working (drop-in); the video fields then take their defaults.
-        self.video_args = self.args if isinstance(self.args, VideoSamplingArguments) else VideoSamplingArguments()
-        self.shaping = {  # the fields of RewardShapingArguments, from `args` or their defaults
-            field.name: getattr(self.args, field.name, field.default) for field in fields(RewardShapingArguments)
-        }
-        self.sampling_config = self.video_args.sampling_config()
-        self._frame_cache = FrameCache(self.video_args.frame_cache_bytes) if self.video_args.frame_cache_bytes else None
-        self._frame_store = self.video_args.open_frame_store()  # this config's store only (None: decode every video)
+        config = self.model.config
+        # Everything this class reads from the config, resolved once with the model (its vision tower's patch
+        # factor); a plain `GRPOConfig` keeps working (drop-in), the video fields then take their defaults.
+        self.settings = (
+            RunSettings.resolve(self.args, config, self.processing_class) if is_vlm(self) else RunSettings.resolve(self.args)
+        )
+        video = self.settings.video
+        self._frame_cache = FrameCache(video.frame_cache_bytes) if video.frame_cache_bytes else None
+        self._frame_store = self.settings.open_frame_store()  # this config's store only (None: decode every video)
         self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
         # Skipped rows over all processes, bounded per generation batch and per run (videorft_hf.skips).
-        self.skip_tally = SkipTally(getattr(self.args, "max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION))
+        self.skip_tally = SkipTally(self.settings.skip_limit.max_skipped_fraction)
         self.add_callback(self.skip_tally)
         for func in self.reward_funcs:  # reward models load now, not at the first correct answer mid-training
             if callable(getattr(getattr(func, "encoder", None), "load", None)):
                 func.encoder.load()
 
-        config = self.model.config
-        self._image_token_id = getattr(config, "image_token_id", None)
-        self._video_token_id = getattr(config, "video_token_id", None)
-        if self._is_vlm:
-            self.sampling_config = model_sampling_config(self.sampling_config, config, self.processing_class)
+        self.image_token_id = getattr(config, "image_token_id", None)
+        self.video_token_id = getattr(config, "video_token_id", None)
 
-        if self.shaping["length_bonus"] or self.shaping["temporal_grpo"]:
-            if self.shaping["accuracy_reward_name"] not in self.reward_func_names:
+        shaping = self.settings.shaping
+        if shaping.length_bonus or shaping.temporal_grpo:
+            if shaping.accuracy_reward_name not in self.reward_func_names:
                 raise ValueError(
-                    f"Reward shaping needs the accuracy reward {self.shaping['accuracy_reward_name']!r} among the "
+                    f"Reward shaping needs the accuracy reward {shaping.accuracy_reward_name!r} among the "
                     f"reward functions {self.reward_func_names}; add it or set accuracy_reward_name."
                 )
-            if self.shaping["temporal_grpo"] and self.use_vllm and self.vllm_mode == "server" and self.accelerator.num_processes > 1:
+            if shaping.temporal_grpo and self.use_vllm and self.vllm_mode == "server" and self.accelerator.num_processes > 1:
                 # The shuffled rollouts differ in number between processes, and server mode gathers every
                 # process's prompts in one collective call that assumes equal shares.
                 raise ValueError(
@@ -308,7 +331,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                     "vllm_mode='colocate' (each process generates its own shuffled rollouts) or one process."
                 )
         # Trainable weights in float32 (frozen ones keep their dtype): bf16 would round lr 1e-6 updates away.
-        keep_updates(self.model, self.args)
+        keep_updates(self.model, self.args, trainable_dtype=self.settings.precision.trainable_dtype)
         # Qwen's M-RoPE rule for every pass of the policy and the reference model (transformers 5.3-5.25 misplace
         # the text after a video); the reference model may be a separate object (loaded by trl, beta > 0).
         for model in (self.model, self.ref_model):
@@ -322,7 +345,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _check_video_support(self, *datasets) -> None:
         """Video rows with a model whose video inputs this package does not build fail here, before training."""
-        if not self._is_vlm or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
+        if not is_vlm(self) or getattr(self.model.config, "model_type", None) in SUPPORTED_VIDEO_MODEL_TYPES:
             return
         from datasets import Dataset
 
@@ -343,8 +366,9 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         )
 
     @property
-    def _vision_placeholder_ids(self) -> list[int]:
-        return [t for t in (self._image_token_id, self._video_token_id) if t is not None]
+    def vision_placeholder_ids(self) -> list[int]:
+        """The model's image and video placeholder tokens, which a rollout on the media path never samples."""
+        return [t for t in (self.image_token_id, self.video_token_id) if t is not None]
 
     @contextmanager
     def _vision_placeholders_suppressed(self):
@@ -354,25 +378,16 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if self.use_vllm:
             yield
             return
-        kwargs = self.generation_kwargs
-        saved = {"suppress_tokens": kwargs["suppress_tokens"]} if "suppress_tokens" in kwargs else {}
-        saved_config = self.generation_config.suppress_tokens
-        tokens = sorted(set(self.generation_config.suppress_tokens or []) | set(self._vision_placeholder_ids))
-        kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = tokens
-        try:
+        with suppressed_tokens(self, self.vision_placeholder_ids):
             yield
-        finally:
-            kwargs.pop("suppress_tokens", None)
-            kwargs.update(saved)
-            self.generation_config.suppress_tokens = saved_config
 
     def _set_signature_columns_if_needed(self):
         # Adds: the `video` column survives `remove_unused_columns=True` (trl keeps only prompt/image/images).
         super()._set_signature_columns_if_needed()
-        if "video" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "video"]
+        keep_signature_column(self, "video")
 
     # ------------------------------------------------------------------------------------------ media
+    @profiling_decorator
     def _load_media(self, inputs: list[dict]) -> list[RowMedia]:
         """Decodes each unique video and image of the batch once (`processing.load_row_media` with one memo for the
         batch); rows of the same prompt share the arrays. A bad file raises, or (on_bad_sample="skip") leaves its
@@ -382,8 +397,8 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         for index, row in enumerate(inputs):
             media = load_row_media(
                 row,
-                self.sampling_config,
-                backend=self.video_args.video_backend,
+                self.settings.sampling,
+                backend=self.settings.video.video_backend,
                 cache=self._frame_cache,
                 store=self._frame_store,
                 decoded=decoded,
@@ -403,7 +418,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
 
     def _handle_bad_sample(self, index: int, row: dict, error: Exception) -> None:
         name = f"row {index} (problem_id={row.get('problem_id')!r})" if "problem_id" in row else f"row {index}"
-        if self.video_args.on_bad_sample == "raise":
+        if self.settings.video.on_bad_sample == "raise":
             raise type(error)(
                 getattr(error, "path", "?"),
                 f"{getattr(error, 'cause', error)} [{name} of the generation batch; {self._skip_hint}]",
@@ -414,59 +429,97 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         logger.warning("Skipping %s: %s (%d skipped so far)", name, error, self.media_counts["skipped_samples"])
 
     @contextmanager
-    def _media_scope(self, media: GenerationMedia) -> Iterator[GenerationMedia]:
-        """Makes `media` the one the seams read until the block ends, then restores the enclosing one (None outside
-        any batch)."""
+    def _batch_scope(self, media: GenerationMedia) -> Iterator[GenerationMedia]:
+        """Makes `media` the batch the seams read (`_active_batch`) until the block ends, then restores the enclosing
+        one (none outside a batch)."""
         outer, self._media = self._media, media
         try:
             yield media
         finally:
             self._media = outer
 
+    @contextmanager
+    def generation_batch(self, rows: list[dict], groups: Sequence[int] | None = None) -> Iterator[GenerationMedia]:
+        """Rows of your own as one generation batch of the media path: their media decoded as in training (each
+        unique video once, with the run's settings) and the batch entered until the block ends, so that trl's seams
+        called inside it (`_tokenize_prompts`, `_generate_single_turn`, `_get_per_token_logps_and_entropies`) work on
+        it as they do inside `_generate_and_score_completions`. For looking at what the model sees, and for tests.
+
+        Args:
+            rows: dataset rows (`prompt`, and `video` / `image` / `images`).
+            groups: each row's group (the rows of one prompt); default: each row its own.
+
+        Yields:
+            The batch's `GenerationMedia` (`_tokenize_prompts` sets its `vision` and `template_ids`).
+
+        Example:
+            >>> with trainer.generation_batch(rows) as batch:  # doctest: +SKIP
+            ...     prompt_ids, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows])
+            >>> batch.vision[0]["video_grid_thw"]  # doctest: +SKIP
+        """
+        media = GenerationMedia(
+            self._load_media(rows),
+            reward_rows=[dict(row) for row in rows],
+            groups=list(range(len(rows))) if groups is None else [int(group) for group in groups],
+        )
+        with self._batch_scope(media):
+            yield media
+
+    def _active_batch(self, seam: str) -> GenerationMedia:
+        """The batch a seam works on: the one `_generate_and_score_completions` (or `_compute_loss`, for a loss
+        micro-batch) entered.
+
+        Raises:
+            RuntimeError: naming `seam`, when it runs outside any batch.
+        """
+        if self._media is None:
+            raise RuntimeError(
+                f"VideoGRPOTrainer.{seam} ran outside a generation batch: trl calls it from "
+                "_generate_and_score_completions or _compute_loss, which give it the batch's media, groups and vision "
+                "inputs. Call those (or trainer.train()) rather than the seam itself."
+            )
+        return self._media
+
     def _encode_prompt(
-        self, prompt: list[dict], media: RowMedia, index: int, encoded: dict[tuple, tuple] | None = None
+        self, prompt: list[dict], media: RowMedia, index: int, tools: list | None
     ) -> tuple[list[int], dict, list[int]]:
         """A generation prompt's token ids and vision tensors: rendered with the arguments trl's `_tokenize_prompts`
-        uses (the trainer's chat template, tools and template kwargs), encoded with its media, vision tokens checked.
-        Every rollout (T-GRPO's shuffled ones too) is encoded here. Also returns the rendered prompt's token ids
-        before the processor expands its media placeholders (`GenerationMedia.template_ids`).
+        uses (the trainer's chat template and template kwargs, and the row's tools: its environment's when
+        `environment_factory` is a dict), encoded with its media, vision tokens checked. Every rollout (T-GRPO's
+        shuffled ones too) is encoded here. Also returns the rendered prompt's token ids before the processor expands
+        its media placeholders (`GenerationMedia.template_ids`).
 
         Args:
             prompt: the row's conversational prompt.
             media: its decoded media.
             index: its row in the generation batch, for errors.
-            encoded: results by (text, media), shared over a batch: each unique prompt is encoded once.
+            tools: the tools its prompt is rendered with (`internals.prompt_tools`), or None.
 
         Raises:
             VisionTokenMismatchError: naming the row.
         """
         text = render_prompt(
-            self.processing_class,
-            prompt,
-            tools=self.tools or None,  # `or None`: as trl, no tool boilerplate for tools=[]
-            chat_template=self.chat_template,
-            **self.chat_template_kwargs,
+            self.processing_class, prompt, tools=tools, chat_template=self.chat_template, **self.chat_template_kwargs
         )
-        key = (text, media.key, media.error is not None)
-        if encoded is not None and key in encoded:
-            return encoded[key]
         where = f"Row {index} of the generation batch"
         ids, vision = encode_prompt(self.processing_class, text, media.videos, media.images, where)
         check_vision_tokens(self.processing_class, ids, vision, self.model.config, where)
         template_ids = self.processing_class.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if encoded is not None:
-            encoded[key] = ids, vision, template_ids
         return ids, vision, template_ids
 
     # ------------------------------------------------------------------------------------------ seams
     def _generate_and_score_completions(self, inputs):
-        # Adds: media decoded by this package (each unique video once, image paths with the run's sampling rules).
-        # A batch whose rows all carry images and no video then takes trl's own image path, as with GRPOTrainer
-        # (not with vLLM and a Qwen-VL model: see the module docstring); any other batch with media (video, or image
-        # rows mixed with text or skipped rows) takes this class's path, which carries per-row vision tensors in the
-        # batch and is built for Qwen-VL models.
-        if not self._is_vlm or not any(media_sources(row) for row in inputs):
-            return super()._generate_and_score_completions(inputs)
+        # Adds: each row's group, fixed here and carried by the batch (`group_ids`); media decoded by this package
+        # (each unique video once, image paths with the run's sampling rules). A batch whose rows all carry images and
+        # no video then takes trl's own image path, as with GRPOTrainer (not with vLLM and a Qwen-VL model: see the
+        # module docstring); any other batch with media (video, or image rows mixed with text or skipped rows) takes
+        # this class's path, which carries per-row vision tensors in the batch and is built for Qwen-VL models.
+        groups = self._generation_groups(len(inputs))
+        if not is_vlm(self) or not any(media_sources(row) for row in inputs):
+            with self._batch_scope(GenerationMedia(encode=False, groups=groups)):
+                output = super()._generate_and_score_completions(inputs)
+            output["group_ids"] = torch.tensor(groups, device=self.accelerator.device)
+            return output
         has_video = any(row.get("video") is not None for row in inputs)
         model_type = getattr(self.model.config, "model_type", None)
         if has_video and model_type not in SUPPORTED_VIDEO_MODEL_TYPES:
@@ -480,20 +533,28 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             rows,
             reward_rows=[{**row, "frames": _reward_frames(m)} for row, m in zip(inputs, rows, strict=True)],
             encode=not trl_path,
+            groups=groups,
         )
-        with self._media_scope(media):
+        with self._batch_scope(media):
             if trl_path:
                 output = super()._generate_and_score_completions(_with_decoded_images(inputs, rows))
             else:
                 output = self._generate_with_media(inputs, media)
+        output["group_ids"] = torch.tensor(groups, device=self.accelerator.device)
         skipped = [i for i, flag in enumerate(media.skipped) if flag]
         if skipped:  # no loss on a skipped sample (its rewards are already NaN, so its advantage is 0)
             output["completion_mask"][skipped] = 0
         self._log_media_counts(before)
         return output
 
+    def _generation_groups(self, rows: int) -> list[int]:
+        """The global group id of each row of this process's generation batch (`prompt_sharing.generation_groups`:
+        trl's sampler repeats each prompt `num_generations` times, `num_generations_eval` when evaluating)."""
+        size = self.num_generations if self.model.training else self.num_generations_eval
+        return generation_groups(rows, size, self.accelerator.process_index)
+
     def _generate_with_media(self, inputs: list[dict], media: GenerationMedia):
-        """This class's media path: the processor sees the decoded frames and images once per prompt, and the batch
+        """This class's media path: the processor sees the decoded frames and images once per group, and the batch
         carries each row's vision tensors to every log-prob pass."""
         # trl's own image path would run a second, video-blind processor pass: media stays with this class.
         rows = []
@@ -504,30 +565,42 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                 prompt = prepare_multimodal_messages(prompt, images=row_media.images)
             rows.append({**{k: v for k, v in row.items() if k not in ("image", "images", "video")}, "prompt": prompt})
         with self._vision_placeholders_suppressed():
-            if self.shaping["temporal_grpo"] and self.model.training:
-                media.shuffled = self._rollout_shuffled(inputs, media.rows)
+            if self.settings.shaping.temporal_grpo and self.model.training:
+                media.shuffled = self._rollout_shuffled(inputs, media)
             output = super()._generate_and_score_completions(rows)
         output["vision_inputs"] = list(media.vision)
         return output
 
     def _log_media_counts(self, before: Counter) -> None:
-        mode = "train" if self.model.training else "eval"
         for name in ("video_decodes", "video_reuses", "skipped_samples"):
             local = torch.tensor(float(self.media_counts[name] - before[name]), device=self.accelerator.device)
-            self._metrics[mode][f"media/{name}"].append(self.accelerator.gather(local).sum().item())
+            log_metric(self, f"media/{name}", self.accelerator.gather(local).sum().item())
 
     def _tokenize_prompts(self, prompts: list):
-        # Adds: the processor sees the frames (with their metadata) and images; vision tokens are checked.
-        media = self._media
-        if media is None or not media.encode:
+        # Adds: the processor sees the frames (with their metadata) and images, once per group; vision tokens are
+        # checked. Each prompt is rendered with its own tools (its environment's, as in trl).
+        media = self._active_batch("_tokenize_prompts")
+        if not media.encode:
             return super()._tokenize_prompts(prompts)
-        encoded: dict[tuple, tuple[list[int], dict]] = {}
+        tools = prompt_tools(self, media.reward_rows)
+        encoded: dict[int, tuple[int, list, tuple[list[int], dict, list[int]]]] = {}  # group -> (row, prompt, ids)
         prompt_ids, vision_rows, template_ids = [], [], []
-        for index, (prompt, row_media) in enumerate(zip(prompts, media.rows, strict=True)):
+        for index, (prompt, row_media, group) in enumerate(zip(prompts, media.rows, media.groups, strict=True)):
             skipped = row_media.error is not None
-            ids, vision, template = self._encode_prompt(
-                _strip_media_blocks(prompt) if skipped else prompt, row_media, index, encoded
-            )
+            prompt = _strip_media_blocks(prompt) if skipped else prompt
+            if group in encoded:
+                first, first_prompt, (ids, vision, template) = encoded[group]
+                if not _same_prompt(prompt, first_prompt) or tools[index] != tools[first]:
+                    raise ValueError(
+                        f"Rows {first} and {index} of the generation batch are completions of one prompt (group "
+                        f"{group}) but their prompts differ (an environment's reset gave them different "
+                        "observations): the media path encodes and computes each group's prompt once, as trl's vLLM "
+                        "server mode generates each group from one prompt. Return the same observation for every "
+                        "rollout of a row."
+                    )
+            else:
+                ids, vision, template = self._encode_prompt(prompt, row_media, index, tools[index])
+                encoded[group] = index, prompt, (ids, vision, template)
             prompt_ids.append(ids)
             vision_rows.append(None if skipped else (vision or None))
             template_ids.append(template)
@@ -541,60 +614,63 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         return fields
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        # Adds: vLLM receives each row's frames (with metadata) and images. The media travel as `VLLMMedia` through
-        # trl's `images` argument, so trl gathers them to the main process (server mode) or across the
-        # tensor-parallel group (colocate); `vllm_media.patched` sets up trl's generation object for them.
-        media = self._media
-        if media is None or not media.encode:
+        # Adds: vLLM receives each row's frames (with metadata) and images; transformers generation prefills each
+        # group's prompt once. The media travel as `VLLMMedia` through trl's `images` argument, so trl gathers them to
+        # the main process (server mode) or across the tensor-parallel group (colocate); `vllm_media.patched` sets up
+        # trl's generation object for them.
+        media = self._active_batch("_generate_single_turn")
+        with self._generation_setup(media, images) as images:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if self.use_vllm:
-            with vllm_media.patched(
-                self.vllm_generation, media.rows, self._vision_placeholder_ids, media.template_ids
-            ) as images:
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if getattr(self.args, "share_prompt_compute", True):
-            with self._shared_prefill(media.vision):
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
     @contextmanager
-    def _shared_prefill(self, vision_rows: list[dict | None]):
-        """trl's transformers generation prefills each unique prompt (and its media) once and continues its rows from
+    def _generation_setup(self, media: GenerationMedia, images) -> Iterator[Any]:
+        """What trl's generation runs with for `media`; yields its `images` argument. A batch on trl's own path as it
+        is; with vLLM, each row's media as `VLLMMedia` (`vllm_media.patched`); with transformers and
+        `share_prompt_compute`, each group's prompt prefilled once (`_shared_prefill`)."""
+        if not media.encode:
+            yield images
+        elif self.use_vllm:
+            with vllm_media.patched(self.vllm_generation, media.rows, self.vision_placeholder_ids, media.template_ids) as payloads:
+                yield payloads
+        elif self.settings.share_prompt_compute:
+            with self._shared_prefill(media.vision, media.groups):
+                yield images
+        else:
+            yield images
+
+    @contextmanager
+    def _shared_prefill(self, vision_rows: list[dict | None], groups: list[int]):
+        """trl's transformers generation prefills each group's prompt (and its media) once and continues its rows from
         the expanded KV cache (`generate_with_shared_prefill`); the vision tensors come per row, not collated."""
         model = self.accelerator.unwrap_model(self.model_wrapped)  # the object trl's generation unwraps to
 
         def generate(input_ids, attention_mask, **kwargs):
             for key in (*VISION_KEYS, "mm_token_type_ids"):
                 kwargs.pop(key, None)
-            del model.generate  # generate_with_shared_prefill calls the model's own generate
-            try:
-                return generate_with_shared_prefill(model, input_ids, attention_mask, vision_rows, **kwargs)
-            finally:
-                model.generate = generate
+            with profiling_context(self, "generate_with_shared_prefill"):
+                return generate_with_shared_prefill(model, input_ids, attention_mask, vision_rows, groups=groups, **kwargs)
 
-        model.generate = generate
-        try:
+        with generate_replaced(model, generate):
             yield
-        finally:
-            del model.generate
 
     def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return mm_token_type_ids(input_ids, self._image_token_id, self._video_token_id)
+        return mm_token_type_ids(input_ids, self.image_token_id, self.video_token_id)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
-        # Adds: each row's own vision tensors, and each unique prompt with its media computed once (prompt sharing);
+        # Adds: each row's own vision tensors, and each group's prompt with its media computed once (prompt sharing);
         # MoE aux losses keep per-row chunks through trl's own loop. A batch of this class's media path was generated
         # with the vision placeholders suppressed, so its every pass scores that distribution (`biased_log_probs`):
         # the same log-probs as vLLM reports for its samples.
-        rows = self._media.vision if self._media is not None else None
-        if rows is None:
+        media = self._active_batch("_get_per_token_logps_and_entropies")
+        if media.vision is None:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
             )
-        with biased_log_probs(self._vision_placeholder_ids):
-            return self._media_logps(model, input_ids, attention_mask, logits_to_keep, rows, batch_size, **kwargs)
+        with biased_log_probs(self.vision_placeholder_ids):
+            return self._media_logps(model, input_ids, attention_mask, logits_to_keep, media, batch_size, **kwargs)
 
-    def _media_logps(self, model, input_ids, attention_mask, logits_to_keep, rows, batch_size, **kwargs):
+    def _media_logps(self, model, input_ids, attention_mask, logits_to_keep, media, batch_size, **kwargs):
+        rows = media.vision
         if all(row is None for row in rows):  # text and skipped rows only
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, **kwargs
@@ -602,18 +678,19 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         if len(rows) != input_ids.size(0):
             raise RuntimeError(f"{len(rows)} vision rows for a batch of {input_ids.size(0)} sequences.")
         if not kwargs.get("compute_aux_loss"):  # MoE load-balancing losses need the per-row passes below
-            # Each unique prompt and its media once, its completions attending to it (per row when sharing is off
+            # Each group's prompt and its media once, its completions attending to it (per row when sharing is off
             # or cannot apply); the same log-probs, entropies and gradients as the per-row passes.
-            with self.accelerator.autocast():
+            with self.accelerator.autocast(), profiling_context(self, "shared_prompt_logps"):
                 result = shared_prompt_logps(
                     model,
                     input_ids,
                     attention_mask,
                     logits_to_keep,
                     rows,
+                    groups=media.groups,
                     batch_size=batch_size,
                     compute_entropy=kwargs.get("compute_entropy", False),
-                    share=getattr(self.args, "share_prompt_compute", True),
+                    share=self.settings.share_prompt_compute,
                 )
             self._log_sharing(result.stats)
             return result.logps, result.entropies, None
@@ -639,145 +716,158 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         return torch.cat(logps, dim=0), entropies, aux
 
     def _log_sharing(self, stats) -> None:
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["prompt_sharing/shared"].append(float(stats.shared))
-        self._metrics[mode]["prompt_sharing/lm_token_ratio"].append(stats.unshared_lm_tokens / max(stats.lm_tokens, 1))
+        log_metric(self, "prompt_sharing/shared", float(stats.shared))
+        log_metric(self, "prompt_sharing/lm_token_ratio", stats.unshared_lm_tokens / max(stats.lm_tokens, 1))
         if stats.vision_patches:
-            ratio = stats.unshared_vision_patches / stats.vision_patches
-            self._metrics[mode]["prompt_sharing/vision_patch_ratio"].append(ratio)
+            log_metric(self, "prompt_sharing/vision_patch_ratio", stats.unshared_vision_patches / stats.vision_patches)
 
     def _prepare_inputs(self, generation_batch):
         # Adds: when the micro-batches of a generation batch all go into one optimizer step and the loss does not depend
         # on how rows are split between them, the row shuffle keeps each group together, so that prompt sharing computes
         # a prompt once per pass rather than once in each micro-batch it was split into. The update is the same (the
         # same rows' gradients summed), and so is the random draw.
-        if not self._keeps_groups_together():
+        if not self.keeps_groups_together:
             return super()._prepare_inputs(generation_batch)
-        with _shuffle_keeping_groups():
+        with row_shuffle(_shuffle_keeping_groups):
             return super()._prepare_inputs(generation_batch)
 
-    def _keeps_groups_together(self) -> bool:
+    @property
+    def keeps_groups_together(self) -> bool:
+        """Whether trl's row shuffle keeps each group's rows in one micro-batch: with prompt sharing, when a
+        generation batch's micro-batches make one optimizer step and the loss does not depend on how its rows are
+        split (`SPLIT_INVARIANT_LOSSES`)."""
         args = self.args
         return (  # (evaluation batches are neither shuffled nor split)
-            getattr(args, "share_prompt_compute", True)
+            self.settings.share_prompt_compute
             and args.steps_per_generation == args.gradient_accumulation_steps > 1
             and self.loss_type in SPLIT_INVARIANT_LOSSES
         )
 
     def _compute_loss(self, model, inputs):
-        # Adds: the micro-batch's vision tensors reach the policy forward.
-        with self._media_scope(GenerationMedia(vision=inputs.get("vision_inputs"))):
+        # Adds: the micro-batch's vision tensors and groups reach the policy forward.
+        with self._batch_scope(GenerationMedia(vision=inputs.get("vision_inputs"), groups=_as_list(inputs.get("group_ids")))):
             return super()._compute_loss(model, inputs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Adds: the dataset's own media columns and `frames` reach reward functions; group shaping after the gather.
-        media = self._media
-        if media is not None and media.reward_rows is not None:
+        media = self._active_batch("_calculate_rewards")
+        if media.reward_rows is not None:
             inputs = media.reward_rows
         else:
             inputs = [{**row, "frames": None} for row in inputs]
         skipped_local = torch.tensor(
-            (media.skipped if media is not None else None) or [False] * len(prompts),
-            dtype=torch.bool,
-            device=self.accelerator.device,
+            media.skipped or [False] * len(prompts), dtype=torch.bool, device=self.accelerator.device
         )
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         skipped = self.accelerator.gather(skipped_local)
-        if self.model.training and self.video_args.on_bad_sample == "skip":
+        if self.model.training and self.settings.video.on_bad_sample == "skip":
             # Every process holds the same gathered flags, so all of them stop here together.
             self.skip_tally.add(len(skipped), {"bad_media": int(skipped.sum())}, step=self.state.global_step + 1)
         rewards[skipped] = torch.nan
-        return self._shape_rewards(rewards, completion_ids_list)
+        return self.shape_rewards(rewards, completion_ids_list, media)
 
     # ------------------------------------------------------------------------------------------ shaping
-    def _shape_rewards(self, rewards: torch.Tensor, completion_ids_list) -> torch.Tensor:
+    def shape_rewards(self, rewards: torch.Tensor, completion_ids_list, media: GenerationMedia) -> torch.Tensor:
         """Adds the group-level bonuses (`videorft_hf.rewards.shaping`) to the accuracy reward's column of the rewards
-        gathered from every process, and logs each as `shaping/<field>` (its mean over the scorable completions)."""
-        shaping = self.shaping
-        if not (shaping["length_bonus"] or shaping["temporal_grpo"]):
+        gathered from every process, and logs each as `shaping/<field>` (its mean over the scorable completions).
+
+        Args:
+            rewards: `(rows of every process, reward functions)`, gathered in process order (trl's layout).
+            completion_ids_list: this process's completions, for their lengths.
+            media: this process's batch: its rows' `groups` (gathered here) and T-GRPO's `shuffled` counts.
+
+        Returns:
+            `rewards`, shaped in place.
+        """
+        shaping = self.settings.shaping
+        if not (shaping.length_bonus or shaping.temporal_grpo):
             return rewards
-        mode = "train" if self.model.training else "eval"
-        group = self.num_generations if mode == "train" else self.num_generations_eval
-        accuracy_column = self.reward_func_names.index(shaping["accuracy_reward_name"])
+        groups = self.accelerator.gather(torch.tensor(media.groups, device=rewards.device))
+        accuracy_column = self.reward_func_names.index(shaping.accuracy_reward_name)
         accuracy = rewards[:, accuracy_column]
         scorable = ~torch.isnan(rewards).all(dim=1)
         bonuses = {}
-        if shaping["length_bonus"]:
+        if shaping.length_bonus:
             lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=rewards.device)
             bonuses["length_bonus"] = group_length_bonus(
-                correct_completions(accuracy, shaping["length_bonus_accuracy_threshold"]),
+                correct_completions(accuracy, shaping.length_bonus_accuracy_threshold),
                 self.accelerator.gather(lengths),
-                group,
-                shaping["length_bonus_min_tokens"],
-                shaping["length_bonus_max_tokens"],
-                shaping["length_bonus_value"],
+                groups,
+                shaping.length_bonus_min_tokens,
+                shaping.length_bonus_max_tokens,
+                shaping.length_bonus_value,
             )
-        if shaping["temporal_grpo"]:
-            correct = correct_completions(accuracy, shaping["temporal_accuracy_threshold"])
-            bonuses["temporal_bonus"] = self._temporal_bonus(correct, group, rewards.device)
+        if shaping.temporal_grpo:
+            correct = correct_completions(accuracy, shaping.temporal_accuracy_threshold)
+            bonuses["temporal_bonus"] = self._temporal_bonus(correct, groups, media.shuffled)
         for name, bonus in bonuses.items():
             # Only correct completions earn a bonus, so an unscored (NaN) accuracy stays NaN.
             rewards[:, accuracy_column] += bonus
-            self._metrics[mode][f"shaping/{name}"].append(bonus[scorable].mean().item())
+            log_metric(self, f"shaping/{name}", bonus[scorable].mean().item())
         return rewards
 
-    def _rollout_shuffled(self, inputs: list[dict], media: list[RowMedia]) -> torch.Tensor:
+    @profiling_decorator
+    def _rollout_shuffled(self, inputs: list[dict], media: GenerationMedia) -> torch.Tensor:
         """T-GRPO: rolls out `num_generations // 2` completions per group on frame-shuffled video (never trained on)
-        and scores them with the accuracy reward. Returns per local row `(correct, rolled out)`, credited to the
-        first row of each prompt here, so that the sums over a group are right after the gather."""
+        and scores them with the accuracy reward, through trl's own reward call (synchronous and asynchronous reward
+        functions alike). Returns per local row `(correct, rolled out)`, credited to the first row of each group here,
+        so that the sums over a group are right after the gather."""
         device = self.accelerator.device
         counts = torch.zeros(len(inputs), 2, device=device)
-        groups: dict[tuple, list[int]] = {}
-        for index, (row, row_media) in enumerate(zip(inputs, media, strict=True)):
+        members: dict[int, list[int]] = {}
+        for index, (row_media, group) in enumerate(zip(media.rows, media.groups, strict=True)):
             if row_media.videos and row_media.error is None:
-                groups.setdefault((repr(row["prompt"]), row_media.key), []).append(index)
-        if not groups:
+                members.setdefault(group, []).append(index)
+        if not members:
             return counts
+        tools = prompt_tools(self, inputs)
         generator = torch.Generator().manual_seed(self.args.seed + self.state.global_step)
-        prompt_ids, vision_rows, template_ids, owners, shuffled_media = [], [], [], [], []
-        for rows in groups.values():
+        prompt_ids, vision_rows, template_ids, owners, shuffled_media, groups = [], [], [], [], [], []
+        for group, rows in members.items():
             first = rows[0]
-            frames, metadata = media[first].videos[0]
+            frames, metadata = media.rows[first].videos[0]
             order = torch.randperm(len(frames), generator=generator).numpy()
             shuffled = RowMedia(key=("shuffled",), videos=[(frames[order], metadata)])
-            ids, vision, template = self._encode_prompt(inputs[first]["prompt"], shuffled, first)
+            ids, vision, template = self._encode_prompt(inputs[first]["prompt"], shuffled, first, tools[first])
             copies = max(1, round(len(rows) * (self.num_generations // 2) / self.num_generations))
             prompt_ids += [ids] * copies
             vision_rows += [vision] * copies
             template_ids += [template] * copies
             shuffled_media += [shuffled] * copies
             owners += [first] * copies
+            groups += [group] * copies
         fields = self._generation_fields(prompt_ids, vision_rows)
-        with self._media_scope(GenerationMedia(shuffled_media, vision=vision_rows, template_ids=template_ids)):
+        rollouts = GenerationMedia(shuffled_media, vision=vision_rows, template_ids=template_ids, groups=groups)
+        with self._batch_scope(rollouts):
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, num_generations=1)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        accuracy = self.reward_funcs[self.reward_func_names.index(self.shaping["accuracy_reward_name"])]
-        columns = {key: [inputs[i].get(key) for i in owners] for key in inputs[owners[0]] if key != "prompt"}
-        scores = accuracy(
-            prompts=[inputs[i]["prompt"] for i in owners],
-            completions=[[{"role": "assistant", "content": text}] for text in texts],
-            completion_ids=completion_ids,
-            trainer_state=self.state,
-            log_extra=lambda *args, **kwargs: None,  # shuffled rollouts stay out of logs and metrics
-            log_metric=lambda *args, **kwargs: None,
-            **columns,
-        )
-        threshold = self.shaping["temporal_accuracy_threshold"]
+        accuracy = self.reward_func_names.index(self.settings.shaping.accuracy_reward_name)
+        scores = call_reward_functions(
+            self,
+            [accuracy],
+            [{key: value for key, value in inputs[i].items() if key != "prompt"} for i in owners],
+            [inputs[i]["prompt"] for i in owners],
+            [[{"role": "assistant", "content": text}] for text in texts],
+            completion_ids,
+        )[:, 0]
+        scores = [None if torch.isnan(score) else float(score) for score in scores]
+        threshold = self.settings.shaping.temporal_accuracy_threshold
         return shuffled_correct_counts(scores, owners, len(inputs), threshold, device)
 
-    def _temporal_bonus(self, correct: torch.Tensor, group: int, device) -> torch.Tensor:
+    def _temporal_bonus(self, correct: torch.Tensor, groups: torch.Tensor, shuffled: torch.Tensor | None) -> torch.Tensor:
         """T-GRPO's bonus per completion from this batch's shuffled rollouts (`_rollout_shuffled`), gathered."""
-        local = self._media.shuffled if self._media is not None else None
+        local = shuffled
         if local is None:
-            local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=device)
-        shaping = self.shaping
+            local = torch.zeros(correct.numel() // self.accelerator.num_processes, 2, device=correct.device)
+        shaping = self.settings.shaping
         bonus, shuffled_accuracy = group_temporal_bonus(
-            correct, self.accelerator.gather(local), group, shaping["temporal_ratio"], shaping["temporal_bonus"]
+            correct, self.accelerator.gather(local), groups, shaping.temporal_ratio, shaping.temporal_bonus
         )
         if not torch.isnan(shuffled_accuracy).all():
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["temporal/shuffled_accuracy"].append(shuffled_accuracy.nanmean().item())
+            log_metric(self, "temporal/shuffled_accuracy", shuffled_accuracy.nanmean().item())
         return bonus
 
+
+set_hub_tags(VideoGRPOTrainer, videorft_tags("grpo"))  # what trl's model cards and push_to_hub add
 
 __all__ = ["GenerationMedia", "VideoGRPOTrainer"]

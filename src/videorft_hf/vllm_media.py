@@ -22,9 +22,9 @@ In both modes the token ids vLLM generates from are the ones the trainer's proce
 and the log-prob passes see the same sequence. vLLM keeps the vision encoder's outputs by media content across
 requests (its encoder cache), which outlive a weight update (trl resets only the prefix cache when it syncs weights):
 `patched` resets that cache before each media batch, so every rollout's vision features come from the weights it is
-sampled with. `patched` is the one place that changes trl's `VLLMGeneration` for this: the
-trainer only enters it around a media batch's generation call, and everything it set is restored on exit. Nothing here
-imports vLLM.
+sampled with. `patched` is the one place that changes trl's `VLLMGeneration` for this (through
+`videorft_hf.internals.vllm_generation_patched`, which does the swapping): the trainer only enters it around a media
+batch's generation call, and everything it set is restored on exit. Nothing here imports vLLM.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .internals import SUPPRESSED_LOGIT_BIAS
+from .internals import SUPPRESSED_LOGIT_BIAS, vllm_generation_patched
 from .media_encoding import encode_image_data_url
 
 if TYPE_CHECKING:
@@ -386,31 +386,13 @@ def patched(
         >>> with patched(trainer.vllm_generation, media, [video_token_id]) as images:  # doctest: +SKIP
         ...     completion_ids, logprobs = trainer._generate_single_turn(prompt_ids, images, fields, 8)
     """
-    kwargs = generation.generation_kwargs
-    saved_bias = {"logit_bias": kwargs["logit_bias"]} if "logit_bias" in kwargs else {}
     bias = {token: SUPPRESSED_LOGIT_BIAS for token in suppress_tokens}
-    llm = generation.llm if generation.mode == "colocate" else None
-    client = getattr(generation, "vllm_client", None) if generation.mode == "server" else None
-    if bias:
-        kwargs["logit_bias"] = {**(kwargs.get("logit_bias") or {}), **bias}
-    if llm is not None:
-        generation.llm = MultimodalLLM(llm)
-    if client is not None:  # server mode: only the main process holds a client
-        generation.vllm_client = MultimodalClient(client)
-        generation._place_features = place_features
-    try:
+    with vllm_generation_patched(
+        generation, wrap_llm=MultimodalLLM, wrap_client=MultimodalClient, place_features=place_features, logit_bias=bias
+    ) as (llm, client):
         payloads = media_payloads(media, template_ids)
         if payloads is not None and llm is not None:
-            _reset_encoder_cache(llm)
+            _reset_encoder_cache(llm.llm)
         if payloads is not None and client is not None:
-            generation.vllm_client.reset_encoder_cache()
+            client.reset_encoder_cache()
         yield payloads
-    finally:
-        if llm is not None:
-            generation.llm = llm
-        if client is not None:
-            generation.vllm_client = client
-            del generation._place_features
-        if bias:
-            kwargs.pop("logit_bias", None)
-            kwargs.update(saved_bias)

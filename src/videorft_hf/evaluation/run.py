@@ -19,8 +19,9 @@ from ..data import MediaRootError, check_media_root
 from ..jsonl import append_jsonl, output_dir_lock, write_json
 from ..metrics.videorft_accuracy.videorft_accuracy import reference_answer, score_output
 from ..modeling import load_model, merge_adapter
-from ..processing import load_row_media, model_sampling_config, render_prompt
+from ..processing import load_row_media, render_prompt
 from ..run_record import RUN_RECORD_NAME, read_run_record
+from ..settings import RunSettings
 from ..video import FrameCache, MediaDecodeError, VideoSamplingConfig
 from .arguments import EvalArguments
 from .benchmarks import BenchmarkSpec, parse_benchmark_spec, resolve_benchmark_spec
@@ -263,7 +264,7 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
         model_config = AutoConfig.from_pretrained(args.model_name_or_path)
     else:
         processor, model_config = generator.processor, generator.model_config
-    sampling = model_sampling_config(args.sampling_config(), model_config, processor)
+    sampling = RunSettings.resolve(args, model_config, processor).sampling  # the config's, with the model's patch size
     training = compare_with_training_sampling(args)
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)
