@@ -225,7 +225,8 @@ def test_dataloader_workers_give_the_same_batches_and_share_skip_counts(media, p
     rows = [video_row(media, problem_id=i) for i in range(4)] + [text_row(4), video_row(media, 5, "./missing.mp4")]
     serial = list(DataLoader(rows, batch_size=2, collate_fn=collator, num_workers=0))
     skipped_serial = collator.num_skipped
-    parallel = list(DataLoader(rows, batch_size=2, collate_fn=collator, num_workers=2))
+    # spawned as VideoSFTConfig starts them: a worker forked from this process, which has decoded video, can hang
+    parallel = list(DataLoader(rows, batch_size=2, collate_fn=collator, num_workers=2, multiprocessing_context="spawn"))
     assert len(serial) == len(parallel) == 3
     for a, b in zip(serial, parallel, strict=True):
         assert a.keys() == b.keys()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -11,6 +12,8 @@ from trl import GRPOConfig, ScriptArguments, SFTConfig
 from .frame_store import STORE_ENV, FrameStore, FrameStoreError, open_frame_store
 from .skips import DEFAULT_MAX_SKIPPED_FRACTION
 from .video import VideoSamplingConfig
+
+logger = logging.getLogger(__name__)
 
 # Option of `VideoSamplingArguments` -> the `VideoSamplingConfig` field it overrides.
 SAMPLING_OVERRIDES: dict[str, str] = {
@@ -384,11 +387,31 @@ class VideoSFTConfig(
 
     `max_length` is never applied by cutting through vision tokens: a sample that does not fit raises a typed error
     naming it, or is skipped (counted and logged) when `on_bad_sample="skip"`.
+
+    With `dataloader_num_workers > 0` the collator decodes video in worker processes, and they are started with
+    `spawn` unless `dataloader_multiprocessing_context` says otherwise: a worker forked from a process that has
+    decoded video (decord's threads, ffmpeg's) can inherit a lock held by a thread that does not exist in the child,
+    and the training hangs waiting for its first batch. transformers releases before 5.15 have no such option and
+    fork; the config warns there.
     """
 
     def __post_init__(self):
         self._resolve_checkpointing()
+        self._start_workers_clean()
         SFTConfig.__post_init__(self)
         VideoSamplingArguments.__post_init__(self)
         PrecisionArguments.__post_init__(self)
         SkipLimitArguments.__post_init__(self)
+
+    def _start_workers_clean(self) -> None:
+        if self.dataloader_num_workers <= 0:
+            return
+        if not hasattr(self, "dataloader_multiprocessing_context"):  # transformers < 5.15
+            logger.warning(
+                "dataloader_num_workers=%d: this transformers release forks the data loader's workers, and a worker "
+                "forked from a process that has decoded video can hang. Upgrade to transformers>=5.15 (workers are "
+                "then spawned) or set dataloader_num_workers=0.",
+                self.dataloader_num_workers,
+            )
+        elif self.dataloader_multiprocessing_context is None:
+            self.dataloader_multiprocessing_context = "spawn"
