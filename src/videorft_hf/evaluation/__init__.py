@@ -10,7 +10,10 @@ in `videorft_hf/metrics/videorft_accuracy`, which `evaluate.load(metric_path())`
 
 Decoding follows the paper: temperature 0.1, top_p 0.001, at most 1024 new tokens, with no repetition penalty and
 no top-k (the checkpoint's `generation_config.json` sampling defaults are not applied, as vLLM's `SamplingParams`
-did not apply them in the release's evaluation). `temperature=0` decodes greedily.
+did not apply them in the release's evaluation). `temperature=0` decodes greedily. The transformers backend generates
+with the package's rollout engine (`generation_engine="compiled"`, the default on CUDA: a static KV cache and a
+compiled decode step, built once per run) or with `model.generate` (`"transformers"`, the default elsewhere); both
+from the same generation config, and `results.json` records which.
 
 Output folder:
 

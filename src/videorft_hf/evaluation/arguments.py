@@ -8,6 +8,39 @@ from dataclasses import dataclass, field
 from ..configs import VideoSamplingArguments
 from .benchmarks import parse_benchmark_spec
 
+GENERATION_ENGINES = ("compiled", "transformers")
+# Attention implementations the rollout engine runs (it passes its own 4-D mask to the decoder).
+ENGINE_ATTENTION = (None, "sdpa", "eager")
+
+
+def resolve_generation_engine(value: str | None, device) -> str:
+    """The generation engine a transformers-backend run uses: `value`, or by default `"compiled"` on CUDA and
+    `"transformers"` elsewhere.
+
+    Args:
+        value: `"compiled"`, `"transformers"` or None (the default by device).
+        device: where the model runs (a `torch.device`, or a name such as "cuda:0" or "cpu").
+
+    Returns:
+        `"compiled"` or `"transformers"`.
+
+    Raises:
+        ValueError: any other value.
+
+    Example:
+        >>> resolve_generation_engine(None, "cpu"), resolve_generation_engine(None, "cuda:1")
+        ('transformers', 'compiled')
+    """
+    if value is not None and value not in GENERATION_ENGINES:
+        raise ValueError(
+            f"generation_engine must be 'compiled' (the rollout engine), 'transformers' (model.generate) or unset "
+            f"(compiled on CUDA, transformers elsewhere), got {value!r}."
+        )
+    if value is not None:
+        return value
+    device_type = getattr(device, "type", None) or str(device).split(":")[0]
+    return "compiled" if device_type == "cuda" else "transformers"
+
 
 @dataclass
 class EvalArguments(VideoSamplingArguments):
@@ -37,6 +70,14 @@ class EvalArguments(VideoSamplingArguments):
     output_dir: str = field(default="eval_results", metadata={"help": "Where predictions and results are written."})
     batch_size: int = field(default=8, metadata={"help": "Samples per generation call."})
     backend: str = field(default="transformers", metadata={"help": "'transformers' (generate) or 'vllm'."})
+    generation_engine: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the transformers backend generates: 'compiled' (the rollout engine: static KV cache, decode "
+            "step compiled on CUDA, eager on CPU) or 'transformers' (model.generate). Default: compiled on CUDA, "
+            "transformers elsewhere."
+        },
+    )
     max_new_tokens: int = field(default=1024, metadata={"help": "Most tokens generated per sample (paper: 1024)."})
     temperature: float = field(default=0.1, metadata={"help": "Sampling temperature (paper: 0.1); 0 is greedy."})
     top_p: float = field(default=0.001, metadata={"help": "Nucleus sampling mass (paper: 0.001)."})
@@ -92,6 +133,12 @@ class EvalArguments(VideoSamplingArguments):
         super().__post_init__()
         if self.backend not in ("transformers", "vllm"):
             raise ValueError(f"backend must be 'transformers' or 'vllm', got {self.backend!r}.")
+        resolve_generation_engine(self.generation_engine, "cpu")  # a bad value fails here, before anything loads
+        if self.backend == "vllm" and self.generation_engine is not None:
+            raise ValueError(
+                f"generation_engine={self.generation_engine!r} selects how the transformers backend generates; vLLM "
+                "generates with its own engine. Unset generation_engine, or use backend='transformers'."
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.max_new_tokens < 1:
@@ -108,3 +155,27 @@ class EvalArguments(VideoSamplingArguments):
             self.benchmarks = [self.benchmarks]
         for spec in self.benchmarks:
             parse_benchmark_spec(spec)  # fails now, not after the model has loaded
+
+    def resolved_generation_engine(self) -> str | None:
+        """The engine the transformers backend generates with (None with vLLM): `generation_engine`, or by default
+        `"compiled"` when the model goes to CUDA (`device`, else CUDA when available) and `"transformers"` elsewhere.
+
+        Raises:
+            ValueError: the compiled engine with an attention implementation it does not run (it runs sdpa and
+                eager), before the model loads.
+        """
+        if self.backend != "transformers":
+            return None
+        device = self.device
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        engine = resolve_generation_engine(self.generation_engine, device)
+        if engine == "compiled" and self.attn_implementation not in ENGINE_ATTENTION:
+            raise ValueError(
+                f"The compiled generation engine runs sdpa or eager attention, not attn_implementation="
+                f"{self.attn_implementation!r}: pass --attn_implementation sdpa, or --generation_engine transformers "
+                "to generate with model.generate."
+            )
+        return engine

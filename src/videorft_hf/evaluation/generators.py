@@ -1,6 +1,7 @@
-"""The generation backends of `videorft eval`: `TransformersGenerator` (`model.generate`) and `VLLMGenerator`, and the
-`EvalSample` each prepares and generates for. Any object with `processor`, `model_config`, `prepare(sample)` and
-`generate(samples)` can stand in for them (`run_evaluation(args, generator=...)`)."""
+"""The generation backends of `videorft eval`: `TransformersGenerator` (`model.generate` or the package's rollout
+engine) and `VLLMGenerator`, and the `EvalSample` each prepares and generates for. Any object with `processor`,
+`model_config`, `prepare(sample)` and `generate(samples)` can stand in for them (`run_evaluation(args,
+generator=...)`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..internals import apply_position_rule
 from ..processing import RowMedia, check_vision_tokens, collate_vision, encode_prompt, mm_token_type_ids
+from .arguments import resolve_generation_engine
 
 
 @dataclass
@@ -28,11 +30,17 @@ class EvalSample:
 
 
 class TransformersGenerator:
-    """Batched generation with `model.generate` (CPU or GPU), inputs built by `videorft_hf.processing`.
+    """Batched generation on the model itself (CPU or GPU), inputs built by `videorft_hf.processing`.
 
     Prompts of a batch are left-padded; every sample's vision tensors are those the trainer would build for it. Image
     and video placeholder tokens are suppressed (a sampled placeholder would have no features), as in the trainer.
-    The model gets Qwen's M-RoPE position rule (`videorft_hf.internals.apply_position_rule`), as in training.
+    Positions follow Qwen's M-RoPE rule (`videorft_hf.internals.apply_position_rule`), as in training.
+
+    Two engines generate from the same generation config: `"transformers"` calls `model.generate`; `"compiled"` runs
+    the package's rollout engine (`videorft_hf.rollout.RolloutEngine`: a static KV cache, and on CUDA a decode step
+    compiled into a CUDA graph). The engine is built once, here, and serves every batch of the run: every batch
+    (the last, shorter one included) runs at `batch_size` rows, so one compiled graph serves them all, recompiled only
+    when a batch needs a longer cache than any before it.
 
     Args:
         model: a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model.
@@ -40,18 +48,43 @@ class TransformersGenerator:
         max_new_tokens, temperature, top_p: decoding (temperature 0: greedy).
         seed: `torch.manual_seed(seed)` before every batch, so a batch's samples do not depend on earlier batches
             (a resumed run draws what an uninterrupted one draws).
+        generation_engine: `"compiled"`, `"transformers"` or None (compiled when the model is on CUDA, else
+            transformers; see `evaluation.arguments.resolve_generation_engine`).
+        batch_size: the most samples per `generate` call (the compiled engine's row count; None: each batch's size
+            rounded up to a power of two).
+        compile: whether the compiled engine runs its decode step through `torch.compile` (default: on CUDA only;
+            on CPU it runs eagerly, on its static cache).
+
+    Raises:
+        ValueError: an unknown `generation_engine`.
+        UnsupportedGenerationError: the compiled engine with a model it does not run (attention other than sdpa or
+            eager, sliding-window layers, a model family without Qwen's position rule).
 
     Example:
         >>> generator = TransformersGenerator(model, processor, max_new_tokens=1024, temperature=0.1, top_p=0.001)  # doctest: +SKIP
     """
 
-    def __init__(self, model, processor, *, max_new_tokens=1024, temperature=0.1, top_p=0.001, seed=42):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        max_new_tokens=1024,
+        temperature=0.1,
+        top_p=0.001,
+        seed=42,
+        generation_engine: str | None = None,
+        batch_size: int | None = None,
+        compile: bool | None = None,
+    ):
         from transformers import GenerationConfig
 
         self.model = apply_position_rule(model)
         self.processor = processor
         self.model_config = model.config
         self.seed = seed
+        device = next(model.parameters()).device
+        self.generation_engine = resolve_generation_engine(generation_engine, device)
         tokenizer = getattr(processor, "tokenizer", processor)
         model_generation = getattr(model, "generation_config", None)
         eos = getattr(model_generation, "eos_token_id", None) or tokenizer.eos_token_id
@@ -77,6 +110,18 @@ class TransformersGenerator:
             bos_token_id=getattr(model_generation, "bos_token_id", None),
             suppress_tokens=[t for t in (self.image_token_id, self.video_token_id) if t is not None] or None,
         )
+        self.engine = None
+        if self.generation_engine == "compiled":
+            from ..rollout import RolloutEngine, resolve_generation_config
+
+            resolve_generation_config(self.generation_config, model)  # a setting it does not reproduce fails now
+            self.engine = RolloutEngine(
+                model,
+                compile=device.type == "cuda" if compile is None else compile,
+                row_buckets=(batch_size,) if batch_size else None,
+                # Prompt widths vary from batch to batch; a coarse cache length lets one cache (and graph) serve most.
+                length_multiple=512,
+            )
 
     def prepare(self, sample: EvalSample) -> None:
         """Encodes a sample with the processor (sets `sample.inputs = (input_ids, vision tensors)`)."""
@@ -88,30 +133,49 @@ class TransformersGenerator:
 
     def generate(self, samples: Sequence[EvalSample]) -> list[str]:
         """Generates one output per prepared sample, in order."""
+        return self.processor.batch_decode(self.generate_ids(samples), skip_special_tokens=True)
+
+    def generate_ids(self, samples: Sequence[EvalSample]):
+        """The completion token ids of prepared samples: `(samples, steps)`, padded after each end of sequence."""
         import torch
 
         device = next(self.model.parameters()).device
         encoded = [sample.inputs for sample in samples]
         length = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.tensor([[self.pad_token_id] * (length - len(ids)) + ids for ids, _ in encoded])
-        attention_mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids, _ in encoded])
-        inputs = {key: value.to(device) for key, value in collate_vision([vision for _, vision in encoded]).items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.model.dtype)
-        if inputs:
-            inputs["mm_token_type_ids"] = mm_token_type_ids(input_ids, self.image_token_id, self.video_token_id).to(
-                device
-            )
+        input_ids = torch.tensor([[self.pad_token_id] * (length - len(ids)) + ids for ids, _ in encoded]).to(device)
+        attention_mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids, _ in encoded]).to(device)
+        visions = [self._vision_on(vision, device) for _, vision in encoded]
         torch.manual_seed(self.seed)
         with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=self.generation_config,
-                **inputs,
-            )
-        return self.processor.batch_decode(output[:, length:], skip_special_tokens=True)
+            if self.engine is not None:
+                # Every sample is its own group: each prompt is prefilled once, with its own media.
+                output = self.engine.rollout(
+                    input_ids, attention_mask, visions, generation_config=self.generation_config,
+                    groups=range(len(samples)),
+                ).sequences
+            else:
+                inputs = collate_vision(visions)
+                if inputs:
+                    inputs["mm_token_type_ids"] = mm_token_type_ids(
+                        input_ids, self.image_token_id, self.video_token_id
+                    ).to(device)
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=self.generation_config,
+                    **inputs,
+                )
+        return output[:, length:]
+
+    def _vision_on(self, vision, device) -> dict | None:
+        """A sample's vision tensors on the model's device, pixels in the model's dtype (None for a text sample)."""
+        if not vision:
+            return None
+        out = {key: value.to(device) for key, value in vision.items()}
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in out:
+                out[key] = out[key].to(self.model.dtype)
+        return out
 
 
 def build_vllm_request(sample: EvalSample, model_type: str | None = None) -> dict:

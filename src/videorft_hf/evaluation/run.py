@@ -201,6 +201,7 @@ def _build_generator(args: EvalArguments, processor, model_config):
             tensor_parallel_size=args.vllm_tensor_parallel_size,
             max_model_len=args.vllm_max_model_len,
         )
+    engine = args.resolved_generation_engine()  # an engine that cannot run fails before the model loads
     model = load_model(args.model_name_or_path, args.adapter_path, args.dtype, args.device, args.attn_implementation)
     return TransformersGenerator(
         model,
@@ -209,6 +210,8 @@ def _build_generator(args: EvalArguments, processor, model_config):
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
+        generation_engine=engine,
+        batch_size=args.batch_size,
     )
 
 
@@ -258,6 +261,7 @@ def run_evaluation(args: EvalArguments, generator=None) -> dict:
     if generator is None:
         if args.model_name_or_path is None:
             raise ValueError("Pass model_name_or_path (the base model when adapter_path is set).")
+        args.resolved_generation_engine()  # refuses an engine that cannot run the requested attention
         from transformers import AutoConfig, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
@@ -419,6 +423,8 @@ def _run(
         records_by_benchmark,
         **_run_config(args, sampling),
         backend=args.backend,
+        # the transformers backend's "compiled" (rollout engine) or "transformers" (generate); None for other backends
+        generation_engine=getattr(generator, "generation_engine", None),
         # what `videorft push --eval-results` checks: which folders were evaluated, and how they were trained
         model_abspath=_local_path(args.model_name_or_path),
         adapter_abspath=_local_path(args.adapter_path),
