@@ -146,25 +146,24 @@ class TransformersGenerator:
         attention_mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids, _ in encoded]).to(device)
         visions = [self._vision_on(vision, device) for _, vision in encoded]
         torch.manual_seed(self.seed)
+        if self.engine is not None:
+            # Every sample is its own group: each prompt is prefilled once, with its own media. (The engine runs
+            # under no_grad, not inference_mode: its static buffers outlive the call and are updated in place.)
+            output = self.engine.rollout(
+                input_ids, attention_mask, visions, generation_config=self.generation_config,
+                groups=range(len(samples)),
+            ).sequences
+            return output[:, length:]
+        inputs = collate_vision(visions)
+        if inputs:
+            inputs["mm_token_type_ids"] = mm_token_type_ids(input_ids, self.image_token_id, self.video_token_id)
         with torch.inference_mode():
-            if self.engine is not None:
-                # Every sample is its own group: each prompt is prefilled once, with its own media.
-                output = self.engine.rollout(
-                    input_ids, attention_mask, visions, generation_config=self.generation_config,
-                    groups=range(len(samples)),
-                ).sequences
-            else:
-                inputs = collate_vision(visions)
-                if inputs:
-                    inputs["mm_token_type_ids"] = mm_token_type_ids(
-                        input_ids, self.image_token_id, self.video_token_id
-                    ).to(device)
-                output = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=self.generation_config,
-                    **inputs,
-                )
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=self.generation_config,
+                **inputs,
+            )
         return output[:, length:]
 
     def _vision_on(self, vision, device) -> dict | None:
