@@ -40,8 +40,8 @@ top-k/top-p/min-p masking included), at the sampled token; 0 after a row's end o
 The transformers, torch, peft and bitsandbytes internals the engine relies on (the KV cache's layout, the decoder,
 LoRA layers, 4-bit weights, static addresses for compiled graphs) are in `videorft_hf.internals`.
 
-The engine is not wired into training or evaluation yet: `VideoGRPOTrainer` and `videorft eval` still call
-`generate`.
+`VideoGRPOTrainer` generates its rollouts with the engine when `generation_engine` resolves to "compiled" (the
+default on CUDA: `videorft_hf.settings.resolve_generation_engine`); `videorft eval` still calls `generate`.
 
 Example:
     ```python

@@ -14,7 +14,10 @@ so the loss is computed as if the video were text. This subclass overrides only 
   log-probs and gradients as per-row passes, `share_prompt_compute=False` turns it off).
 - `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
   images (`videorft_hf.vllm_media.patched`, the only code that changes trl's `VLLMGeneration`, entered per call),
-  generating from the same prompt ids the log-prob passes see.
+  generating from the same prompt ids the log-prob passes see. Without vLLM, with `generation_engine` resolved to
+  "compiled" (`RunSettings.generation_engine`), trl's `generate` call runs on the rollout engine
+  (`videorft_hf.rollout.RolloutEngine`, built at the first generation, its generation weights refreshed after each
+  optimizer step); otherwise each group's prompt is prefilled once (`prompt_sharing.generate_with_shared_prefill`).
 - `_prepare_inputs`: where the split cannot change the update, trl's row shuffle keeps each group's rows together,
   so the micro-batches hold whole groups and share each prompt once (`SPLIT_INVARIANT_LOSSES`).
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
