@@ -227,6 +227,62 @@ class SkipLimitArguments:
             )
 
 
+GENERATION_ENGINES = ("compiled", "transformers")
+
+
+class GenerationEngineError(ValueError):
+    """A `generation_engine` setting that cannot run with the rest of the configuration (or the model)."""
+
+
+@dataclass
+class GenerationEngineArguments:
+    """Which generator produces GRPO's rollouts when vLLM does not (see `videorft_hf.rollout` and
+    `videorft_hf.settings.resolve_generation_engine`)."""
+
+    generation_engine: str | None = field(
+        default=None,
+        metadata={
+            "help": "Generator of the rollouts without vLLM: 'compiled' (videorft_hf.rollout.RolloutEngine: each "
+            "prompt prefilled once, a static KV cache, the decode step compiled into a CUDA graph on CUDA and run "
+            "eagerly elsewhere, weights in the compute dtype refreshed after each optimizer step) or 'transformers' "
+            "(model.generate, each group's prompt prefilled once). Default: 'compiled' on CUDA for Qwen-VL models "
+            "with sdpa or eager attention, else 'transformers'; always 'transformers' with FSDP or DeepSpeed ZeRO-3 "
+            "(sharded weights), where 'compiled' is refused. Unset with use_vllm (vLLM generates). The default "
+            "applies to the batches this package encodes (video, mixed media); text and image batches keep trl's "
+            "generate unless 'compiled' is set explicitly."
+        },
+    )
+    generation_merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "With generation_engine='compiled' and LoRA adapters: generate with merged copies W0 + s*B@A in "
+            "the compute dtype, rewritten after each optimizer step (QLoRA: a bf16 copy of the base, more memory, "
+            "no 4-bit or adapter kernels in the decode step) instead of the base (4-bit with QLoRA) and its adapters."
+        },
+    )
+
+    def __post_init__(self):
+        if self.generation_engine is not None and self.generation_engine not in GENERATION_ENGINES:
+            raise GenerationEngineError(
+                f"generation_engine must be one of {GENERATION_ENGINES} or unset (the default for the device), got "
+                f"{self.generation_engine!r}."
+            )
+        if getattr(self, "use_vllm", False) and self.generation_engine is not None:
+            raise GenerationEngineError(
+                f"generation_engine={self.generation_engine!r} with use_vllm=True: vLLM generates the rollouts, so "
+                "no other generator runs. Unset generation_engine, or set use_vllm=False."
+            )
+        if self.generation_engine == "compiled" and getattr(self, "use_transformers_paged", False):
+            raise GenerationEngineError(
+                "generation_engine='compiled' with use_transformers_paged=True: both name the generator. Unset one."
+            )
+        if self.generation_merge_lora and self.generation_engine == "transformers":
+            raise GenerationEngineError(
+                "generation_merge_lora=True is an option of generation_engine='compiled', but generation_engine is "
+                "'transformers'. Set generation_engine='compiled' (or leave it unset), or drop generation_merge_lora."
+            )
+
+
 @dataclass
 class RewardShapingArguments:
     """The group-level reward shaping of the GRPO config: VideoRFT's length bonus and Video-R1's T-GRPO.
@@ -292,10 +348,12 @@ class VideoGRPOConfig(
     PrecisionArguments,
     SkipLimitArguments,
     RewardShapingArguments,
+    GenerationEngineArguments,
     CheckpointingArguments,
     GRPOConfig,
 ):
-    """`trl.GRPOConfig` plus video sampling, training precision and the group-level reward shaping.
+    """`trl.GRPOConfig` plus video sampling, training precision, the group-level reward shaping and the rollout
+    generator (`generation_engine`).
 
     The defaults of the fields inherited from trl are trl's; the paper's values (beta 0.04, `loss_type="grpo"`,
     8 generations, ...) live in the recipes under `recipes/`.
@@ -327,6 +385,7 @@ class VideoGRPOConfig(
         PrecisionArguments.__post_init__(self)
         SkipLimitArguments.__post_init__(self)
         RewardShapingArguments.__post_init__(self)
+        GenerationEngineArguments.__post_init__(self)
         if self.temporal_grpo and self.num_generations < 2:
             raise ValueError("temporal_grpo needs num_generations >= 2 (it rolls out num_generations // 2 shuffled).")
 

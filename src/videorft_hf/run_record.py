@@ -85,7 +85,7 @@ def run_settings(trainer: Any, training_args: Any) -> Any:
 def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: Any, model_args: Any) -> dict:
     """The record of a finished run, from the objects that ran it.
 
-    The sampling, shaping, precision and `on_bad_sample` come from the settings the trainer ran with
+    The sampling, shaping, precision, rollout generator and `on_bad_sample` come from the settings the trainer ran with
     (`run_settings`), so the record states what ran: for Qwen3-VL, frame sides in multiples of its patch factor 32,
     not the presets' 28.
 
@@ -138,6 +138,11 @@ def build_run_record(stage: str, trainer: Any, script_args: Any, training_args: 
     settings = run_settings(trainer, training_args)
     if stage == "grpo":
         record["shaping"] = {name: _plain(value) for name, value in settings.group("shaping").items()}
+        # The generator that ran the rollouts ("vllm", "compiled" or "transformers"), then the config's fields.
+        record["generation"] = {
+            "engine": settings.generation_engine,
+            **{name: _plain(value) for name, value in settings.group("generation").items()},
+        }
     record["training_args"] = {
         name: _plain(getattr(training_args, name)) for name in TRAINER_ARGS if hasattr(training_args, name)
     }

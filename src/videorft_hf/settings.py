@@ -1,8 +1,10 @@
 """One frozen settings object per run: what its config says, resolved once, with the model where the model decides.
 
 A run's settings come from several argument groups of its config (`videorft_hf.configs`: video sampling, precision,
-skip limit, reward shaping) and, for the video sampling, from the model: the frame sides must be multiples of the
-vision tower's patch factor, which is 32 for Qwen3-VL where the presets say 28 (`processing.model_sampling_config`).
+skip limit, reward shaping, the rollout generator) and, for the video sampling, from the model: the frame sides must
+be multiples of the vision tower's patch factor, which is 32 for Qwen3-VL where the presets say 28
+(`processing.model_sampling_config`). The rollout generator that runs (`generation_engine`) depends on the device,
+on whether parameters are sharded and on the model (`resolve_generation_engine`).
 `RunSettings.resolve` does this once; the GRPO trainer (`trainer.settings`), the SFT collator and trainer
 (`DataCollatorForVideoLanguageModeling.from_config`, `VideoSFTTrainer.settings`), evaluation, the run record and the
 model card read the result, so every stage decodes, records and states the same sampling.
@@ -26,7 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .configs import (
+    GenerationEngineArguments,
+    GenerationEngineError,
     PrecisionArguments,
     RewardShapingArguments,
     SkipLimitArguments,
@@ -36,15 +42,20 @@ from .configs import (
     open_configured_frame_store,
 )
 from .frame_store import FrameStore
+from .internals import attention_implementation
+from .positions import POSITION_RULE_MODEL_TYPES
 from .processing import model_sampling_config
 from .video import VideoSamplingConfig
 
 __all__ = [
+    "GenerationSettings",
     "PrecisionSettings",
     "RunSettings",
     "ShapingSettings",
     "SkipLimitSettings",
     "VideoSettings",
+    "compiled_engine_problem",
+    "resolve_generation_engine",
     "settings_fields",
 ]
 
@@ -80,17 +91,25 @@ ShapingSettings = _frozen_copy(
     "ShapingSettings",
     "The group-level reward shaping of GRPO (`RewardShapingArguments`: length bonus, T-GRPO), frozen.",
 )
+GenerationSettings = _frozen_copy(
+    GenerationEngineArguments,
+    "GenerationSettings",
+    "The rollout generator as the config asks for it (`GenerationEngineArguments`: `generation_engine`, None when "
+    "unset, and `generation_merge_lora`), frozen; `RunSettings.generation_engine` is the one that runs.",
+)
 _GROUPS = {
     "video": (VideoSamplingArguments, VideoSettings),
     "precision": (PrecisionArguments, PrecisionSettings),
     "skip_limit": (SkipLimitArguments, SkipLimitSettings),
     "shaping": (RewardShapingArguments, ShapingSettings),
+    "generation": (GenerationEngineArguments, GenerationSettings),
 }
 _SHARE_PROMPT_COMPUTE = next(f.default for f in dataclasses.fields(VideoGRPOConfig) if f.name == "share_prompt_compute")
 
 
 def settings_fields(group: str) -> tuple[str, ...]:
-    """The field names of a settings group (`"video"`, `"precision"`, `"skip_limit"` or `"shaping"`), in order.
+    """The field names of a settings group (`"video"`, `"precision"`, `"skip_limit"`, `"shaping"` or
+    `"generation"`), in order.
 
     Example:
         >>> settings_fields("precision")
@@ -105,6 +124,90 @@ def _group(settings_class: type, args: Any) -> Any:
     return settings_class(**values)
 
 
+def compiled_engine_problem(model_config: Any) -> str | None:
+    """Why the rollout engine (`videorft_hf.rollout.RolloutEngine`) cannot generate with a model, or None when it can.
+
+    The engine's own requirements, read off the model's config before anything is built: a Qwen-VL model (its
+    positions follow Qwen's M-RoPE rule), sdpa or eager attention, no sliding-window layers.
+
+    Args:
+        model_config: the model's config (None: nothing is known, so no problem is reported).
+
+    Returns:
+        A sentence naming the problem, or None.
+
+    Example:
+        >>> from videorft_hf.testing import build_tiny_vlm
+        >>> compiled_engine_problem(build_tiny_vlm("qwen2_5_vl")[0].config) is None  # doctest: +SKIP
+        True
+    """
+    if model_config is None:
+        return None
+    model_type = getattr(model_config, "model_type", None)
+    if model_type not in POSITION_RULE_MODEL_TYPES:
+        return f"it generates with Qwen-VL models ({', '.join(POSITION_RULE_MODEL_TYPES)}), and this model is {model_type!r}"
+    implementation = attention_implementation(model_config)
+    if implementation not in (None, "sdpa", "eager"):
+        return f"it runs sdpa or eager attention, and this model uses {implementation!r} (load it with attn_implementation='sdpa')"
+    if "sliding_attention" in (getattr(model_config.get_text_config(), "layer_types", None) or ()):
+        return "it does not support sliding-window attention layers, and this model has some"
+    return None
+
+
+def resolve_generation_engine(
+    requested: str | None,
+    *,
+    use_vllm: bool = False,
+    device_type: str = "cpu",
+    sharded: bool = False,
+    model_config: Any = None,
+) -> str:
+    """The generator of a run's rollouts: `"vllm"`, `"compiled"` (the rollout engine) or `"transformers"`.
+
+    With vLLM, vLLM (the config refuses a `generation_engine` next to `use_vllm`). Unset (`requested=None`): the
+    engine on CUDA, where its compiled decode step pays, `generate` elsewhere (CPU, MPS), and `generate` wherever the
+    engine cannot run: sharded parameters (FSDP, DeepSpeed ZeRO-3: the engine generates with whole weights that a
+    process holds) or a model it does not support (`compiled_engine_problem`). An explicit `"compiled"` it cannot
+    honour is an error, never a silent substitute.
+
+    Args:
+        requested: the config's `generation_engine` (None, `"compiled"` or `"transformers"`).
+        use_vllm: the config's `use_vllm`.
+        device_type: the device the run generates on (`"cuda"`, `"cpu"`, `"mps"`, ...).
+        sharded: the policy's parameters are sharded across processes (FSDP or DeepSpeed ZeRO-3).
+        model_config: the policy's config (None: not checked).
+
+    Returns:
+        The generator that runs.
+
+    Raises:
+        GenerationEngineError: `"compiled"` with sharded parameters or a model the engine does not support.
+
+    Example:
+        >>> resolve_generation_engine(None, device_type="cpu"), resolve_generation_engine(None, device_type="cuda")
+        ('transformers', 'compiled')
+    """
+    if use_vllm:
+        return "vllm"
+    if requested == "transformers":
+        return "transformers"
+    problem = compiled_engine_problem(model_config)
+    if requested == "compiled":
+        if sharded:
+            raise GenerationEngineError(
+                "generation_engine='compiled' with sharded parameters (FSDP or DeepSpeed ZeRO-3): the rollout engine "
+                "generates with whole weights held by each process. Set generation_engine='transformers' (or leave it "
+                "unset), or train with DDP or DeepSpeed ZeRO-2."
+            )
+        if problem:
+            raise GenerationEngineError(
+                f"generation_engine='compiled' cannot run with this model: {problem}. Set "
+                "generation_engine='transformers' (or leave it unset)."
+            )
+        return "compiled"
+    return "compiled" if device_type == "cuda" and not sharded and problem is None else "transformers"
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The settings a run uses, resolved once from its config (and its model, where the model decides); frozen.
@@ -116,6 +219,9 @@ class RunSettings:
         precision: `PrecisionSettings`.
         skip_limit: `SkipLimitSettings`.
         shaping: `ShapingSettings` (GRPO; their defaults elsewhere).
+        generation: `GenerationSettings`, as the config asks (GRPO; their defaults elsewhere).
+        generation_engine: the generator of the rollouts that runs (`resolve_generation_engine`): `"vllm"`,
+            `"compiled"` or `"transformers"`.
         share_prompt_compute: compute each prompt and its media once per group (GRPO's `share_prompt_compute`).
     """
 
@@ -124,10 +230,20 @@ class RunSettings:
     precision: Any = dataclasses.field(default_factory=PrecisionSettings)
     skip_limit: Any = dataclasses.field(default_factory=SkipLimitSettings)
     shaping: Any = dataclasses.field(default_factory=ShapingSettings)
+    generation: Any = dataclasses.field(default_factory=GenerationSettings)
+    generation_engine: str = "transformers"
     share_prompt_compute: bool = _SHARE_PROMPT_COMPUTE
 
     @classmethod
-    def resolve(cls, args: Any = None, model_config: Any = None, processor: Any = None) -> RunSettings:
+    def resolve(
+        cls,
+        args: Any = None,
+        model_config: Any = None,
+        processor: Any = None,
+        *,
+        device_type: str | None = None,
+        sharded: bool = False,
+    ) -> RunSettings:
         """The settings of a run with config `args`, for a model with `model_config` and `processor`.
 
         Args:
@@ -136,12 +252,17 @@ class RunSettings:
             model_config: the model's config; its `model_type` decides the patch factor (never the checkpoint name).
                 None when only the processor is known (the SFT collator): a Qwen-VL style processor then sets it.
             processor: the model's processor (None: the sampling is the config's, unchanged).
+            device_type: the device the run generates on (None: `"cuda"` when CUDA is available and the config does
+                not set `use_cpu`, else `"cpu"`).
+            sharded: the policy's parameters are sharded (FSDP or DeepSpeed ZeRO-3).
 
         Returns:
             The frozen settings.
 
         Raises:
             ValueError: an unknown sampling preset or an invalid override.
+            GenerationEngineError: `generation_engine="compiled"` where the engine cannot run
+                (`resolve_generation_engine`).
             UnsupportedVideoModelError: a supported video model whose processor has no patch size.
         """
         groups = {name: _group(settings_class, args) for name, (_, settings_class) in _GROUPS.items()}
@@ -149,9 +270,19 @@ class RunSettings:
         sampling = configured_sampling(video)
         if processor is not None:
             sampling = model_sampling_config(sampling, model_config, processor)
+        if device_type is None:
+            device_type = "cuda" if torch.cuda.is_available() and not getattr(args, "use_cpu", False) else "cpu"
+        engine = resolve_generation_engine(
+            groups["generation"].generation_engine,
+            use_vllm=bool(getattr(args, "use_vllm", False)),
+            device_type=device_type,
+            sharded=sharded,
+            model_config=model_config,
+        )
         return cls(
             sampling=sampling,
             **groups,
+            generation_engine=engine,
             share_prompt_compute=bool(getattr(args, "share_prompt_compute", _SHARE_PROMPT_COMPUTE)),
         )
 
@@ -170,5 +301,5 @@ class RunSettings:
 
     def group(self, name: str) -> Mapping[str, Any]:
         """A settings group's values by field name, in field order (`"video"`, `"precision"`, `"skip_limit"`,
-        `"shaping"`)."""
+        `"shaping"`, `"generation"`)."""
         return dataclasses.asdict(getattr(self, name))

@@ -14,7 +14,10 @@ so the loss is computed as if the video were text. This subclass overrides only 
   log-probs and gradients as per-row passes, `share_prompt_compute=False` turns it off).
 - `_generate_single_turn`: vLLM (colocate or server mode) receives each row's frames with their metadata and its
   images (`videorft_hf.vllm_media.patched`, the only code that changes trl's `VLLMGeneration`, entered per call),
-  generating from the same prompt ids the log-prob passes see.
+  generating from the same prompt ids the log-prob passes see. Without vLLM, with `generation_engine` resolved to
+  "compiled" (`RunSettings.generation_engine`), trl's `generate` call runs on the rollout engine
+  (`videorft_hf.rollout.RolloutEngine`, built at the first generation, its generation weights refreshed after each
+  optimizer step); otherwise each group's prompt is prefilled once (`prompt_sharing.generate_with_shared_prefill`).
 - `_prepare_inputs`: where the split cannot change the update, trl's row shuffle keeps each group's rows together,
   so the micro-batches hold whole groups and share each prompt once (`SPLIT_INVARIANT_LOSSES`).
 - `_compute_loss`: points the log-prob pass at the micro-batch's vision tensors.
@@ -118,6 +121,7 @@ from .prompt_sharing import (
     shared_prompt_logps,
 )
 from .rewards.shaping import correct_completions, group_length_bonus, group_temporal_bonus, shuffled_correct_counts
+from .rollout import RolloutEngine
 from .settings import RunSettings
 from .skips import SkipTally
 from .video import FrameCache
@@ -298,13 +302,21 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         config = self.model.config
         # Everything this class reads from the config, resolved once with the model (its vision tower's patch
         # factor); a plain `GRPOConfig` keeps working (drop-in), the video fields then take their defaults.
+        # The rollout generator depends on the device, the sharding and the model (`resolve_generation_engine`).
+        placement = {"device_type": self.accelerator.device.type, "sharded": self._parameters_sharded()}
         self.settings = (
-            RunSettings.resolve(self.args, config, self.processing_class) if is_vlm(self) else RunSettings.resolve(self.args)
+            RunSettings.resolve(self.args, config, self.processing_class, **placement)
+            if is_vlm(self)
+            else RunSettings.resolve(self.args, config, **placement)
         )
         video = self.settings.video
         self._frame_cache = FrameCache(video.frame_cache_bytes) if video.frame_cache_bytes else None
         self._frame_store = self.settings.open_frame_store()  # this config's store only (None: decode every video)
         self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
+        # generation_engine="compiled": built at the first generation (`_rollout_engine`); the step its generation
+        # weights were last refreshed at
+        self._engine: RolloutEngine | None = None
+        self._engine_step: int | None = None
         self.media_counts: Counter = Counter()  # decodes, reuses and skips, for logs and tests
         # Skipped rows over all processes, bounded per generation batch and per run (videorft_hf.skips).
         self.skip_tally = SkipTally(self.settings.skip_limit.max_skipped_fraction)
@@ -338,6 +350,13 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
             if model is not None:
                 apply_position_rule(model)
         self._check_video_support(self.train_dataset, self.eval_dataset)
+
+    def _parameters_sharded(self) -> bool:
+        """Whether each process holds only a shard of the policy's parameters (FSDP, DeepSpeed ZeRO-3)."""
+        if self.is_fsdp_enabled:
+            return True
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """The VideoRFT card of what ran (model, rewards, shaping, sampling, arguments), not trl's generic one."""
@@ -625,18 +644,92 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
     @contextmanager
     def _generation_setup(self, media: GenerationMedia, images) -> Iterator[Any]:
         """What trl's generation runs with for `media`; yields its `images` argument. A batch on trl's own path as it
-        is; with vLLM, each row's media as `VLLMMedia` (`vllm_media.patched`); with transformers and
+        is (through the rollout engine when the config sets `generation_engine="compiled"` explicitly); with vLLM,
+        each row's media as `VLLMMedia` (`vllm_media.patched`); with the rollout engine (`generation_engine` resolved
+        to "compiled"), each group prefilled once into its static cache (`_engine_generation`); with transformers and
         `share_prompt_compute`, each group's prompt prefilled once (`_shared_prefill`)."""
+        engine = self.settings.generation_engine == "compiled"
         if not media.encode:
-            yield images
+            if engine and self.settings.generation.generation_engine == "compiled":
+                with self._engine_generation(None, media.groups):
+                    yield images
+            else:
+                yield images
         elif self.use_vllm:
             with vllm_media.patched(self.vllm_generation, media.rows, self.vision_placeholder_ids, media.template_ids) as payloads:
                 yield payloads
+        elif engine:
+            with self._engine_generation(media.vision, media.groups):
+                yield images
         elif self.settings.share_prompt_compute:
             with self._shared_prefill(media.vision, media.groups):
                 yield images
         else:
             yield images
+
+    @contextmanager
+    def _engine_generation(self, vision_rows: list[dict | None] | None, groups: list[int] | None):
+        """trl's transformers generation runs on the rollout engine (`RolloutEngine.generate`, a stand-in for
+        `model.generate`): each group's prompt prefilled once into a static KV cache, the decode step compiled on CUDA.
+
+        Args:
+            vision_rows: per row, its processor outputs (the media path); None: the engine splits the collated vision
+                tensors trl passes (trl's own path).
+            groups: each row's group; used when they describe the rows generated (trl's tool-call loop regenerates
+                some rows alone: each is then prefilled on its own).
+        """
+        model = self.accelerator.unwrap_model(self.model_wrapped)  # the object trl's generation unwraps to
+
+        def generate(input_ids, attention_mask=None, generation_config=None, **kwargs):
+            if vision_rows is not None:  # the media path: each row's own vision tensors, not the collated ones
+                for key in (*VISION_KEYS, "mm_token_type_ids"):
+                    kwargs.pop(key, None)
+            rows = input_ids.size(0)
+            engine = self._rollout_engine(model)
+            with profiling_context(self, "RolloutEngine.generate"):
+                sequences = engine.generate(
+                    input_ids,
+                    attention_mask,
+                    generation_config,
+                    vision_rows=vision_rows,
+                    groups=groups if groups is not None and len(groups) == rows else None,
+                    **kwargs,
+                )
+            stats = engine.last_stats
+            if stats.decode_seconds > 0:
+                log_metric(self, "rollout/decode_tokens_per_second", stats.new_tokens / stats.decode_seconds)
+            return sequences
+
+        with generate_replaced(model, generate):
+            yield
+
+    def _rollout_engine(self, model) -> RolloutEngine:
+        """The trainer's rollout engine, built at the first generation on the unwrapped policy (after the precision
+        rule has set the trainable weights' dtype), its generation weights refreshed from the policy whenever an
+        optimizer step has run since their last refresh (`state.global_step` moved: in training, and after a resume).
+
+        The compute dtype is the mixed precision's (bf16 / fp16), else the model's own; the decode step is compiled
+        on CUDA only (elsewhere the engine runs it eagerly: static cache and shared prefill, no compile time)."""
+        step = self.state.global_step
+        if self._engine is None:
+            dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+            device = next(model.parameters()).device
+            self._engine = RolloutEngine(
+                model,
+                dtype=dtype,
+                merge_lora=self.settings.generation.generation_merge_lora,
+                compile=device.type == "cuda",
+            )
+            logger.info(
+                "Rollouts run on the rollout engine (%s weights, %s, %.1f MB of generation copies)",
+                self._engine.weights.mode,
+                "compiled" if self._engine.compile else "eager",
+                self._engine.weights.nbytes() / 2**20,
+            )
+        elif self._engine_step != step:
+            self._engine.refresh()
+        self._engine_step = step
+        return self._engine
 
     @contextmanager
     def _shared_prefill(self, vision_rows: list[dict | None], groups: list[int]):

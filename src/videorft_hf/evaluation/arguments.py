@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..configs import VideoSamplingArguments
+from ..configs import GENERATION_ENGINES, VideoSamplingArguments
 from .benchmarks import parse_benchmark_spec
 
-GENERATION_ENGINES = ("compiled", "transformers")
 # Attention implementations the rollout engine runs (it passes its own 4-D mask to the decoder).
 ENGINE_ATTENTION = (None, "sdpa", "eager")
 

@@ -40,8 +40,9 @@ top-k/top-p/min-p masking included), at the sampled token; 0 after a row's end o
 The transformers, torch, peft and bitsandbytes internals the engine relies on (the KV cache's layout, the decoder,
 LoRA layers, 4-bit weights, static addresses for compiled graphs) are in `videorft_hf.internals`.
 
-The engine is not wired into training yet: `VideoGRPOTrainer` still calls `generate`. `videorft eval`'s transformers
-backend generates with it (`generation_engine="compiled"`, the default on CUDA).
+`VideoGRPOTrainer` generates its rollouts with the engine when `generation_engine` resolves to "compiled" (the
+default on CUDA: `videorft_hf.settings.resolve_generation_engine`), and `videorft eval`'s transformers backend
+generates with it under the same rule (`evaluation.arguments.EvalArguments.generation_engine`).
 
 Modules, each importing only those above it (every public name is re-exported here):
 
