@@ -20,8 +20,13 @@ and completion length, in a process of its own (peak memory is the run's own), a
   table counts the tensors of which at least 90% changed, overall and per vision / language group).
 
 The final `save_model` of each command is skipped (writing a 7B checkpoint measures the disk, not the recipe), and
-checkpoints are off (`--save_strategy no`). The paper's GRPO recipe runs without vLLM and without DeepSpeed
-(`--use_vllm false`, one process): transformers generation, and AdamW's moments in 8 bits (`--optim adamw_bnb_8bit`:
+checkpoints are off (`--save_strategy no`). GRPO and eval generate with the rollout engine (`--generation_engine
+compiled`: static KV cache, decode step compiled into a CUDA graph on the GPU, eager on CPU); each `<run>-generate`
+run is `<run>` on transformers' `generate`, the reference path, and the table ends with the engine's generation speed
+over it (`engine_speedup`). `grpo-qlora-256-merged` generates from merged bf16 copies of the 4-bit base and its
+adapters (`--generation_merge_lora true`) where `grpo-qlora-256` runs the 4-bit base with its adapters: the two
+options' speed and peak memory. The paper's GRPO recipe runs without vLLM and without DeepSpeed
+(`--use_vllm false`, one process), and AdamW's moments in 8 bits (`--optim adamw_bnb_8bit`:
 float32 weights, gradients and moments and the reference model exceed one GPU's memory), the recipe's other values
 unchanged. The `prefix-*` runs time `bench_prefix.py`'s log-prob passes on the 7B architecture, prompt shared and per
 row. A random policy is
@@ -183,6 +188,9 @@ class Run:
     estimate_s: float = 60.0  # on one H200, loading included: what --budget_s plans with (measured 2026-11-29)
     flags: list[str] = field(default_factory=list)
     gpu_flags: list[str] = field(default_factory=list)  # added on a GPU only (not with --tiny)
+    # GRPO and eval: the generation engine ("compiled": the rollout engine, compiled on a GPU and eager on CPU;
+    # "transformers": `generate`, the reference path). A run named `<name>-generate` is `<name>` on `generate`.
+    engine: str | None = None
 
 
 def default_runs(tiny: bool = False) -> list[Run]:
@@ -191,24 +199,38 @@ def default_runs(tiny: bool = False) -> list[Run]:
     # Full fine-tuning on one GPU: fp32 trainable weights with AdamW's two fp32 moments (16 bytes a parameter,
     # 124 GiB) and the bf16 reference model do not fit in 141 GB; AdamW with 8-bit moments (bitsandbytes) does.
     one_gpu_full = ["--optim", "adamw_bnb_8bit"]
+    # Estimates of the engine's runs include its compile (one graph per bucket shape); they are guesses until the
+    # first GPU run measures them. The `-generate` runs are the reference path the engine's speed is read against.
+    engine, generate = "compiled", "transformers"
+    merged = ["--generation_merge_lora", "true"]
     return [
-        # The paper's shape (1 prompt x 8 completions of up to 1024 tokens, a 1,186-token video prompt) on the 7B
-        # architecture: the reference / policy log-prob passes with the prompt computed once and per row.
-        Run("prefix-sharing-1024", "prefix", "", family="", completion_length=long, estimate_s=70),
         # The QLoRA recipe as it ships: 8 completions per micro-batch, 2 micro-batches = 2 prompts x 8.
         # Two steps: lora_A receives its first gradient in the second (lora_B starts at zero).
         Run("grpo-qlora-256", "grpo", str(GRPO_QLORA), completion_length=short, prompts_per_step=2,
-            steps=1 if tiny else 2, estimate_s=110),
-        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=95, gpu_flags=one_gpu_full),
+            steps=1 if tiny else 2, estimate_s=110, engine=engine),
+        Run("grpo-qlora-256-generate", "grpo", str(GRPO_QLORA), completion_length=short, prompts_per_step=2,
+            steps=1 if tiny else 2, estimate_s=110, engine=generate),
+        Run("grpo-paper-256", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=95, gpu_flags=one_gpu_full,
+            engine=engine),
+        Run("eval", "eval", str(EVAL_RECIPE), estimate_s=60, engine=engine),
+        Run("eval-generate", "eval", str(EVAL_RECIPE), estimate_s=40, engine=generate),
+        # QLoRA option (b): merged bf16 copies W0 + s*B*A, against (a), the 4-bit base with adapters (grpo-qlora-256).
+        Run("grpo-qlora-256-merged", "grpo", str(GRPO_QLORA), completion_length=short, prompts_per_step=2,
+            steps=1 if tiny else 2, estimate_s=110, flags=merged, engine=engine),
+        Run("grpo-paper-256-generate", "grpo", str(GRPO_PAPER), completion_length=short, estimate_s=95,
+            gpu_flags=one_gpu_full, engine=generate),
         Run("sft-qlora", "sft", str(SFT_QLORA), steps=2 if tiny else 3, estimate_s=40),
-        Run("eval", "eval", str(EVAL_RECIPE), estimate_s=40),
+        # The paper's shape (1 prompt x 8 completions of up to 1024 tokens, a 1,186-token video prompt) on the 7B
+        # architecture: the reference / policy log-prob passes with the prompt computed once and per row, and each
+        # path's log-prob error against float32.
+        Run("prefix-sharing-1024", "prefix", "", family="", completion_length=long, estimate_s=70),
+        Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=160,
+            gpu_flags=one_gpu_full, engine=engine),
+        Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170, engine=engine),
+        Run("qwen3-grpo-qlora-256", "grpo", str(GRPO_QLORA), family="qwen3_vl", completion_length=short,
+            estimate_s=90, engine=engine),
         Run("prefix-sharing-1024-2prompts", "prefix", "", family="", completion_length=long, prompts_per_step=2,
             estimate_s=125),
-        Run("grpo-paper-1024", "grpo", str(GRPO_PAPER), completion_length=long, estimate_s=160,
-            gpu_flags=one_gpu_full),
-        Run("grpo-qlora-1024", "grpo", str(GRPO_QLORA), completion_length=long, estimate_s=170),
-        Run("qwen3-grpo-qlora-256", "grpo", str(GRPO_QLORA), family="qwen3_vl", completion_length=short,
-            estimate_s=90),
     ]
 
 
@@ -558,26 +580,16 @@ def _instrument(recorder: Recorder, report: dict) -> list:
     patch(Trainer, "train", train)
     patch(Trainer, "save_model", save_model)
 
-    original_eval_generate = TransformersGenerator.__dict__["generate"]
+    original_generate_ids = TransformersGenerator.__dict__["generate_ids"]
 
-    def eval_generate(self, samples):
-        model_generate = self.model.generate
-
-        def counting(*args, **kwargs):
-            output = model_generate(*args, **kwargs)
-            prompt_length = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
-            new = output[:, prompt_length:]
-            recorder.tokens += int((new != self.pad_token_id).sum())
-            return output
-
-        self.model.generate = counting
+    def eval_generate_ids(self, samples):
+        # Both engines (the rollout engine and `generate`) return the completion ids through this method.
+        completion_ids = original_generate_ids(self, samples)
+        recorder.tokens += int((completion_ids != self.pad_token_id).sum())
         recorder.generation_calls += 1
-        try:
-            return original_eval_generate(self, samples)
-        finally:
-            del self.model.generate
+        return completion_ids
 
-    patch(TransformersGenerator, "generate", recorder.timed(stage("generation"), eval_generate))
+    patch(TransformersGenerator, "generate_ids", recorder.timed(stage("generation"), eval_generate_ids))
     return patches
 
 
@@ -656,7 +668,7 @@ def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, ext
                 "--max_samples", "8", "--batch_size", "8", "--max_new_tokens", "64", "--progress", "false"]
         if tiny:
             argv += ["--max_new_tokens", "8", "--device", "cpu"] + TINY_MEDIA
-        return argv + run.flags
+        return argv + _engine_flags(run) + run.flags
     argv = ["--config", run.recipe, "--model_name_or_path", model, "--media_root", paths["root"],
             "--output_dir", out, "--max_steps", str(run.steps), "--save_strategy", "no", "--report_to", "none",
             "--logging_steps", "1"]
@@ -666,7 +678,7 @@ def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, ext
         argv += ["--dataset_name", paths["rl"], "--semantic_model_name_or_path", paths["siglip"],
                  "--max_completion_length", str(run.completion_length), "--use_vllm", "false",
                  "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", str(run.prompts_per_step),
-                 "--log_completions", "false"]
+                 "--log_completions", "false"] + _engine_flags(run)
     else:
         argv += ["--dataset_name", paths["cot"], "--gradient_accumulation_steps", str(run.prompts_per_step)]
         if tiny:
@@ -674,6 +686,21 @@ def command_argv(run: Run, paths: dict[str, str], tiny: bool, workdir: Path, ext
     if tiny:
         argv += ["--use_cpu", "true"] + TINY_MEDIA
     return argv + run.flags + ([] if tiny else run.gpu_flags)
+
+
+def _engine_flags(run: Run) -> list[str]:
+    return ["--generation_engine", run.engine] if run.engine else []
+
+
+def engine_speedups(runs: dict) -> dict[str, float]:
+    """Generation speed of each engine run over its `-generate` twin's, from the same invocation (the ratio the
+    engine is judged by; absolute tokens/s depend on the card)."""
+    speedups = {}
+    for name, run in runs.items():
+        twin = runs.get(f"{name}-generate")
+        if twin and run.get("tokens_per_s") and twin.get("tokens_per_s"):
+            speedups[name] = round(run["tokens_per_s"] / twin["tokens_per_s"], 2)
+    return speedups
 
 
 def recipe_values(recipe: str) -> dict:
@@ -808,6 +835,7 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
         if result.get("device", "cpu") != "cpu":
             figures["machine"] = result["device"]
+    figures["engine_speedup"] = engine_speedups(figures["runs"])
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(table(figures))
     if args.json:
@@ -888,6 +916,10 @@ def table(figures: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name, run) for name, run in figures["runs"].items()]
+    speedups = figures.get("engine_speedup") or {}
+    if speedups:
+        lines.append("\nGeneration tokens/s, rollout engine over `generate` (the `-generate` run): "
+                     + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in speedups.items()))
     if figures["skipped"]:
         lines.append(f"\nSkipped (budget): {', '.join(figures['skipped'])}; run them with --runs.")
     lines.append(f"\n{len(figures['runs'])} runs in {figures['total_s']:.0f} s.")

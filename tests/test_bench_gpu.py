@@ -12,9 +12,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import bench_gpu  # noqa: E402
 
-# One run of each command: GRPO with the paper recipe (full fine-tuning), SFT with the QLoRA recipe (4-bit, LoRA),
-# eval. The slow test runs every run (GRPO with QLoRA, both lengths, Qwen3-VL), each in its own process as on a GPU.
-RUNS = ["grpo-paper-256", "sft-qlora", "eval", "prefix-sharing-1024"]
+# One run of each command: GRPO with the paper recipe (full fine-tuning) on the rollout engine and on `generate`, SFT
+# with the QLoRA recipe (4-bit, LoRA), eval. The slow test runs every run (GRPO with QLoRA, both lengths, Qwen3-VL), each in its own process as on a GPU.
+RUNS = ["grpo-paper-256", "grpo-paper-256-generate", "sft-qlora", "eval", "prefix-sharing-1024"]
 STAGES = ("decode", "encode", "generation", "rewards", "logprob_nograd", "logprob_policy", "backward_optimizer")
 
 
@@ -67,6 +67,10 @@ def test_tiny_pipeline_runs_every_kind_of_run(tmp_path):
     assert json.loads((tmp_path / "f.json").read_text())["runs"].keys() == set(RUNS)
     grpo = figures["runs"]["grpo-paper-256"]
     assert grpo["completion_length"] == 4 and grpo["trainable"]["dtypes"]  # the tiny short length
+    # the engine run and its `generate` twin, read against each other
+    assert (grpo["engine"], figures["runs"]["grpo-paper-256-generate"]["engine"]) == ("compiled", "transformers")
+    assert figures["engine_speedup"].keys() == {"grpo-paper-256"} and figures["engine_speedup"]["grpo-paper-256"] > 0
+    assert "rollout engine over `generate`" in bench_gpu.table(figures)
 
 
 @pytest.mark.slow
