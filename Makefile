@@ -45,11 +45,11 @@ venv-vllm: $(VLLM_VENV)/.installed
 test-vllm: venv-vllm
 	PYTHONPATH=tests/vllm_cpu_site HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
-# The supported transformers range (pyproject.toml: >=5.6,<6) at both ends: the library-internals, position,
-# prompt-sharing, trainer, rollout-engine and SFT tests on the oldest release that works (5.6.0) and on the newest
+# The supported transformers range (pyproject.toml: >=5.15,<6) at both ends: the library-internals, position,
+# prompt-sharing, trainer, rollout-engine and SFT tests on the oldest supported release (5.15.0) and on the newest
 # (5.25.0), each in an environment of its own (`.venv-transformers-<version>`: the package with its dev extras and that
 # release, as a user installs it). About 8 minutes with the installs, 3 without.
-TRANSFORMERS_RANGE ?= 5.6.0 5.25.0
+TRANSFORMERS_RANGE ?= 5.15.0 5.25.0
 RANGE_TESTS ?= tests/test_trl_seams.py tests/test_positions.py tests/test_prompt_sharing.py tests/test_trainer.py \
 	tests/test_rollout.py tests/test_sft.py
 

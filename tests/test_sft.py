@@ -105,8 +105,7 @@ def test_sft_trains_language_and_vision_parameters(tmp_path, data):
     # Batches of 2 x 2 accumulation steps, decoded in 2 worker processes: spawned (the collator and the dataset
     # travel pickled), since a worker forked from this process, which has decoded video, can hang.
     args = sft_args(tmp_path, gradient_accumulation_steps=2, dataloader_num_workers=2)
-    if hasattr(args, "dataloader_multiprocessing_context"):  # transformers >= 5.15
-        assert args.dataloader_multiprocessing_context == "spawn"
+    assert args.dataloader_multiprocessing_context == "spawn"
     trainer = make_trainer("qwen2_5_vl", data, args)
     before = snapshot(trainer.model)
     trainer.train()
@@ -121,8 +120,6 @@ def test_sft_trains_language_and_vision_parameters(tmp_path, data):
 
 def test_worker_start_method(tmp_path):
     """Workers are spawned by default; the user's start method and a loader without workers are left alone."""
-    if not hasattr(VideoSFTConfig, "dataloader_multiprocessing_context"):
-        pytest.skip("transformers < 5.15 has no dataloader_multiprocessing_context (the config warns instead)")
     assert sft_args(tmp_path, dataloader_num_workers=2).dataloader_multiprocessing_context == "spawn"
     explicit = sft_args(tmp_path, dataloader_num_workers=2, dataloader_multiprocessing_context="fork")
     assert explicit.dataloader_multiprocessing_context == "fork"

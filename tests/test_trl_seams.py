@@ -121,12 +121,12 @@ INTERNALS = {
     "transformers:PreTrainedModel._keys_to_ignore_on_save": ("class", None),
     "transformers.core_model_loading:_weight_conversions": ("source", None),  # what from_pretrained used
     "transformers:core_model_loading": ("module", None),
-    "transformers.core_model_loading:PrefixChange": ("optional", None),  # transformers >= 5.25 (5.6-5.24: none)
+    "transformers.core_model_loading:PrefixChange": ("optional", None),  # transformers >= 5.25 (5.15-5.24: none)
     "transformers.conversion_mapping:get_model_conversion_mapping": ("call-prefix", ["model", "key_mapping=None"]),
     "transformers.core_model_loading:WeightConverter": ("call", None),
     "transformers.core_model_loading:WeightRenaming": ("call", None),
     "transformers.core_model_loading:dot_natural_key": ("call", None),
-    # 5.6-5.10: (..., prefix=None, meta_state_dict=None); 5.14+: base_model_prefix; 5.25: reverse=False
+    # 5.15-5.24: base_model_prefix; 5.25: reverse=False
     "transformers.core_model_loading:rename_source_key": (
         "call-prefix", ["source_key", "weight_renamings", "weight_converters"]
     ),
@@ -143,7 +143,7 @@ INTERNALS = {
     # --- transformers' KV caches and attention (prompt sharing and the rollout engine)
     "transformers:PreTrainedConfig._attn_implementation": ("class", None),
     "transformers.cache_utils:Cache.batch_select_indices": ("call", ["self", "indices"]),
-    # the cache a forward returns: `cache` in 5.25, `past_key_values` in 5.6-5.24
+    # the cache a forward returns: `cache` in 5.25, `past_key_values` in 5.15-5.24
     "transformers.modeling_outputs:BaseModelOutputWithPast.cache": ("field", ("cache", "past_key_values")),
     "transformers.cache_utils:Cache.layers": ("instance", None),
     "transformers.cache_utils:DynamicLayer.keys": ("instance", None),

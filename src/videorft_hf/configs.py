@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -12,8 +11,6 @@ from trl import GRPOConfig, ScriptArguments, SFTConfig
 from .frame_store import STORE_ENV, FrameStore, FrameStoreError, open_frame_store
 from .skips import DEFAULT_MAX_SKIPPED_FRACTION
 from .video import VideoSamplingConfig
-
-logger = logging.getLogger(__name__)
 
 # Option of `VideoSamplingArguments` -> the `VideoSamplingConfig` field it overrides.
 SAMPLING_OVERRIDES: dict[str, str] = {
@@ -450,8 +447,7 @@ class VideoSFTConfig(
     With `dataloader_num_workers > 0` the collator decodes video in worker processes, and they are started with
     `spawn` unless `dataloader_multiprocessing_context` says otherwise: a worker forked from a process that has
     decoded video (decord's threads, ffmpeg's) can inherit a lock held by a thread that does not exist in the child,
-    and the training hangs waiting for its first batch. transformers releases before 5.15 have no such option and
-    fork; the config warns there.
+    and the training hangs waiting for its first batch.
     """
 
     def __post_init__(self):
@@ -463,14 +459,5 @@ class VideoSFTConfig(
         SkipLimitArguments.__post_init__(self)
 
     def _start_workers_clean(self) -> None:
-        if self.dataloader_num_workers <= 0:
-            return
-        if not hasattr(self, "dataloader_multiprocessing_context"):  # transformers < 5.15
-            logger.warning(
-                "dataloader_num_workers=%d: this transformers release forks the data loader's workers, and a worker "
-                "forked from a process that has decoded video can hang. Upgrade to transformers>=5.15 (workers are "
-                "then spawned) or set dataloader_num_workers=0.",
-                self.dataloader_num_workers,
-            )
-        elif self.dataloader_multiprocessing_context is None:
+        if self.dataloader_num_workers > 0 and self.dataloader_multiprocessing_context is None:
             self.dataloader_multiprocessing_context = "spawn"

@@ -12,7 +12,7 @@ package's trainer subclasses override trl's and transformers' named seam methods
 here is listed in that test with what the code expects of it (a signature, an attribute set by the class, a module
 attribute), so that a release that changes one fails there with a message naming it; a name this module no longer
 uses cannot stay listed. What the functions here do is library-version aware where the supported transformers range
-(`pyproject.toml`: 5.6 to 5.25) differs (the KV cache's keyword, the repetition penalty's padding).
+(`pyproject.toml`: 5.15 to 5.25) differs (the KV cache's keyword, the repetition penalty's padding).
 
 Sections: the M-RoPE position rule; the suppressed vision placeholders; trl's `GRPOTrainer` (its metrics, columns,
 tags, tools per environment, row shuffle, reward call and generation settings); trl's vLLM generation; transformers'
@@ -602,7 +602,7 @@ def expanded_cache_argument(outputs, index: torch.Tensor) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- the rollout engine
 # The rollout engine's (`videorft_hf.rollout`) private and layout-dependent names of transformers, torch, peft and
 # bitsandbytes. Written against transformers 5.25, torch 2.14, peft 0.22 and bitsandbytes 0.50; transformers back to
-# 5.6 is handled where it differs (the KV cache keyword, the repetition penalty).
+# 5.15 is handled where it differs (the KV cache keyword, the repetition penalty).
 def generation_defaults() -> dict[str, Any]:
     """transformers' global generation defaults, which `generate` applies to every field still unset (None)."""
     from transformers import GenerationConfig
