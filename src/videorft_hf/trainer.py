@@ -40,6 +40,11 @@ built for the Qwen-VL families (`processing.SUPPORTED_VIDEO_MODEL_TYPES`); video
 1.16 hands a colocated vLLM 0.31 prompts whose image placeholders are already expanded, which vLLM expands again, and
 lets rollouts sample placeholder tokens.
 
+Why one module of over 900 lines: it is one class, the trl seams it overrides, and the seams share one batch state
+(`GenerationMedia`). What each seam delegates has a module of its own (`processing`, `prompt_sharing`, `vllm_media`,
+`rollout`, `rewards.shaping`, `checkpoints`, `internals`); what remains here is the seam code itself, and splitting
+the class into mixins would spread one object's state over several files.
+
 Example:
     ```python
     from videorft_hf import VideoGRPOConfig, VideoGRPOTrainer, load_videorft_dataset
