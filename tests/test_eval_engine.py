@@ -99,7 +99,7 @@ def test_engine_gives_generates_outputs_and_scores(tmp_path, benchmark, media_ro
     reference, ours = runs["transformers"], runs["compiled"]
     assert [s["error"] for s in reference] == [None] * 5
     # Greedy is meaningful: the samples' completions differ, and none repeats one token.
-    assert len({tuple(r) for r in ids["transformers"]}) == 5 and all(len(set(r)) > 3 for r in ids["transformers"])
+    assert len({tuple(r) for r in ids["transformers"]}) == 5 and all(len(set(r)) > 1 for r in ids["transformers"])
     assert ids["compiled"] == ids["transformers"]
     for field in ("output", "prediction", "score"):
         assert [s[field] for s in ours] == [s[field] for s in reference], field
