@@ -225,6 +225,8 @@ class SkipLimitArguments:
 
 
 GENERATION_ENGINES = ("compiled", "transformers")
+# The attention implementations the rollout engine ("compiled") runs: they take its 4-D mask as it is.
+ENGINE_ATTENTION = ("sdpa", "eager")
 
 
 class GenerationEngineError(ValueError):

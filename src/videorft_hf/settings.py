@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from .configs import (
+    ENGINE_ATTENTION,
     GenerationEngineArguments,
     GenerationEngineError,
     PrecisionArguments,
@@ -147,7 +148,7 @@ def compiled_engine_problem(model_config: Any) -> str | None:
     if model_type not in POSITION_RULE_MODEL_TYPES:
         return f"it generates with Qwen-VL models ({', '.join(POSITION_RULE_MODEL_TYPES)}), and this model is {model_type!r}"
     implementation = attention_implementation(model_config)
-    if implementation not in (None, "sdpa", "eager"):
+    if implementation not in (None, *ENGINE_ATTENTION):
         return f"it runs sdpa or eager attention, and this model uses {implementation!r} (load it with attn_implementation='sdpa')"
     if "sliding_attention" in (getattr(model_config.get_text_config(), "layer_types", None) or ()):
         return "it does not support sliding-window attention layers, and this model has some"

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..configs import GENERATION_ENGINES, VideoSamplingArguments
+from ..configs import ENGINE_ATTENTION, GENERATION_ENGINES, VideoSamplingArguments
 from .benchmarks import parse_benchmark_spec
-
-# Attention implementations the rollout engine runs (it passes its own 4-D mask to the decoder).
-ENGINE_ATTENTION = (None, "sdpa", "eager")
 
 
 def resolve_generation_engine(value: str | None, device) -> str:
@@ -171,7 +168,7 @@ class EvalArguments(VideoSamplingArguments):
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         engine = resolve_generation_engine(self.generation_engine, device)
-        if engine == "compiled" and self.attn_implementation not in ENGINE_ATTENTION:
+        if engine == "compiled" and self.attn_implementation not in (None, *ENGINE_ATTENTION):
             raise ValueError(
                 f"The compiled generation engine runs sdpa or eager attention, not attn_implementation="
                 f"{self.attn_implementation!r}: pass --attn_implementation sdpa, or --generation_engine transformers "

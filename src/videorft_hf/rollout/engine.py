@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .. import internals
+from ..configs import ENGINE_ATTENTION
 from ..positions import POSITION_RULE_MODEL_TYPES, PositionRule, rope_index
 from ..processing import VISION_KEYS, collate_vision, mm_token_type_ids
 from .sampling import UnsupportedGenerationError, _eos_ids, logits_processors, resolve_generation_config
@@ -179,7 +180,6 @@ def _decode_logits(language_model, head, tokens, positions, mask, cache) -> torc
     return head(hidden[:, -1]).float()
 
 
-_ATTENTION = ("sdpa", "eager")  # implementations that take the engine's 4-D mask as it is
 
 
 class RolloutEngine:
@@ -234,7 +234,7 @@ class RolloutEngine:
                 f"model is {getattr(base.config, 'model_type', None)!r}."
             )
         implementation = internals.attention_implementation(base.config)
-        if implementation not in _ATTENTION:
+        if implementation not in ENGINE_ATTENTION:
             raise UnsupportedGenerationError(
                 f"The rollout engine runs sdpa or eager attention; this model uses {implementation!r}. Load it with "
                 "attn_implementation='sdpa'."
