@@ -63,15 +63,16 @@ def _command_args(command: str, data: dict, output_dir: Path, *extra: str) -> li
     return [*args, *extra]
 
 
-def _run(command: list[str], cwd: Path, env: dict) -> str:
+def _run(command: list[str], cwd: Path, env: dict, fails: bool = False) -> str:
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT, cwd=cwd)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
+    assert (result.returncode != 0) if fails else (result.returncode == 0), output[-6000:]
     return output
 
 
 def _launch(
-    config: str, command: str, data: dict, output_dir: Path, *extra: str, processes: int = 2, launch_flags=()
+    config: str, command: str, data: dict, output_dir: Path, *extra: str, processes: int = 2, launch_flags=(),
+    fails: bool = False,
 ) -> str:
     """`accelerate launch` with a recipe's accelerate config on two CPU processes (or GPUs), the model in bf16 with
     bf16 mixed precision at lr 1e-6, two steps, a checkpoint after each."""
@@ -84,7 +85,7 @@ def _launch(
         args += ["--use_cpu", "false"]  # a GPU, or DeepSpeed's CPU accelerator (accelerate drops DeepSpeed under use_cpu)
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
-    return _run([*launch, str(HERE / "cpu_launch.py"), command, *args], output_dir.parent, env)
+    return _run([*launch, str(HERE / "cpu_launch.py"), command, *args], output_dir.parent, env, fails)
 
 
 def _fsdp_weights(checkpoint: Path) -> dict:
@@ -147,6 +148,16 @@ def test_fsdp2_on_two_cpu_processes_trains_bf16_saves_and_resumes(command, data,
     assert "Process 0 of 2 (FSDP)" in output and "Process 1 of 2 (FSDP)" in output
     _launch("fsdp", command, data, resumed, "--resume_from_checkpoint", str(run / "checkpoint-1"))
     _check_runs(data, run, resumed, _fsdp_weights)
+
+
+@pytest.mark.distributed
+def test_fsdp2_refuses_the_rollout_engine_before_training(data, tmp_path):
+    """Each FSDP process holds a shard of the weights, which the rollout engine cannot generate with: asking for it
+    is a typed error on every process before the first step, not a fallback."""
+    run = tmp_path / "run"
+    output = _launch("fsdp", "grpo", data, run, "--generation_engine", "compiled", fails=True)
+    assert output.count("GenerationEngineError") >= 2 and "sharded parameters (FSDP or DeepSpeed ZeRO-3)" in output
+    assert not (run / "checkpoint-1").exists()
 
 
 @pytest.mark.distributed
