@@ -48,8 +48,8 @@ test-vllm: venv-vllm
 # The supported transformers range (pyproject.toml: >=5.15,<6) at both ends: the library-internals, position,
 # prompt-sharing, trainer, rollout-engine (alone, in training and in evaluation) and SFT tests on the oldest supported
 # release (5.15.0) and on the newest (5.25.0), each in an environment of its own (`.venv-transformers-<version>`: the
-# package with its dev extras and that release, as a user installs it). About 14 minutes with the installs on 2 cores,
-# 11 without.
+# package with its dev extras and that release, as a user installs it). The tests take about 2 minutes per release on
+# 2 cores (5.15.0: 1:46, 5.25.0: 1:37 in a fresh clone, 2026-12-07), plus each environment's install.
 TRANSFORMERS_RANGE ?= 5.15.0 5.25.0
 RANGE_TESTS ?= tests/test_trl_seams.py tests/test_positions.py tests/test_prompt_sharing.py tests/test_trainer.py \
 	tests/test_rollout.py tests/test_generation_engine.py tests/test_eval_engine.py tests/test_sft.py
