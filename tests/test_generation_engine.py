@@ -225,7 +225,7 @@ def test_greedy_rollouts_equal_generate(tmp_path, media, model_dirs, family, kin
     assert trainer.settings.generation_engine == "compiled"
     rows = prompts(kind, media)
     output = rollouts(trainer, rows)
-    engine = trainer._engine
+    engine = trainer.rollout_engine
     assert engine is not None and engine.last_stats.rows == len(rows) * G and engine.last_stats.groups == len(rows)
     expected = reference(trainer, output, do_sample=False)
     got = completions(output)
@@ -257,7 +257,7 @@ def test_the_vision_placeholders_stay_suppressed_on_the_engine(tmp_path, media, 
         output = rollouts(trainer, prompts("mixed", media))
     finally:
         hook.remove()
-    assert trainer._engine is not None
+    assert trainer.rollout_engine is not None
     emitted = [ids for ids in completions(output) if set(ids) & set(placeholders)]
     assert not emitted and all(completions(output)), emitted
 
@@ -272,7 +272,7 @@ def test_sampled_rollouts_equal_generate_with_the_same_seed(tmp_path, media, mod
     spread(trainer.model, std=0.1)  # flatter logits: the draws are not all the greedy token
     rows = prompts("mixed", media)
     output = rollouts(trainer, rows, seed=3)
-    assert trainer._engine is not None
+    assert trainer.rollout_engine is not None
     torch.manual_seed(3)
     expected = reference(trainer, output, do_sample=True, temperature=0.9, top_p=0.95, top_k=20)
     assert completions(output) == expected
@@ -303,7 +303,7 @@ def test_generation_after_an_optimizer_step_uses_the_updated_weights(tmp_path, m
     before = [p.detach().clone() for p in trainable]
     trainer.train()
     assert all(not torch.equal(b, p.detach()) for b, p in zip(before, trainable, strict=True))  # every tensor moved
-    engine = trainer._engine
+    engine = trainer.rollout_engine
     assert engine.dtype == torch.bfloat16 and engine.weights.mode == "copies"
     assert len(engine.weights.copies) == len(trainable)
     assert len(calls) == 2 and [c["stale"] for c in calls] == [0, 0]  # each generated with the policy's weights
@@ -328,9 +328,9 @@ def test_a_plain_grpo_config_keeps_trls_generation_for_text_and_image_batches(tm
     assert trainer.settings.generation_engine == "compiled" and trainer.settings.generation.generation_engine is None
     for kind in ("text", "image"):
         rollouts(trainer, prompts(kind, media))
-        assert trainer._engine is None and not used, kind
+        assert trainer.rollout_engine is None and not used, kind
     rollouts(trainer, prompts("video", media))
-    assert trainer._engine is not None and used
+    assert trainer.rollout_engine is not None and used
 
 
 # ---------------------------------------------------------------------------------------------- (f) adapters
@@ -346,7 +346,7 @@ def test_lora_trains_one_step_on_the_engine(tmp_path, media, model_dirs, merge_l
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
-    assert trainer._engine.weights.mode == ("merged" if merge_lora else "policy")
+    assert trainer.rollout_engine.weights.mode == ("merged" if merge_lora else "policy")
     moved = [n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(before[n], p)]
     assert moved and all("lora_" in n for n in moved)
     record = build_run_record("grpo", trainer, None, args, None)
@@ -370,7 +370,7 @@ def test_qlora_trains_one_step_on_the_engine(tmp_path, media, model_dirs, merge_
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
-    engine = trainer._engine
+    engine = trainer.rollout_engine
     assert engine is not None and engine.weights.mode == ("merged" if merge_lora else "policy")
     moved = [n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(before[n], p)]
     assert moved and all("lora_" in n for n in moved)
@@ -380,6 +380,6 @@ def test_the_run_record_states_the_default_generator(tmp_path, media, model_dirs
     args = grpo_args(tmp_path, max_steps=1)
     trainer = trainer_for(tmp_path, model_dirs["qwen2_5_vl"], media, "video", max_steps=1)
     trainer.train()
-    assert trainer._engine is None  # CPU: generate
+    assert trainer.rollout_engine is None  # CPU: generate
     record = build_run_record("grpo", trainer, None, args, None)
     assert record["generation"] == {"engine": "transformers", "generation_engine": None, "generation_merge_lora": False}

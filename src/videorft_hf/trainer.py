@@ -318,7 +318,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         self._frame_cache = FrameCache(video.frame_cache_bytes) if video.frame_cache_bytes else None
         self._frame_store = self.settings.open_frame_store()  # this config's store only (None: decode every video)
         self._media: GenerationMedia | None = None  # the batch being generated or scored (`_media_scope`)
-        # generation_engine="compiled": built at the first generation (`_rollout_engine`); the step its generation
+        # generation_engine="compiled": built at the first generation (`_engine_for`); the step its generation
         # weights were last refreshed at
         self._engine: RolloutEngine | None = None
         self._engine_step: int | None = None
@@ -690,7 +690,7 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
                 for key in (*VISION_KEYS, "mm_token_type_ids"):
                     kwargs.pop(key, None)
             rows = input_ids.size(0)
-            engine = self._rollout_engine(model)
+            engine = self._engine_for(model)
             with profiling_context(self, "RolloutEngine.generate"):
                 sequences = engine.generate(
                     input_ids,
@@ -708,7 +708,14 @@ class VideoGRPOTrainer(ResumeExactly, GRPOTrainer):
         with generate_replaced(model, generate):
             yield
 
-    def _rollout_engine(self, model) -> RolloutEngine:
+    @property
+    def rollout_engine(self) -> RolloutEngine | None:
+        """The run's rollout engine (`generation_engine` resolved to "compiled"), built at the first generation: its
+        `compile_seconds`, `last_stats`, `cache_shapes` and generation `weights`. None before the first generation
+        and on every other generation path."""
+        return self._engine
+
+    def _engine_for(self, model) -> RolloutEngine:
         """The trainer's rollout engine, built at the first generation on the unwrapped policy (after the precision
         rule has set the trainable weights' dtype), its generation weights refreshed from the policy whenever an
         optimizer step has run since their last refresh (`state.global_step` moved: in training, and after a resume).
