@@ -7,10 +7,10 @@ that name needs.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from . import _quiet  # noqa: F401  (first: it must run before anything imports peft)
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0.dev0"
 
@@ -94,15 +94,4 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .vllm_media import VLLMPromptMismatchError
 
 
-def __getattr__(name: str):
-    """Imports the module that defines a public name when the name is first used."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -59,8 +59,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # public name -> the module of this package that defines it
 _EXPORTS: dict[str, str] = {
@@ -137,15 +138,4 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .run import compare_with_training_sampling, run_evaluation
 
 
-def __getattr__(name: str):
-    """Imports the module that defines a public name when the name is first used."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
