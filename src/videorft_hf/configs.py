@@ -229,6 +229,18 @@ GENERATION_ENGINES = ("compiled", "transformers")
 ENGINE_ATTENTION = ("sdpa", "eager")
 
 
+def default_generation_engine(device_type: str, engine_can_run: bool = True) -> str:
+    """The generation engine of a run that does not choose one: the rollout engine (`"compiled"`) on CUDA, where its
+    compiled decode step pays, wherever it can run; `generate` (`"transformers"`) elsewhere. The one rule training
+    (`settings.resolve_generation_engine`) and evaluation (`evaluation.arguments.resolve_generation_engine`) share.
+
+    Example:
+        >>> default_generation_engine("cuda"), default_generation_engine("cpu")
+        ('compiled', 'transformers')
+    """
+    return "compiled" if device_type == "cuda" and engine_can_run else "transformers"
+
+
 class GenerationEngineError(ValueError):
     """A `generation_engine` setting that cannot run with the rest of the configuration (or the model)."""
 

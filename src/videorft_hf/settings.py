@@ -40,6 +40,7 @@ from .configs import (
     VideoGRPOConfig,
     VideoSamplingArguments,
     configured_sampling,
+    default_generation_engine,
     open_configured_frame_store,
 )
 from .frame_store import FrameStore
@@ -206,7 +207,7 @@ def resolve_generation_engine(
                 "generation_engine='transformers' (or leave it unset)."
             )
         return "compiled"
-    return "compiled" if device_type == "cuda" and not sharded and problem is None else "transformers"
+    return default_generation_engine(device_type, engine_can_run=not sharded and problem is None)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..configs import ENGINE_ATTENTION, GENERATION_ENGINES, VideoSamplingArguments
+from ..configs import ENGINE_ATTENTION, GENERATION_ENGINES, VideoSamplingArguments, default_generation_engine
 from .benchmarks import parse_benchmark_spec
 
 
@@ -34,8 +34,7 @@ def resolve_generation_engine(value: str | None, device) -> str:
         )
     if value is not None:
         return value
-    device_type = getattr(device, "type", None) or str(device).split(":")[0]
-    return "compiled" if device_type == "cuda" else "transformers"
+    return default_generation_engine(getattr(device, "type", None) or str(device).split(":")[0])
 
 
 @dataclass
